@@ -8,21 +8,32 @@ control renderers, generators, scorers) are roots in the ``posedreamer_mm`` scop
 
 ``locations`` lists the sub-packages imported on first build, so a config never needs ``custom_imports``.
 """
+import importlib.util
+
 from mmengine.registry import Registry
 from mmpose import registry as mmpose_registry
 
 SCOPE = 'posedreamer_mm'
 
 
+def _existing(locations: list[str]) -> list[str]:
+    """The sub-packages that exist (stages land one issue at a time; mmengine errors on a missing location)."""
+    return [f'{SCOPE}.{loc}' for loc in locations if importlib.util.find_spec(f'{SCOPE}.{loc}') is not None]
+
+
 def _child(name: str, parent: Registry, locations: list[str]) -> Registry:
-    return Registry(name, parent=parent, scope=SCOPE, locations=[f'{SCOPE}.{loc}' for loc in locations])
+    return Registry(name, parent=parent, scope=SCOPE, locations=_existing(locations))
+
+
+def _root(name: str, locations: list[str]) -> Registry:
+    return Registry(name, scope=SCOPE, locations=_existing(locations))
 
 
 # --- children of mmpose's registries ------------------------------------------------------------------------
 RUNNERS = _child('runner', mmpose_registry.RUNNERS, ['engine'])
 RUNNER_CONSTRUCTORS = _child('runner constructor', mmpose_registry.RUNNER_CONSTRUCTORS, ['engine'])
 LOOPS = _child('loop', mmpose_registry.LOOPS, ['engine'])
-HOOKS = _child('hook', mmpose_registry.HOOKS, ['engine', 'alignment', 'mining'])
+HOOKS = _child('hook', mmpose_registry.HOOKS, ['engine', 'alignment', 'mining', 'testing'])
 DATASETS = _child('dataset', mmpose_registry.DATASETS, ['datasets'])
 DATA_SAMPLERS = _child('data sampler', mmpose_registry.DATA_SAMPLERS, ['datasets', 'mining'])
 TRANSFORMS = _child('transform', mmpose_registry.TRANSFORMS, ['datasets'])
@@ -42,15 +53,15 @@ LOG_PROCESSORS = _child('log_processor', mmpose_registry.LOG_PROCESSORS, ['engin
 
 # --- roots for concepts upstream has no registry for --------------------------------------------------------
 #: SMPL-X (and stand-in) body-model wrappers: ``body_model=dict(type='SMPLXBodyModel', model_path=...)``.
-BODY_MODELS = Registry('body model', scope=SCOPE, locations=[f'{SCOPE}.body'])
+BODY_MODELS = _root('body model', ['body'])
 #: Pose/camera sources yielding SMPL-X parameter records (AMASS, BEDLAM, PoseDreamer labels, procedural).
-POSE_SOURCES = Registry('pose source', scope=SCOPE, locations=[f'{SCOPE}.body'])
+POSE_SOURCES = _root('pose source', ['body'])
 #: Control-image renderers: ``control=dict(type='PNCCRenderer', size=512)``.
-RENDERERS = Registry('renderer', scope=SCOPE, locations=[f'{SCOPE}.render'])
+RENDERERS = _root('renderer', ['render'])
 #: Dataset generators and their diffusion backends.
-GENERATORS = Registry('generator', scope=SCOPE, locations=[f'{SCOPE}.generation'])
+GENERATORS = _root('generator', ['generation'])
 #: 2D pose / person-count / head-pose / quality scorers used by filters and DPO.
-SCORERS = Registry('scorer', scope=SCOPE, locations=[f'{SCOPE}.scoring'])
+SCORERS = _root('scorer', ['scoring'])
 
 #: Every registry of this package, by attribute name (used by tests and tools/misc/list_components.py).
 ALL_REGISTRIES = {k: v for k, v in dict(globals()).items() if isinstance(v, Registry)}

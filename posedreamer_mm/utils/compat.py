@@ -101,6 +101,13 @@ def allow_runner_checkpoint_types() -> list[str]:
     types the Runner writes are added to torch's allow-list: any checkpoint made only of those (and tensors)
     loads; anything else (a pickled arbitrary object in a downloaded file) still fails safely.
 
+    ``HistoryBuffer.__getstate__`` also pickled its class-level statistics functions through
+    ``getattr`` (which no safe loader may allow: it reaches any attribute). They are registered by code at
+    import time and restored by ``__setstate__`` anyway, so the patched ``__getstate__`` leaves them out; the
+    file stays loadable by an unpatched mmengine (its ``__setstate__`` defaults the missing key to ``{}``).
+    Checkpoints written before this fix still hold ``getattr``: load those, if you trust them, with
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``.
+
     Returns:
         The qualified names allowed.
     """
@@ -110,6 +117,12 @@ def allow_runner_checkpoint_types() -> list[str]:
 
     if not hasattr(torch.serialization, 'add_safe_globals'):
         return []
+    if not getattr(HistoryBuffer.__getstate__, '_posedreamer_patched', False):
+        def __getstate__(self) -> dict:
+            return {k: v for k, v in self.__dict__.items() if k != 'statistics_methods'}
+
+        __getstate__._posedreamer_patched = True
+        HistoryBuffer.__getstate__ = __getstate__
     allowed: list = [HistoryBuffer, np.ndarray, np.dtype]
     # numpy pickles arrays and scalars through these reconstructors; their module moved in numpy 2.
     for modname in ('numpy._core.multiarray', 'numpy.core.multiarray'):

@@ -13,7 +13,7 @@ from mmengine.logging import print_log
 #: Sub-packages whose modules register components. Missing ones (not written yet) are skipped quietly;
 #: a module that exists but fails to import is an error, never silently dropped.
 COMPONENT_PACKAGES = ('body', 'render', 'generation', 'alignment', 'scoring', 'mining', 'datasets', 'models',
-                      'evaluation', 'engine', 'visualization')
+                      'evaluation', 'engine', 'visualization', 'testing')
 
 
 def import_all_components() -> list[str]:

@@ -1,0 +1,185 @@
+"""Config loading and argument merging for the train/test tools (mmpose ``tools/train.py`` shape).
+
+The tools stay thin (parse -> :func:`merge_train_args` -> ``Runner.from_cfg``); the logic lives here so it is
+tested and reusable from notebooks.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import os.path as osp
+from typing import Any
+
+import torch
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.logging import print_log
+
+
+class ConfigError(ValueError):
+    """A config file or ``--cfg-options`` key that cannot be used, with the file and key named."""
+
+
+def _replace_everywhere(node: Any, old: str, new: str, path: str, changed: list[str]) -> Any:
+    """Returns ``node`` with every string equal to (or a path under) ``old`` rewritten to ``new``."""
+    if isinstance(node, dict):
+        for k in list(node.keys()):
+            node[k] = _replace_everywhere(node[k], old, new, f'{path}.{k}' if path else str(k), changed)
+        return node
+    if isinstance(node, list):
+        return [_replace_everywhere(v, old, new, f'{path}[{i}]', changed) for i, v in enumerate(node)]
+    if isinstance(node, tuple):
+        return tuple(_replace_everywhere(v, old, new, f'{path}[{i}]', changed) for i, v in enumerate(node))
+    if isinstance(node, str) and old and (node == old or (node.startswith(old) and old.endswith(('/', os.sep)))):
+        changed.append(path)
+        return new + node[len(old):]
+    return node
+
+
+def merge_cfg_options(cfg: Config, options: dict | None) -> list[str]:
+    """Merges ``--cfg-options`` and propagates overridden top-level asset variables.
+
+    Configs name every asset path once at top level (``data_root = 'data/coco/'``) and build dataset dicts
+    from it; mmengine has already copied the old value into those dicts when the file was parsed, so
+    overriding only the variable would silently change nothing (mmdet#10891). For each overridden top-level
+    *string* variable, every string in the config equal to its old value (or, for a directory ending in
+    ``/``, starting with it) is rewritten too, and the rewritten keys are logged.
+
+    Returns:
+        The dotted keys that were rewritten by propagation.
+    """
+    if not options:
+        return []
+    old_values = {k: cfg.get(k) for k in options if '.' not in k and isinstance(cfg.get(k), str)}
+    cfg.merge_from_dict(options)
+    changed: list[str] = []
+    for key, old in old_values.items():
+        new = options[key]
+        if not isinstance(new, str) or new == old:
+            continue
+        cfg_dict = cfg._cfg_dict.to_dict()
+        for top in cfg_dict:
+            if top == key:
+                continue
+            cfg_dict[top] = _replace_everywhere(cfg_dict[top], old, new, top, changed)
+        for top in cfg_dict:
+            cfg[top] = cfg_dict[top]
+    if changed:
+        print_log(f'--cfg-options: propagated the new top-level values to {changed}', logger='current')
+    return changed
+
+
+def load_config(path: str, cfg_options: dict | None = None) -> Config:
+    """Loads a config file, naming the file in every error, and applies ``--cfg-options``."""
+    if not osp.isfile(path):
+        raise ConfigError(f'Config file not found: {path!r} (expected a python config, e.g. '
+                          f'configs/smoke/td-hm_vit-tiny_1xb4-20it_tinycoco-64x48.py)')
+    try:
+        cfg = Config.fromfile(path)
+    except Exception as e:  # mmengine raises many kinds; the user needs the file named.
+        raise ConfigError(f'Could not parse config {path!r}: {type(e).__name__}: {e}') from e
+    merge_cfg_options(cfg, cfg_options)
+    return cfg
+
+
+def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
+    """Makes a torchrun/Slurm launch work without GPUs (CPU processes over gloo).
+
+    mmengine's ``init_dist`` calls ``torch.cuda.set_device`` and wraps the model in DDP with
+    ``device_ids=[LOCAL_RANK]``; both fail on CPU. Without CUDA this initialises the gloo process group
+    itself (mmengine then sees an initialised group and skips ``init_dist``) and clears ``device_ids``.
+
+    Returns:
+        Whether the CPU path was taken.
+    """
+    if launcher == 'none' or torch.cuda.is_available():
+        return False
+    import torch.distributed as dist
+    cfg.setdefault('env_cfg', ConfigDict())
+    cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
+    cfg.env_cfg.dist_cfg.backend = 'gloo'
+    if launcher == 'slurm' and 'RANK' not in os.environ:
+        os.environ.setdefault('RANK', os.environ.get('SLURM_PROCID', '0'))
+        os.environ.setdefault('WORLD_SIZE', os.environ.get('SLURM_NTASKS', '1'))
+        os.environ.setdefault('LOCAL_RANK', os.environ.get('SLURM_LOCALID', '0'))
+        os.environ.setdefault('MASTER_PORT', '29500')
+        os.environ.setdefault('MASTER_ADDR', '127.0.0.1')
+    if not dist.is_initialized():
+        dist.init_process_group('gloo')
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+    print_log(f'No CUDA device: {launcher} launch runs CPU processes over gloo '
+              f'(rank {dist.get_rank()}/{dist.get_world_size()}).', logger='current', level=logging.WARNING)
+    return True
+
+
+def _set_work_dir(cfg: Config, args: argparse.Namespace) -> None:
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+
+def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Applies ``tools/train.py`` arguments to ``cfg`` (work dir, resume, AMP, LR scaling, launcher)."""
+    cfg.launcher = args.launcher
+    _set_work_dir(cfg, args)
+    if args.amp:
+        optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if optim_wrapper == 'AmpOptimWrapper':
+            print_log('AMP is already enabled in the config.', logger='current', level=logging.WARNING)
+        else:
+            if optim_wrapper != 'OptimWrapper':
+                raise ConfigError(f'--amp needs optim_wrapper.type OptimWrapper, got {optim_wrapper!r}')
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise ConfigError(f'--resume checkpoint not found: {args.resume!r} (a .pth written by the Runner, '
+                              f'or "auto" for the latest in the work dir)')
+        cfg.resume = True
+        cfg.load_from = args.resume
+    if args.auto_scale_lr:
+        cfg.setdefault('auto_scale_lr', ConfigDict(base_batch_size=cfg.train_dataloader.batch_size))
+        cfg.auto_scale_lr.enable = True
+    setup_cpu_distributed(cfg, args.launcher)
+    return cfg
+
+
+def merge_test_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Applies ``tools/test.py`` arguments: work dir, checkpoint, predictions dump, launcher."""
+    cfg.launcher = args.launcher
+    _set_work_dir(cfg, args)
+    if not osp.isfile(args.checkpoint):
+        raise ConfigError(f'Checkpoint not found: {args.checkpoint!r} (expected a .pth state dict or a Runner '
+                          f'checkpoint)')
+    cfg.load_from = args.checkpoint
+    if args.dump is not None:
+        if not args.dump.endswith(('.pkl', '.pickle')):
+            raise ConfigError(f'--dump must be a .pkl file, got {args.dump!r}')
+        dump = dict(type='DumpResults', out_file_path=args.dump)
+        if isinstance(cfg.test_evaluator, (list, tuple)):
+            cfg.test_evaluator = [*cfg.test_evaluator, dump]
+        else:
+            cfg.test_evaluator = [cfg.test_evaluator, dump]
+    setup_cpu_distributed(cfg, args.launcher)
+    return cfg
+
+
+def common_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--work-dir', help='the directory to save logs, checkpoints and pictures')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, xxx=yyy; top-level asset variables (data_root=...) '
+                        'propagate to every place the config used them')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser
