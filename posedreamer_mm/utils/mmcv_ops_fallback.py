@@ -21,6 +21,7 @@ import types
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
 
 #: Marker set on the module object so code and tests can tell the fallback from full mmcv.
 IS_POSEDREAMER_FALLBACK = True
@@ -141,7 +142,8 @@ class RoIAlign(nn.Module):
     def __init__(self, output_size: int | tuple[int, int], spatial_scale: float = 1.0, sampling_ratio: int = 0,
                  pool_mode: str = 'avg', aligned: bool = True, use_torchvision: bool = False) -> None:
         super().__init__()
-        self.output_size = output_size
+        # mmcv stores a (h, w) pair; mmdet's RoI extractors unpack it.
+        self.output_size = _pair(output_size)
         self.spatial_scale = float(spatial_scale)
         self.sampling_ratio = int(sampling_ratio)
         self.pool_mode = pool_mode

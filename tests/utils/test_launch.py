@@ -1,0 +1,43 @@
+"""Config loading and --cfg-options propagation."""
+import argparse
+
+import pytest
+from mmengine.config import Config
+
+from posedreamer_mm.engine.launch import ConfigError, load_config, merge_cfg_options, merge_train_args
+
+
+def test_top_level_asset_variable_propagates(tmp_path):
+    cfg_file = tmp_path / 'cfg.py'
+    cfg_file.write_text("data_root = 'data/coco/'\nbody_model_dir = 'data/body_models'\n"
+                        "train = dict(dataset=dict(data_root=data_root, ann=data_root + 'ann.json', "
+                        "other='data/coco_other/x'), model=dict(path=body_model_dir))\n")
+    cfg = load_config(str(cfg_file), {'data_root': '/mnt/coco/', 'body_model_dir': '/models/smplx'})
+    assert cfg.train.dataset.data_root == '/mnt/coco/'
+    assert cfg.train.dataset.ann == '/mnt/coco/ann.json'
+    assert cfg.train.dataset.other == 'data/coco_other/x'  # only whole values or paths under the old dir
+    assert cfg.train.model.path == '/models/smplx'
+
+
+def test_nested_override_does_not_propagate():
+    cfg = Config(dict(a='x/', b=dict(c='x/')))
+    assert merge_cfg_options(cfg, {'b.c': 'y/'}) == []
+    assert cfg.a == 'x/'
+
+
+def test_missing_and_broken_configs_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match='not found.*nope.py'):
+        load_config(str(tmp_path / 'nope.py'))
+    bad = tmp_path / 'bad.py'
+    bad.write_text('model = dict(\n')
+    with pytest.raises(ConfigError, match='bad.py'):
+        load_config(str(bad))
+
+
+def test_amp_and_resume_args():
+    cfg = Config(dict(optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)), train_dataloader=dict(batch_size=2)))
+    args = argparse.Namespace(launcher='none', work_dir='wd', config='x.py', amp=True, resume='auto',
+                              auto_scale_lr=True)
+    merge_train_args(cfg, args)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.resume is True and cfg.load_from is None
+    assert cfg.auto_scale_lr.enable and cfg.auto_scale_lr.base_batch_size == 2
