@@ -1,0 +1,20 @@
+"""Control renderers: PNCC colour maps, OpenPose skeletons, depth, normal and shaded images.
+
+One rasteriser (:class:`MeshRasterizer`, moderngl through headless EGL, CPU llvmpipe or GPU) draws every mesh
+based control; the skeleton is drawn with OpenCV in ControlNet's annotator style. Registered renderers
+(``RENDERERS``): ``PNCCRenderer``, ``SkeletonRenderer``, ``DepthRenderer``, ``NormalRenderer``,
+``ShadedRenderer``. Conventions and measured speed: ``docs/rendering.md``.
+"""
+from .base import BaseControlRenderer, body_crop_camera
+from .maps import DepthRenderer, NormalRenderer, ShadedRenderer, depth_to_control, lambert, normal_to_control
+from .pncc import PNCCRenderer, canonical_pncc_colors, pncc_colors
+from .rasterizer import (MeshRasterizer, default_rasterizer, egl_devices, get_context, gl_device_info,
+                         vertex_normals)
+from .skeleton import SkeletonRenderer, draw_bodypose
+
+__all__ = [
+    'BaseControlRenderer', 'body_crop_camera', 'MeshRasterizer', 'default_rasterizer', 'egl_devices', 'get_context',
+    'gl_device_info', 'vertex_normals', 'PNCCRenderer', 'canonical_pncc_colors', 'pncc_colors',
+    'SkeletonRenderer', 'draw_bodypose', 'DepthRenderer', 'NormalRenderer', 'ShadedRenderer',
+    'depth_to_control', 'normal_to_control', 'lambert'
+]
