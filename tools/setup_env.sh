@@ -39,7 +39,12 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   log "creating $VENV"
   "$PY" -m venv "$VENV"
 fi
-PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q -c "$ROOT/requirements/constraints.txt")
+PIP=(pip_install)
+pip_install() {
+  # Drops pip's "Location ... is ignored" noise (from a local index config some machines carry), keeps errors.
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q -c "$ROOT/requirements/constraints.txt" "$@" \
+    2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+}
 log "torch + torchvision"
 "${PIP[@]}" -r "$ROOT/requirements/torch.txt"
 log "build tools"
