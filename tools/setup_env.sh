@@ -52,7 +52,8 @@ log "build tools"
 log "xtcocotools (from source: the wheel is built against numpy 1)"
 "${PIP[@]}" --no-binary xtcocotools --no-build-isolation xtcocotools
 log "OpenMMLab stack, runtime and test requirements"
-"${PIP[@]}" -r "$ROOT/requirements/openmmlab.txt" -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
+"${PIP[@]}" -r "$ROOT/requirements/openmmlab.txt" -r "$ROOT/requirements/runtime.txt" \
+  -r "$ROOT/requirements/diffusion.txt" -r "$ROOT/requirements/tests.txt"
 log "packages installed without their declared dependencies"
 "${PIP[@]}" --no-deps -r "$ROOT/requirements/nodeps.txt"
 log "posedreamer_mm (editable)"

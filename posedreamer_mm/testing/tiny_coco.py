@@ -12,12 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-COCO17_KEYPOINT_NAMES = ('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder',
-                         'right_shoulder', 'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist', 'left_hip',
-                         'right_hip', 'left_knee', 'right_knee', 'left_ankle', 'right_ankle')
-# 1-based limb pairs as in COCO's category record.
-COCO17_SKELETON_1BASED = ((16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8),
-                          (7, 9), (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7))
+from posedreamer_mm.body.joint_maps import COCO17_NAMES, COCO17_SKELETON
+
+# COCO's category record uses 1-based limb pairs.
+COCO17_SKELETON_1BASED = tuple((a + 1, b + 1) for a, b in COCO17_SKELETON)
 
 # A front-facing person in a unit box (x right, y down); the person's left is on the image's right.
 _TEMPLATE = np.array([
@@ -55,7 +53,7 @@ def write_tiny_coco(out_dir: str | Path, num_images: int = 8, img_size: int = 96
             pa, pb = kpts[a - 1].round().astype(int), kpts[b - 1].round().astype(int)
             cv2.line(img, tuple(pa), tuple(pb), (200, 180, 160), 2, cv2.LINE_AA)
         for k, p in enumerate(kpts):
-            color = (60, 60, 230) if COCO17_KEYPOINT_NAMES[k].startswith('left') else (230, 90, 60)
+            color = (60, 60, 230) if COCO17_NAMES[k].startswith('left') else (230, 90, 60)
             cv2.circle(img, tuple(p.round().astype(int)), 2, color, -1)
         file_name = f'{split}_{i:06d}.jpg'
         cv2.imwrite(str(out_dir / 'images' / file_name), img)
@@ -70,7 +68,7 @@ def write_tiny_coco(out_dir: str | Path, num_images: int = 8, img_size: int = 96
     coco = dict(
         info=dict(description='posedreamer_mm tiny COCO-format stand-in (stick figures), not COCO', version='1'),
         images=images, annotations=annotations,
-        categories=[dict(id=1, name='person', supercategory='person', keypoints=list(COCO17_KEYPOINT_NAMES),
+        categories=[dict(id=1, name='person', supercategory='person', keypoints=list(COCO17_NAMES),
                          skeleton=[list(s) for s in COCO17_SKELETON_1BASED])])
     ann_file = out_dir / 'annotations' / f'person_keypoints_{split}.json'
     ann_file.write_text(json.dumps(coco))
