@@ -97,3 +97,17 @@ def test_bad_paths_fail_with_the_path_named(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / 'tools' / 'train.py'), str(CONFIG), '--resume',
                           str(tmp_path / 'missing.pth')], capture_output=True, text=True, env=_env(), timeout=300)
     assert res.returncode != 0 and 'missing.pth' in res.stderr and '--resume checkpoint not found' in res.stderr
+
+
+def test_slurm_launcher_runs_on_cpu_from_slurm_variables(tmp_path, tiny_coco):
+    """What `srun ... tools/train.py --launcher slurm` sees on one task: SLURM_* variables, no torchrun ones."""
+    env = {k: v for k, v in _env().items() if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR')}
+    env.update(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0', MASTER_PORT='29533')
+    res = subprocess.run([sys.executable, str(ROOT / 'tools' / 'train.py'), str(CONFIG), '--launcher', 'slurm',
+                          '--work-dir', str(tmp_path / 'wd'), '--cfg-options', f'data_root={tiny_coco}/',
+                          'train_cfg.max_iters=2', 'train_cfg.val_interval=2'],
+                         capture_output=True, text=True, env=env, timeout=600)
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log[-4000:]
+    assert 'slurm launch runs CPU processes over gloo (rank 0/1)' in log
+    assert 'Iter(train) [2/2]' in log
