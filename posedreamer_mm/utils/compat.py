@@ -138,9 +138,20 @@ def allow_runner_checkpoint_types() -> list[str]:
     return [f'{getattr(a, "__module__", "?")}.{getattr(a, "__qualname__", a)}' for a in allowed]
 
 
+def silence_pinned_setuptools_warning() -> None:
+    """Hides setuptools' "pkg_resources is deprecated" warning that mmengine triggers on every import.
+
+    The pin ``setuptools<81`` (requirements/constraints.txt) is deliberate: mmengine needs ``pkg_resources``
+    for package-scoped configs. The warning tells a user nothing they can act on.
+    """
+    import warnings
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API', category=UserWarning)
+
+
 def apply_all() -> dict[str, bool]:
     """Applies every fix once; returns which ones took effect."""
     if not _APPLIED:
+        silence_pinned_setuptools_warning()
         _APPLIED['mmcv_ops_fallback'] = install_mmcv_ops_fallback()
         _APPLIED['mmpretrain_multimodal_off'] = disable_mmpretrain_multimodal()
         _APPLIED['runner_checkpoint_types'] = bool(allow_runner_checkpoint_types())

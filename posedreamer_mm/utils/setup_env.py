@@ -5,7 +5,6 @@ import datetime
 import importlib
 import logging
 import pkgutil
-import warnings
 
 from mmengine import DefaultScope
 from mmengine.logging import print_log
@@ -59,8 +58,3 @@ def register_all_modules(init_default_scope: bool = True) -> None:
                   level=logging.WARNING)
         new_name = f'posedreamer_mm-{datetime.datetime.now()}'
         DefaultScope.get_instance(new_name, scope_name='posedreamer_mm')
-
-
-def quiet_known_warnings() -> None:
-    """Silences upstream deprecation noise that says nothing actionable to a user of this project."""
-    warnings.filterwarnings('ignore', message='.*TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.*')
