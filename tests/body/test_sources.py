@@ -273,16 +273,9 @@ def test_augment_keep_tilt_and_repeats():
 
 # --- with a real SMPL-X forward (the generated stand-in) ----------------------------------------------------------
 @pytest.fixture(scope='module')
-def smplx_standin(request):
-    standin = pytest.importorskip('posedreamer_mm.body.standin', reason='SMPL-X stand-in module not written yet')
-    if not hasattr(standin, 'write_standin_smplx'):
-        pytest.skip('posedreamer_mm.body.standin.write_standin_smplx does not exist yet')
-    smplx = pytest.importorskip('smplx')
-    try:
-        model_dir = request.getfixturevalue('standin_model_dir')
-    except pytest.FixtureLookupError:
-        pytest.skip('the standin_model_dir fixture (tests/conftest.py) is not available')
-    path = next(Path(model_dir).rglob('SMPLX_NEUTRAL.npz'))
+def smplx_standin(standin_model_dir):
+    import smplx
+    path = next(Path(standin_model_dir).rglob('SMPLX_NEUTRAL.npz'))
     return smplx.SMPLX(model_path=str(path), num_betas=10, num_expression_coeffs=10, use_pca=False,
                        flat_hand_mean=True)
 

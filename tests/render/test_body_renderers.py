@@ -1,4 +1,4 @@
-"""Control renderers on the generated SMPL-X stand-in in several poses (skipped until the body package exists)."""
+"""Control renderers on the generated SMPL-X stand-in in several poses."""
 import cv2
 import numpy as np
 import pytest
@@ -19,13 +19,12 @@ def _orient(yaw_deg):
 
 
 @pytest.fixture(scope='module')
-def body(request):
-    pytest.importorskip('posedreamer_mm.body.standin')
-    bm = pytest.importorskip('posedreamer_mm.body.body_model')
+def body(standin_model_dir):
     import torch
-    model_dir = request.getfixturevalue('standin_model_dir')
-    model = bm.SMPLXBodyModel(model_path=model_dir, gender='neutral', num_betas=10)
-    a_pose = bm.canonical_body_pose(kind='A').float()
+
+    from posedreamer_mm.body.body_model import SMPLXBodyModel, canonical_body_pose
+    model = SMPLXBodyModel(model_path=standin_model_dir, gender='neutral', num_betas=10)
+    a_pose = canonical_body_pose(kind='A').float()
     walk = a_pose.clone()
     walk[0, 0:3] = torch.tensor([-0.5, 0, 0])  # left hip forward
     walk[0, 9:12] = torch.tensor([0.8, 0, 0])  # left knee bent
