@@ -4,14 +4,14 @@ Same arguments as mmpose's ``tools/train.py``; distributed with ``bash tools/dis
 or ``bash tools/slurm_train.sh PARTITION JOB CONFIG WORK_DIR`` (GPUs if present, CPU processes over gloo
 otherwise).
 """
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import posedreamer_mm  # noqa: E402,F401  (compat fixes before mmpose/mmdet load)
-from posedreamer_mm.engine.launch import common_parser, load_config, merge_train_args  # noqa: E402
+from posedreamer_mm.engine.launch import (build_runner, common_parser, load_config, merge_train_args,  # noqa: E402
+                                          parse_tool_args)
 from posedreamer_mm.utils import register_all_modules  # noqa: E402
 
 
@@ -21,21 +21,14 @@ def parse_args(argv=None):
                         help='resume from this checkpoint; without a value, from the latest in the work dir')
     parser.add_argument('--amp', action='store_true', help='mixed-precision training (AmpOptimWrapper)')
     parser.add_argument('--auto-scale-lr', action='store_true', help='scale the LR with the total batch size')
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_tool_args(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     register_all_modules(init_default_scope=False)
-    cfg = load_config(args.config, args.cfg_options)
-    cfg = merge_train_args(cfg, args)
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    cfg = merge_train_args(load_config(args.config, args.cfg_options), args)
+    build_runner(cfg).train()
 
 
 if __name__ == '__main__':
