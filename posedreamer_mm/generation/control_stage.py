@@ -31,15 +31,18 @@ from tqdm import tqdm
 from posedreamer_mm.body.joint_maps import SMPLX_TO_COCO17
 from posedreamer_mm.body.sample import BodySample
 
-#: A keypoint counts as occluded when the rendered surface at its pixel is this much nearer than the
-#: keypoint itself (metres). Joints sit inside the body (a shoulder joint is ~5-8 cm under the skin), so the
-#: margin must exceed half a limb's thickness; it is a heuristic, good for visibility flags, not for research
-#: claims about occlusion.
-OCCLUSION_MARGIN_M = 0.15
+#: A keypoint counts as occluded when the rendered surface at its pixel is nearer than the keypoint by more
+#: than its margin (metres). COCO's face keypoints (nose, eyes, ears) are SMPL-X surface vertices, so a few
+#: centimetres is enough; the other keypoints are joints inside the body (a shoulder joint is ~5-8 cm under the
+#: skin), so their margin must exceed half a limb's thickness. A heuristic, good for visibility flags.
+FACE_OCCLUSION_MARGIN_M = 0.02
+JOINT_OCCLUSION_MARGIN_M = 0.15
+#: Per COCO-17 keypoint: the first five are the face's surface points.
+OCCLUSION_MARGINS_M = np.array([FACE_OCCLUSION_MARGIN_M] * 5 + [JOINT_OCCLUSION_MARGIN_M] * 12)
 
 
 def coco17_keypoints(joints_2d: np.ndarray, joints_3d: np.ndarray, img_size, depth: np.ndarray | None,
-                     margin: float = OCCLUSION_MARGIN_M) -> np.ndarray:
+                     margins: np.ndarray = OCCLUSION_MARGINS_M) -> np.ndarray:
     """COCO-17 keypoints with visibility from SMPL-X joints.
 
     Args:
@@ -47,7 +50,7 @@ def coco17_keypoints(joints_2d: np.ndarray, joints_3d: np.ndarray, img_size, dep
         joints_3d: (J, 3) camera-frame joints, metres.
         img_size: (W, H) pixels.
         depth: (H, W) rendered metric depth (0 = background), or None to skip the occlusion test.
-        margin: see :data:`OCCLUSION_MARGIN_M`.
+        margins: (17,) metres, see :data:`OCCLUSION_MARGINS_M`.
 
     Returns:
         (17, 3) float32: x, y, visibility (2 visible, 1 occluded by the body, 0 outside the image), as COCO.
@@ -61,7 +64,7 @@ def coco17_keypoints(joints_2d: np.ndarray, joints_3d: np.ndarray, img_size, dep
     if depth is not None:
         for k in np.nonzero(inside)[0]:
             d = depth[px[k, 1], px[k, 0]]
-            if d > 0 and d < z[k] - margin:
+            if d > 0 and d < z[k] - margins[k]:
                 vis[k] = 1.0
     return np.concatenate([uv, vis[:, None]], axis=1).astype(np.float32)
 

@@ -81,10 +81,29 @@ def test_coco17_visibility_flags():
     joints_2d[SMPLX_TO_COCO17[2]] = [20, 20]
     depth = np.zeros((40, 40))
     depth[20, 20] = 2.5  # a surface 0.5 m in front of the right eye: occluded
-    depth[10, 10] = 2.95  # 5 cm in front of the others: within the margin, still visible
+    depth[10, 10] = 2.95  # 5 cm in front of the others
     kp = coco17_keypoints(joints_2d, joints_3d, (40, 40), depth)
-    assert kp[1, 2] == 0 and kp[2, 2] == 1 and kp[0, 2] == 2
+    assert kp[1, 2] == 0 and kp[2, 2] == 1
+    # 5 cm hides a face keypoint (a surface point) but not a joint inside the body.
+    assert kp[0, 2] == 1 and kp[3, 2] == 1 and kp[4, 2] == 1
+    assert (kp[5:, 2] == 2).all()
     np.testing.assert_array_equal(coco17_keypoints(joints_2d, joints_3d, (40, 40), None)[2], [20, 20, 2])
+
+
+def test_face_keypoints_of_a_back_view_are_occluded(tmp_path, body_model):
+    """Seen from behind, the head hides nose and eyes; from the front they are visible."""
+    import torch
+
+    from posedreamer_mm.body.camera import upright_global_orient
+    renderer = RENDERERS.build(dict(type='PNCCRenderer', body_model=body_model, size=256))
+    front, back = [BodySample(id=f'yaw{y}', global_orient=np.asarray(upright_global_orient(y), np.float32),
+                              transl=np.array([0, 0.3, 3.5], np.float32)) for y in (0.0, np.pi)]
+    run_control_stage([front, back], body_model, {'pncc': renderer}, tmp_path, progress=False)
+    kp_front = BodySample.load_npz(str(tmp_path / 'labels' / 'yaw0.0.npz')).keypoints_coco17
+    kp_back = BodySample.load_npz(str(tmp_path / 'labels' / f'yaw{np.pi}.npz')).keypoints_coco17
+    assert (kp_front[:3, 2] == 2).all()  # nose, eyes
+    assert (kp_back[:3, 2] == 1).all()
+    assert (kp_back[5:, 2] >= 1).all()  # the body's joints stay in the image
 
 
 def test_demo_tool_end_to_end(tmp_path):
