@@ -3,7 +3,7 @@ docs/bodies.md and docs/sources.md). Importing it registers every pose source in
 from . import sources
 from .body_model import (BodyModelFileError, BodyOutput, SMPLXBodyModel, canonical_body_pose, check_model_file,
                          resolve_model_file)
-from .camera import (bbox_from_points, crop_camera, crop_image, crop_points_2d, intrinsics_matrix,
+from .camera import (bbox_from_points, crop_camera, crop_image, crop_points_2d, intrinsics_matrix, points_in_front,
                      project_points, square_crop_box, transform_points, unproject_points, upright_global_orient)
 from .joint_maps import (COCO17_FLIP_PAIRS, COCO17_NAMES, COCO17_SKELETON, OPENPOSE18_LIMBS, OPENPOSE18_NAMES,
                          SMPLX_JOINT_NAMES, SMPLX_TO_COCO17, smplx_to_coco17, smplx_to_openpose18)
@@ -15,7 +15,8 @@ from .standin import build_standin, write_standin_smplx
 __all__ = [
     'BodyModelFileError', 'BodyOutput', 'SMPLXBodyModel', 'canonical_body_pose', 'check_model_file',
     'resolve_model_file', 'bbox_from_points', 'crop_camera', 'crop_image', 'crop_points_2d', 'intrinsics_matrix',
-    'project_points', 'square_crop_box', 'transform_points', 'unproject_points', 'upright_global_orient',
+    'points_in_front', 'project_points', 'square_crop_box', 'transform_points', 'unproject_points',
+    'upright_global_orient',
     'COCO17_FLIP_PAIRS', 'COCO17_NAMES', 'COCO17_SKELETON', 'OPENPOSE18_LIMBS', 'OPENPOSE18_NAMES',
     'SMPLX_JOINT_NAMES', 'SMPLX_TO_COCO17', 'smplx_to_coco17', 'smplx_to_openpose18', 'build_standin',
     'write_standin_smplx', 'BodySample', 'sources', 'AMASSSource', 'AugmentedSource', 'BEDLAMSource', 'BodyAugment',

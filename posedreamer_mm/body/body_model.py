@@ -7,14 +7,17 @@ has the same layout and loads through this same class.
 """
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import pickle
+import re
 import zipfile
 from typing import NamedTuple
 
 import numpy as np
 import torch
+from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from posedreamer_mm.registry import BODY_MODELS
@@ -52,6 +55,12 @@ def _explain(problem: str, searched, model_path, ext: str) -> BodyModelFileError
         f'"SMPL-X v1.1 NPZ+PKL" and point model_path at the folder.\n'
         f'  For tests and demos, posedreamer_mm.body.standin.write_standin_smplx(dir) writes an open stand-in '
         f'(a procedural mannequin, not SMPL-X) in the same format.')
+
+
+def gender_from_file_name(path: str | os.PathLike) -> str | None:
+    """The gender an SMPL-X file name states (``SMPLX_FEMALE.npz`` -> ``'female'``), or ``None``."""
+    match = re.fullmatch(r'smplx_(neutral|male|female)(\.[a-z]+)?', pathlib.Path(path).name, re.IGNORECASE)
+    return None if match is None else match.group(1).lower()
 
 
 def resolve_model_file(model_path: str | os.PathLike, gender: str = 'neutral', ext: str = 'npz') -> pathlib.Path:
@@ -143,6 +152,10 @@ class BodyOutput(NamedTuple):
     joints: Tensor
 
 
+#: Whether the flat_hand_mean=False warning was already logged in this process (it is logged once).
+_warned_hand_mean = False
+
+
 @BODY_MODELS.register_module()
 class SMPLXBodyModel(nn.Module):
     """SMPL-X (https://smpl-x.github.io) forward with every parameter optional.
@@ -150,24 +163,37 @@ class SMPLXBodyModel(nn.Module):
     Args:
         model_path: Directory with ``SMPLX_{NEUTRAL,MALE,FEMALE}.<ext>`` (or a ``smplx/`` subfolder of it), or
             the file itself. The stand-in from :func:`~posedreamer_mm.body.standin.write_standin_smplx` works.
-        gender: ``'neutral'``, ``'male'`` or ``'female'``.
-        num_betas: Shape coefficients used (10 in most datasets).
-        num_expression_coeffs: Expression coefficients used.
+        gender: ``'neutral'``, ``'male'`` or ``'female'``. ``None`` (default): the gender a file ``model_path``
+            names (``SMPLX_MALE.npz`` -> ``'male'``), else ``'neutral'``. A gender that contradicts the file
+            name raises ``ValueError``.
+        num_betas: Shape coefficients used (10 in most datasets; BEDLAM 11, AMASS 16). Records with fewer betas
+            are zero-padded (exact); records with more raise, naming the count to build with. Must not exceed
+            the file's shape components (``ValueError``; ``smplx`` itself would silently cap it).
+        num_expression_coeffs: Expression coefficients used (same rules as ``num_betas``).
         use_pca: Hand poses as ``num_pca_comps`` PCA coefficients instead of 45 axis-angle values.
         num_pca_comps: PCA components per hand when ``use_pca``.
-        flat_hand_mean: Zero hand pose = flat hand (True, as BEDLAM/AGORA labels assume) instead of the mean.
+        flat_hand_mean: Zero hand pose = flat hand (True, the convention of every record from
+            :mod:`posedreamer_mm.body.sources`: BEDLAM and AMASS store hands relative to the flat hand) instead
+            of the mean curl. False logs a WARNING once per process, since records would then be misread.
         use_face_contour: Also output the 17 jaw-contour landmarks (144 joints).
         ext: ``'npz'`` or ``'pkl'`` (pkl needs ``chumpy-fixed``).
     """
     PARAM_DIMS = dict(global_orient=3, body_pose=63, jaw_pose=3, leye_pose=3, reye_pose=3, transl=3)
 
-    def __init__(self, model_path: str | os.PathLike, gender: str = 'neutral', num_betas: int = 10,
+    def __init__(self, model_path: str | os.PathLike, gender: str | None = None, num_betas: int = 10,
                  num_expression_coeffs: int = 10, use_pca: bool = False, num_pca_comps: int = 6,
                  flat_hand_mean: bool = True, use_face_contour: bool = False, ext: str = 'npz'):
         super().__init__()
         import smplx
+        named = gender_from_file_name(model_path) if pathlib.Path(model_path).expanduser().is_file() else None
+        if gender is not None and named is not None and gender != named:
+            raise ValueError(f'gender={gender!r} but model_path {str(model_path)!r} is the {named} model; pass '
+                             f'the directory (the file is then SMPLX_{gender.upper()}.{ext}) or gender={named!r}')
+        gender = gender or named or 'neutral'
         path = resolve_model_file(model_path, gender, ext)
-        check_model_file(path, use_face_contour, model_path)
+        shapes = check_model_file(path, use_face_contour, model_path)
+        if not flat_hand_mean:
+            _warn_hand_mean_once()
         try:
             self.smplx = smplx.SMPLX(
                 str(path), gender=gender, num_betas=num_betas, num_expression_coeffs=num_expression_coeffs,
@@ -175,10 +201,18 @@ class SMPLXBodyModel(nn.Module):
                 use_face_contour=use_face_contour, ext=path.suffix[1:], batch_size=1)
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
             raise _explain(f'smplx could not read {path}: {err!r}', [path], model_path, ext) from err
+        components = shapes['shapedirs'][-1] if len(shapes.get('shapedirs', ())) == 3 else '?'
+        for what, asked, got in (('num_betas', num_betas, self.smplx.num_betas),
+                                 ('num_expression_coeffs', num_expression_coeffs, self.smplx.num_expression_coeffs)):
+            if got != asked:
+                raise ValueError(f'{what}={asked} but {path} supports only {got} (its shapedirs hold {components} '
+                                 f'shape+expression components; smplx would silently use {got}): build the body '
+                                 f'model with {what}={got} or use an SMPL-X v1.1 file (300 + 100 components)')
         self.model_file = path
         self.gender = gender
         self.num_betas = self.smplx.num_betas
         self.num_expression_coeffs = self.smplx.num_expression_coeffs
+        self.flat_hand_mean = flat_hand_mean
         self.hand_dim = num_pca_comps if use_pca else 45
         # The stand-in says what it is; make that visible wherever the model is printed or logged.
         self.is_standin = 'standin_note' in _npz_keys(path)
@@ -205,7 +239,7 @@ class SMPLXBodyModel(nn.Module):
         """Poses the body; any parameter left out is zero with the batch size of the others.
 
         Args:
-            **params: Any of ``betas (B, <=num_betas)`` (zero-padded), ``global_orient (B, 3)``, ``body_pose
+            **params: Any of ``betas (B, <=num_betas)`` (zero-padded; more raise), ``global_orient (B, 3)``, ``body_pose
                 (B, 63) or (B, 21, 3)``, ``left_hand_pose``/``right_hand_pose (B, 45)`` (or ``(B, 15, 3)``;
                 ``(B, num_pca_comps)`` with PCA), ``jaw_pose``/``leye_pose``/``reye_pose (B, 3)``,
                 ``expression (B, <=num_expression_coeffs)``, ``transl (B, 3)`` metres. Axis-angle radians;
@@ -231,8 +265,13 @@ class SMPLXBodyModel(nn.Module):
             if v is None:
                 v = ref.new_zeros(b, dim)
             v = v.reshape(b, -1)
-            if key in ('betas', 'expression') and v.shape[1] < dim:
+            if key in ('betas', 'expression') and v.shape[1] < dim:  # exact: missing components are zero
                 v = torch.cat([v, v.new_zeros(b, dim - v.shape[1])], 1)
+            if key in ('betas', 'expression') and v.shape[1] > dim:
+                what = 'num_betas' if key == 'betas' else 'num_expression_coeffs'
+                raise ValueError(f'{key} has {v.shape[1]} components per sample but this body model was built with '
+                                 f'{what}={dim}; dropping components would change the body: build the body model '
+                                 f'with {what}={v.shape[1]}')
             if v.shape[1] != dim:
                 raise ValueError(f'{key} has {v.shape[1]} values per sample, expected {dim}')
             args[key] = v
@@ -241,7 +280,18 @@ class SMPLXBodyModel(nn.Module):
 
     def extra_repr(self) -> str:
         kind = 'open stand-in, NOT SMPL-X' if self.is_standin else 'SMPL-X'
-        return f'file={self.model_file} ({kind}), gender={self.gender}, betas={self.num_betas}'
+        return (f'file={self.model_file} ({kind}), gender={self.gender}, betas={self.num_betas}, '
+                f'flat_hand_mean={self.flat_hand_mean}')
+
+
+def _warn_hand_mean_once() -> None:
+    global _warned_hand_mean
+    if _warned_hand_mean:
+        return
+    _warned_hand_mean = True
+    print_log('SMPLXBodyModel built with flat_hand_mean=False: the records of posedreamer_mm.body.sources '
+              '(BEDLAM, AMASS, PoseDreamer labels) store hand poses relative to the flat hand '
+              '(flat_hand_mean=True); their hands will be posed wrongly', logger='current', level=logging.WARNING)
 
 
 def _npz_keys(path: pathlib.Path) -> set[str]:
@@ -275,4 +325,5 @@ def canonical_body_pose(kind: str = 'A', arm_angle_deg: float = 55.0, leg_angle_
 
 
 __all__ = ['SMPLXBodyModel', 'BodyOutput', 'BodyModelFileError', 'resolve_model_file', 'check_model_file',
+           'gender_from_file_name',
            'canonical_body_pose', 'REQUIRED_KEYS', 'CONTOUR_KEYS']

@@ -46,14 +46,19 @@ def intrinsics_matrix(focal, princpt) -> Tensor:
 def project_points(points, focal, princpt, eps: float = 1e-8) -> Tensor:
     """Perspective projection of camera-frame points.
 
+    ``z`` is clamped to at least ``eps`` so the result stays finite, which means a point on or **behind** the
+    camera plane gets a meaningless, huge coordinate (about ``x / eps * f``, ~1e9 px at 1 m off-axis) instead of
+    an error. Check :func:`points_in_front` before using such points; :func:`bbox_from_points` takes that
+    mask as ``valid``.
+
     Args:
         points: ``(..., N, 3)`` OpenCV camera frame, metres (z > 0 in front of the camera).
         focal: ``(..., 2)`` pixels, broadcast over N.
         princpt: ``(..., 2)`` pixels.
-        eps: Floor on ``z`` so points on the camera plane stay finite.
+        eps: Floor on ``z`` (metres).
 
     Returns:
-        ``(..., N, 2)`` pixel coordinates.
+        ``(..., N, 2)`` pixel coordinates (meaningful only where :func:`points_in_front`).
     """
     points = _t(points)
     focal, princpt = _t(focal, points)[..., None, :], _t(princpt, points)[..., None, :]
@@ -76,11 +81,33 @@ def transform_points(points, rot, transl) -> Tensor:
     return points @ rot.transpose(-1, -2) + transl[..., None, :]
 
 
-def bbox_from_points(uv) -> Tensor:
-    """Tight ``(..., 4)`` box ``(x, y, w, h)`` around ``uv (..., N, 2)`` pixels."""
+def points_in_front(points, eps: float = 1e-8) -> Tensor:
+    """``(..., N)`` bool: the camera-frame points ``(..., N, 3)`` that :func:`project_points` projects
+    meaningfully (finite, ``z > eps``)."""
+    points = _t(points)
+    return torch.isfinite(points).all(-1) & (points[..., 2] > eps)
+
+
+def bbox_from_points(uv, valid=None) -> Tensor:
+    """Tight ``(..., 4)`` box ``(x, y, w, h)`` around the finite ``uv (..., N, 2)`` pixels.
+
+    Args:
+        uv: Pixel coordinates.
+        valid: Optional ``(..., N)`` bool mask of the points to use (e.g. :func:`points_in_front` of the 3D
+            points, since projected points behind the camera are meaningless).
+
+    Returns:
+        ``(..., 4)``; all NaN where no point is usable.
+    """
     uv = _t(uv)
-    lo, hi = uv.amin(-2), uv.amax(-2)
-    return torch.cat([lo, hi - lo], -1)
+    keep = torch.isfinite(uv).all(-1)
+    if valid is not None:
+        keep = keep & _t(valid).to(torch.bool).to(uv.device)
+    keep = keep[..., None]
+    lo = torch.where(keep, uv, torch.full_like(uv, math.inf)).amin(-2)
+    hi = torch.where(keep, uv, torch.full_like(uv, -math.inf)).amax(-2)
+    box = torch.cat([lo, hi - lo], -1)
+    return torch.where(keep.any(-2), box, torch.full_like(box, math.nan))
 
 
 def square_crop_box(bbox, margin: float = 0.1) -> Tensor:
@@ -271,7 +298,7 @@ def look_at_distance(height_m: float, focal_px: float, image_px: int, fill: floa
     return height_m * focal_px / (fill * image_px)
 
 
-__all__ = ['intrinsics_matrix', 'project_points', 'unproject_points', 'transform_points', 'bbox_from_points',
-           'square_crop_box', 'crop_camera', 'crop_points_2d', 'crop_image', 'axis_angle_to_matrix',
-           'matrix_to_axis_angle', 'upright_rotation', 'upright_global_orient', 'upright_global_orient_np',
-           'split_heading', 'look_at_distance', 'CANONICAL_TO_CAMERA']
+__all__ = ['intrinsics_matrix', 'project_points', 'points_in_front', 'unproject_points', 'transform_points',
+           'bbox_from_points', 'square_crop_box', 'crop_camera', 'crop_points_2d', 'crop_image',
+           'axis_angle_to_matrix', 'matrix_to_axis_angle', 'upright_rotation', 'upright_global_orient',
+           'upright_global_orient_np', 'split_heading', 'look_at_distance', 'CANONICAL_TO_CAMERA']

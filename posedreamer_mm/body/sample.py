@@ -74,12 +74,15 @@ class BodySample:
     Attributes:
         id: Stable identifier (same across runs and ranks), derived from source, file and frame, never from
             the order of a listing.
-        betas: ``(num_betas,)`` shape coefficients (10 by default).
+        betas: ``(num_betas,)`` shape coefficients (10 by default; sources keep their data's count, e.g. AMASS 16,
+            BEDLAM 11: build the body model with that ``num_betas``).
         expression: ``(10,)`` expression coefficients.
         global_orient: ``(3,)`` root rotation, camera frame (OpenCV), axis-angle.
         body_pose: ``(63,)`` 21 body joints, axis-angle relative to the parent.
-        left_hand_pose: ``(45,)`` 15 joints, full (not PCA) axis-angle.
-        right_hand_pose: ``(45,)``.
+        left_hand_pose: ``(45,)`` 15 joints, full (not PCA) axis-angle, **relative to the flat hand**: SMPL-X with
+            ``flat_hand_mean=True``, as BEDLAM and AMASS store them (zero = flat open hand, not the mean curl).
+            A body model built with ``flat_hand_mean=False`` would add the mean curl to every record.
+        right_hand_pose: ``(45,)``, same convention.
         jaw_pose: ``(3,)``.
         leye_pose: ``(3,)``.
         reye_pose: ``(3,)``.

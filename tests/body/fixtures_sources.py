@@ -65,7 +65,13 @@ def write_amass(path: str, bodies: dict, gender: str = 'female', seed: int = 1, 
 
 def write_bedlam(path: str, bodies: dict, with_cam_ext: bool = True, num_betas: int = 11, seed: int = 2,
                  **overrides) -> str:
-    """BEDLAM label file: one row per body; ``trans_cam + cam_ext[:3, 3]`` is the camera-frame translation."""
+    """BEDLAM label file: one row per body; ``trans_cam + cam_ext[:3, 3]`` is the camera-frame translation.
+
+    Like the released labels it also holds keys no source reads: ``motion_info`` (a ragged, pickled object
+    array), ``sub``, ``proj_verts``, ``pose_world``, ``trans_world``; ``gender`` is the subjects' gender (the fits
+    are neutral). ``shape`` has ``num_betas`` columns: the reference 10, then non-zero extra components (BEDLAM's
+    11th is an ordinary shape component).
+    """
     rng = np.random.default_rng(seed)
     num = len(bodies['body_pose'])
     pose_cam = np.concatenate([bodies[k] for k in ('global_orient', 'body_pose', 'jaw_pose', 'leye_pose',
@@ -73,11 +79,17 @@ def write_bedlam(path: str, bodies: dict, with_cam_ext: bool = True, num_betas: 
     cam_int = np.zeros((num, 3, 3))
     cam_int[:, 0, 0], cam_int[:, 1, 1] = bodies['focal'][:, 0], bodies['focal'][:, 1]
     cam_int[:, 0, 2], cam_int[:, 1, 2], cam_int[:, 2, 2] = bodies['princpt'][:, 0], bodies['princpt'][:, 1], 1
-    shape = np.zeros((num, num_betas))
+    shape = rng.normal(0, 0.5, (num, num_betas))
     shape[:, :10] = bodies['betas']
+    motion_info = np.empty(num, dtype=object)  # ragged per-row lists, as BEDLAM stores them
+    for i in range(num):
+        motion_info[i] = [f'motion_{i}', list(range(i + 1))]
     data = dict(imgname=np.array([f'png/seq_{i:06d}.png' for i in range(num)]), pose_cam=pose_cam, shape=shape,
                 cam_int=cam_int, center=rng.uniform(200, 800, (num, 2)), scale=rng.uniform(1, 3, num),
-                gtkps=rng.uniform(0, 1000, (num, 127, 3)), gender=np.array(['neutral'] * num))
+                gtkps=rng.uniform(0, 1000, (num, 127, 3)), gender=np.array(['female', 'male', 'female'] * num)[:num],
+                motion_info=motion_info, sub=np.array([f'rp_subject_{i:03d}' for i in range(num)]),
+                proj_verts=rng.uniform(0, 1000, (num, 8, 2)), pose_world=rng.normal(0, 0.3, (num, 165)),
+                trans_world=rng.normal(0, 1, (num, 3)))
     if with_cam_ext:
         cam_ext = np.repeat(np.eye(4)[None], num, axis=0)
         # A rotated camera: the rotation is already inside pose_cam and must not be applied again.
@@ -134,7 +146,7 @@ def write_truncated(path: str, source_path: str) -> str:
 
 def without(data_path: str, key: str, out_path: str) -> str:
     """A copy of an npz without ``key``."""
-    with np.load(data_path) as npz:
+    with np.load(data_path, allow_pickle=True) as npz:
         data = {k: npz[k] for k in npz.files if k != key}
     return _savez(out_path, data)
 

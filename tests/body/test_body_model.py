@@ -1,4 +1,5 @@
 """SMPLXBodyModel on the stand-in: loading, defaults, batching, keypoint geometry, and file errors."""
+import logging
 import shutil
 import zipfile
 
@@ -142,3 +143,83 @@ def test_chumpy_pickle_error(tmp_path):
     with pytest.raises(BodyModelFileError) as err:
         SMPLXBodyModel(tmp_path, ext='pkl')
     _assert_explains(err.value, 'chumpy-fixed', str(path))
+
+
+# --- betas counts, hand conventions, genders ---------------------------------------------------------------------
+def test_more_betas_than_the_model_raise_one_clear_error(model):
+    with pytest.raises(ValueError) as err:
+        model(betas=torch.zeros(2, 16))
+    msg = str(err.value)
+    assert 'betas has 16 components' in msg and 'num_betas=10' in msg
+    assert 'build the body model with num_betas=16' in msg
+    with pytest.raises(ValueError, match='num_expression_coeffs=12'):
+        model(expression=torch.zeros(1, 12))
+
+
+def test_num_betas_beyond_the_file_raises_instead_of_being_capped(tmp_path):
+    from posedreamer_mm.body.standin import write_standin_smplx
+    write_standin_smplx(tmp_path, num_betas=10, num_expression=10)  # a v1.0-style file: 10 + 10 components
+    assert SMPLXBodyModel(tmp_path).num_betas == 10
+    with pytest.raises(ValueError) as err:
+        SMPLXBodyModel(tmp_path, num_betas=11)  # smplx alone would silently build a 10-beta model
+    msg = str(err.value)
+    assert 'num_betas=11' in msg and 'supports only 10' in msg and '20' in msg and 'num_betas=10' in msg
+    with pytest.raises(ValueError, match='num_expression_coeffs=50'):
+        SMPLXBodyModel(tmp_path, num_expression_coeffs=50)
+
+
+def test_pca_hands(standin_model_dir, model):
+    pca = SMPLXBodyModel(standin_model_dir, use_pca=True, num_pca_comps=6, flat_hand_mean=True)
+    hand = torch.full((1, 6), 0.8)
+    out = pca(left_hand_pose=hand, right_hand_pose=-hand)
+    zero = pca()
+    assert out.vertices.shape == (1, 10475, 3)
+    assert (out.vertices - zero.vertices).abs().max() > 0.01  # the PCA coefficients move the fingers
+    torch.testing.assert_close(zero.vertices, model().vertices)  # zero coefficients = the flat hand
+    with pytest.raises(ValueError, match='left_hand_pose has 45 values per sample, expected 6'):
+        pca(left_hand_pose=torch.zeros(1, 45))
+
+
+def test_flat_hand_mean_changes_the_zero_hand_and_warns_once(standin_model_dir, model, monkeypatch):
+    from posedreamer_mm.body import body_model as bm
+    logged = []
+    monkeypatch.setattr(bm, '_warned_hand_mean', False)
+    monkeypatch.setattr(bm, 'print_log', lambda msg, logger=None, level=None: logged.append((level, msg)))
+    curled = SMPLXBodyModel(standin_model_dir, flat_hand_mean=False)
+    SMPLXBodyModel(standin_model_dir, flat_hand_mean=False)
+    assert len(logged) == 1 and logged[0][0] == logging.WARNING and 'flat_hand_mean=True' in logged[0][1]
+    assert 'flat_hand_mean=False' in repr(curled)
+    assert (curled().vertices - model().vertices).abs().max() > 0.005  # zero pose: mean curl vs flat hand
+    # Known answer: a flat-hand model posed with the file's hand mean is the curled model at zero pose.
+    with np.load(standin_model_dir / 'SMPLX_NEUTRAL.npz') as data:
+        mean_l, mean_r = data['hands_meanl'][None], data['hands_meanr'][None]
+    torch.testing.assert_close(model(left_hand_pose=mean_l, right_hand_pose=mean_r).vertices, curled().vertices)
+    SMPLXBodyModel(standin_model_dir)  # the default (True) never warns
+    assert len(logged) == 1
+
+
+@pytest.fixture(scope='module')
+def gendered_dir(tmp_path_factory, standin_model_dir):
+    from posedreamer_mm.body.standin import write_standin_smplx
+    out = tmp_path_factory.mktemp('smplx_gendered')
+    for gender in ('neutral', 'male', 'female'):
+        write_standin_smplx(out, gender=gender)
+    return out
+
+
+def test_male_and_female_models(gendered_dir):
+    heights = {}
+    for gender in ('neutral', 'male', 'female'):
+        m = SMPLXBodyModel(gendered_dir, gender=gender)
+        assert m.gender == gender and m.model_file.name == f'SMPLX_{gender.upper()}.npz'
+        v = m().vertices[0]
+        heights[gender] = float(v[:, 1].max() - v[:, 1].min())
+    assert heights['male'] > heights['neutral'] + 0.02 > heights['female'] + 0.04
+
+
+def test_gender_follows_an_explicit_file_name(gendered_dir):
+    assert SMPLXBodyModel(gendered_dir / 'SMPLX_MALE.npz').gender == 'male'
+    assert SMPLXBodyModel(gendered_dir / 'SMPLX_FEMALE.npz', gender='female').gender == 'female'
+    with pytest.raises(ValueError, match="gender='female' but model_path .*SMPLX_NEUTRAL.npz.* is the neutral"):
+        SMPLXBodyModel(gendered_dir / 'SMPLX_NEUTRAL.npz', gender='female')
+    assert SMPLXBodyModel(gendered_dir).gender == 'neutral'  # a directory: neutral unless asked

@@ -126,3 +126,21 @@ def test_axis_angle_round_trip(angle):
     np.testing.assert_allclose(mat.numpy(), Rotation.from_rotvec(axis * angle).as_matrix(), atol=1e-9)
     back = cam.matrix_to_axis_angle(mat)
     np.testing.assert_allclose(Rotation.from_rotvec(back.numpy()).as_matrix(), mat.numpy(), atol=1e-6)
+
+
+def test_points_behind_the_camera_are_flagged_and_kept_out_of_boxes():
+    pts = torch.tensor([[0.1, 0.2, 2.0], [-0.3, 0.1, 4.0], [1.0, 0.0, -1.0], [0.5, 0.5, 0.0],
+                        [float('nan'), 0.0, 3.0]])
+    front = cam.points_in_front(pts)
+    assert front.tolist() == [True, True, False, False, False]
+    uv = cam.project_points(pts, [100.0, 100.0], [50.0, 50.0])
+    assert uv[2, 0] > 1e9  # the documented clamp: finite, but meaningless, behind the camera
+    box = cam.bbox_from_points(uv, valid=front)
+    torch.testing.assert_close(box, torch.tensor([50 - 7.5, 50 + 2.5, 12.5, 7.5]))
+    assert cam.bbox_from_points(uv).isfinite().all()  # without the mask the clamp would blow up the box ...
+    assert cam.bbox_from_points(uv)[2] > 1e9  # ... which is why the mask exists
+    batched = cam.bbox_from_points(uv.expand(2, 5, 2), valid=torch.tensor([[True] * 2 + [False] * 3, [False] * 5]))
+    torch.testing.assert_close(batched[0], box)
+    assert batched[1].isnan().all()  # nothing usable: NaN, not a fake box
+    nan_uv = torch.tensor([[10.0, 20.0], [float('nan'), 5.0], [30.0, 80.0]])
+    torch.testing.assert_close(cam.bbox_from_points(nan_uv), torch.tensor([10.0, 20.0, 20.0, 60.0]))

@@ -18,6 +18,9 @@ def test_names():
 
 
 def test_smplx_to_coco17_picks_named_joints():
+    # The literal indices (smplx's JOINT_NAMES: 55 nose, 56/57 right/left eye, 58/59 right/left ear vertex
+    # keypoints; 16-21 shoulders, elbows, wrists; 1/2 hips, 4/5 knees, 7/8 ankles), not re-derived from names.
+    assert list(jm.SMPLX_TO_COCO17) == [55, 57, 56, 59, 58, 16, 17, 18, 19, 20, 21, 1, 2, 4, 5, 7, 8]
     names = [jm.SMPLX_JOINT_NAMES[i] for i in jm.SMPLX_TO_COCO17]
     assert names == list(jm.COCO17_NAMES)  # face points are the vertex-based ones, not the eyeball joints
     assert 'left_eye_smplhf' not in names

@@ -1,6 +1,7 @@
 """Pose sources: one body in three formats, skip accounting, stable ids, procedural limits, augmentation."""
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,12 @@ def warnings_log(monkeypatch):
 # --- one body, three formats --------------------------------------------------------------------------------------
 @pytest.mark.parametrize('fmt', ['npz', 'json', 'pkl'])
 def test_same_body_parses_identically_in_all_formats(tmp_path, bodies, fmt):
-    amass = AMASSSource(files=fx.write_amass(str(tmp_path / 'amass' / 'seq_stageii.npz'), bodies), subsample=1)
-    bedlam = BEDLAMSource(fx.write_bedlam(str(tmp_path / 'bedlam.npz'), bodies), img_size=fx.IMG_SIZE)
+    # The reference has 10 betas; AMASS (16) and BEDLAM (11) are truncated to it explicitly here (their default
+    # keeps the file's count: test_default_betas_keep_the_files_count).
+    amass = AMASSSource(files=fx.write_amass(str(tmp_path / 'amass' / 'seq_stageii.npz'), bodies, gender='neutral'),
+                        subsample=1, num_betas=10)
+    bedlam = BEDLAMSource(fx.write_bedlam(str(tmp_path / 'bedlam.npz'), bodies), img_size=fx.IMG_SIZE, num_betas=10)
+    assert not amass.skipped and not bedlam.skipped  # BEDLAM's extra keys (pickled motion_info, ...) are not read
     fx.write_posedreamer(str(tmp_path / 'pd'), bodies, fmt=fmt)
     pd = PoseDreamerLabelSource(str(tmp_path / 'pd'))
     assert len(amass) == len(bedlam) == len(pd) == 3
@@ -65,10 +70,14 @@ def test_same_body_parses_identically_in_all_formats(tmp_path, bodies, fmt):
 
 def test_amass_conversion_keeps_pose_and_places_pelvis(tmp_path, bodies):
     path = fx.write_amass(str(tmp_path / 'a.npz'), bodies, gender='male')
-    src = AMASSSource(files=path, subsample=2, gender='from_file', camera=dict(distance=5.0, offset=(0.1, -0.2)))
+    src = AMASSSource(files=path, subsample=2, camera=dict(distance=5.0, offset=(0.1, -0.2)))  # gender from file
     assert len(src) == 2 and [s.meta['frame'] for s in src] == [0, 2]
     sample = src[1]
-    assert sample.gender == 'male' and sample.num_betas == 10 and sample.meta['mocap_fps'] == 120.0
+    assert sample.gender == 'male' and sample.num_betas == 16 and sample.meta['mocap_fps'] == 120.0
+    with np.load(path) as raw:
+        np.testing.assert_array_equal(sample.betas, raw['betas'].astype(np.float32))  # all 16, unchanged
+        np.testing.assert_array_equal(AMASSSource(files=path, num_betas=10)[0].betas,
+                                      raw['betas'][:10].astype(np.float32))
     np.testing.assert_allclose(sample.body_pose, bodies['body_pose'][2], atol=ATOL)
     np.testing.assert_allclose(sample.transl + fx.PELVIS_REST, [0.1, -0.2, 5.0], atol=ATOL)
     with np.load(path) as raw:
@@ -92,7 +101,8 @@ def test_bedlam_translation_convention(tmp_path, bodies):
     assert sample.joints_2d is None  # keypoints are opt-in
     kept = BEDLAMSource(str(tmp_path / 'ext.npz'), num_betas=11, load_keypoints=True)
     assert kept[0].betas.shape == (11,) and kept[0].joints_2d.shape == (127, 2)
-    assert kept[0].img_size.tolist() == [1280, 720]
+    assert kept[0].img_size.tolist() == [1024, 1024]  # inferred: 2 * princpt of the fixture's 1024x1024 camera
+    assert BEDLAMSource(str(tmp_path / 'ext.npz'), img_size=(1280, 720))[0].img_size.tolist() == [1280, 720]
 
 
 def test_registry_builds_every_source(tmp_path, bodies):
@@ -105,6 +115,135 @@ def test_registry_builds_every_source(tmp_path, bodies):
     for cfg in cfgs:
         src = POSE_SOURCES.build(cfg)
         assert len(src) > 0 and isinstance(next(iter(src)), BodySample), cfg['type']
+
+
+def test_default_betas_keep_the_files_count(tmp_path, bodies):
+    """DESIGN: the betas count stays with the data (AMASS N/G: 16; BEDLAM: 11, the 11th an ordinary component)."""
+    amass_path = fx.write_amass(str(tmp_path / 'a.npz'), bodies)
+    bedlam_path = fx.write_bedlam(str(tmp_path / 'b.npz'), bodies)
+    with np.load(amass_path) as raw:
+        np.testing.assert_array_equal(AMASSSource(files=amass_path)[0].betas, raw['betas'].astype(np.float32))
+    with np.load(bedlam_path, allow_pickle=True) as raw:
+        shape = raw['shape'].astype(np.float32)
+    assert shape[:, 10].any()  # the fixture's 11th component is not zero, so dropping it would show
+    for row, sample in enumerate(BEDLAMSource(bedlam_path)):
+        np.testing.assert_array_equal(sample.betas, shape[row])
+    np.testing.assert_array_equal(BEDLAMSource(bedlam_path, num_betas=12)[0].betas, np.append(shape[0], 0))
+
+
+def test_bedlam_reads_only_the_keys_it_needs(tmp_path, bodies):
+    path = fx.write_bedlam(str(tmp_path / 'scene.npz'), bodies)
+    with np.load(path, allow_pickle=False) as npz, pytest.raises(ValueError, match='Object arrays'):
+        npz['motion_info']  # the fixture really holds a pickled object array, like the released labels
+    src = BEDLAMSource(path, load_keypoints=True)
+    assert len(src) == 3 and not src.skipped
+    ragged = np.empty(3, dtype=object)
+    ragged[:] = [np.zeros(165), np.zeros(165), np.zeros(160)]
+    fx.write_bedlam(str(tmp_path / 'bad' / 'ragged.npz'), bodies, pose_cam=ragged)
+    from fractions import Fraction
+    fx.write_bedlam(str(tmp_path / 'bad' / 'code.npz'), bodies, trans_cam=np.array([Fraction(1, 2)] * 3, object))
+    fx.write_bedlam(str(tmp_path / 'bad' / 'good.npz'), bodies)
+    bad = BEDLAMSource(data_root=str(tmp_path / 'bad'))
+    reasons = {Path(f).name: r for f, r in bad.skipped}
+    assert len(bad) == 3 and set(reasons) == {'ragged.npz', 'code.npz'}
+    assert "'pose_cam'" in reasons['ragged.npz']  # the message names the key
+    assert "'trans_cam'" in reasons['code.npz'] and 'refusing to load fractions.Fraction' in reasons['code.npz']
+
+
+def test_bedlam_is_neutral_and_keeps_the_subject_gender(tmp_path, bodies):
+    src = BEDLAMSource(fx.write_bedlam(str(tmp_path / 'b.npz'), bodies))
+    assert [s.gender for s in src] == ['neutral'] * 3
+    assert [s.meta['subject_gender'] for s in src] == ['female', 'male', 'female']
+    with pytest.raises(ValueError, match="subject_gender"):
+        BEDLAMSource(str(tmp_path / 'b.npz'), gender='from_file')
+
+
+def test_bedlam_img_size_from_the_principal_point(tmp_path, bodies, warnings_log):
+    bodies['princpt'][1] = (360.0, 640.0)  # a rotated closeup frame: 720x1280
+    path = fx.write_bedlam(str(tmp_path / 'b.npz'), bodies)
+    assert [s.img_size.tolist() for s in BEDLAMSource(path)] == [[1024, 1024], [720, 1280], [1024, 1024]]
+    assert not [m for level, m in warnings_log if level == logging.WARNING]
+    given = BEDLAMSource(path, img_size=(1024, 1024))
+    assert [s.img_size.tolist() for s in given] == [[1024, 1024]] * 3  # a given size is used as given
+    warned = [m for level, m in warnings_log if level == logging.WARNING]
+    assert len(warned) == 1 and 'b.npz' in warned[0] and '(720.0, 1280.0)' in warned[0] and 'row 1' in warned[0]
+
+
+@pytest.mark.parametrize('stored', [np.array('male'), np.array(b'male'), np.array('male', dtype=object),
+                                    np.array(['male'], dtype=object)])
+def test_amass_gender_from_file_in_every_stored_form(tmp_path, bodies, stored):
+    src = AMASSSource(files=fx.write_amass(str(tmp_path / 'a.npz'), bodies, gender=stored))
+    assert src[0].gender == 'male' and not src.skipped
+    assert AMASSSource(files=str(tmp_path / 'a.npz'), gender='neutral')[0].gender == 'neutral'  # override
+
+
+def test_amass_gender_problems_name_the_key(tmp_path, bodies):
+    root = tmp_path / 'amass'
+    fx.write_amass(str(root / 'good.npz'), bodies)
+    fx.write_amass(str(root / 'odd.npz'), bodies, gender=np.array('unknown'))
+    fx.without(fx.write_amass(str(tmp_path / 'tmp.npz'), bodies), 'gender', str(root / 'none.npz'))
+    from fractions import Fraction
+    fx.write_amass(str(root / 'code.npz'), bodies, gender=np.array(Fraction(1, 2), dtype=object))
+    src = AMASSSource(str(root))
+    reasons = {Path(f).name: r for f, r in src.skipped}
+    assert set(reasons) == {'odd.npz', 'none.npz', 'code.npz'}
+    assert "'gender' is 'unknown'" in reasons['odd.npz'] and "no 'gender' key" in reasons['none.npz']
+    assert "'gender'" in reasons['code.npz'] and 'refusing' in reasons['code.npz']
+    assert len(AMASSSource(str(root), gender='female')) == 4  # an explicit gender needs no gender key (4 x frame 0)
+
+
+def test_amass_target_fps(tmp_path):
+    long = fx.reference_bodies(12)
+    path = fx.write_amass(str(tmp_path / 'a.npz'), long)  # 12 frames at 120 fps
+    assert [s.meta['frame'] for s in AMASSSource(files=path, target_fps=40)] == [0, 3, 6, 9]
+    assert [s.meta['frame'] for s in AMASSSource(files=path, target_fps=50)] == [0, 2, 5, 7, 10]  # nearest frames
+    old = fx.without(fx.write_amass(str(tmp_path / 'tmp.npz'), long, mocap_framerate=np.array(60.0)),
+                     'mocap_frame_rate', str(tmp_path / 'old' / 'a.npz'))  # the older key name
+    assert [s.meta['frame'] for s in AMASSSource(files=old, target_fps=20)] == [0, 3, 6, 9]
+    fx.without(path, 'mocap_frame_rate', str(tmp_path / 'nofps' / 'a.npz'))
+    with pytest.raises(NoValidSamplesError, match='mocap_frame_rate'):
+        AMASSSource(str(tmp_path / 'nofps'), target_fps=30)
+    with pytest.raises(NoValidSamplesError, match='below target_fps 240'):
+        AMASSSource(files=path, target_fps=240)
+    with pytest.raises(ValueError, match='not both'):
+        AMASSSource(files=path, subsample=2, target_fps=30)
+    assert 'target_fps 40' in AMASSSource(files=path, target_fps=40).summary()
+
+
+@pytest.mark.parametrize('module, name', [('amass', 'check_array'), ('bedlam', 'check_array'),
+                                          ('posedreamer', 'parse_label')])
+def test_programming_errors_are_not_reported_as_bad_files(tmp_path, bodies, monkeypatch, module, name):
+    import importlib
+    mod = importlib.import_module(f'posedreamer_mm.body.sources.{module}')
+
+    def broken(*args, **kwargs):
+        raise TypeError('a bug, not a bad file')
+    monkeypatch.setattr(mod, name, broken)
+    fx.write_posedreamer(str(tmp_path / 'pd'), bodies)
+    build = dict(amass=lambda: AMASSSource(files=fx.write_amass(str(tmp_path / 'a.npz'), bodies)),
+                 bedlam=lambda: BEDLAMSource(fx.write_bedlam(str(tmp_path / 'b.npz'), bodies)),
+                 posedreamer=lambda: PoseDreamerLabelSource(str(tmp_path / 'pd')))[module]
+    with pytest.raises(TypeError, match='a bug'):
+        build()
+
+
+def test_records_meet_the_body_model_with_one_clear_error(tmp_path, bodies, standin_model_dir):
+    import torch
+    from posedreamer_mm.body import SMPLXBodyModel
+    sample = AMASSSource(files=fx.write_amass(str(tmp_path / 'a.npz'), bodies))[0]
+    assert sample.num_betas == 16
+    with pytest.raises(ValueError) as err:
+        SMPLXBodyModel(standin_model_dir)(**BodySample.stack([sample]))
+    msg = str(err.value)
+    assert 'betas has 16 components' in msg and 'num_betas=10' in msg and 'with num_betas=16' in msg
+    model = SMPLXBodyModel(standin_model_dir, num_betas=16)
+    out16 = model(**BodySample.stack([sample]))
+    truncated = sample.copy()
+    truncated.betas = sample.betas[:10]
+    padded = model(**BodySample.stack([truncated]))  # fewer betas: zero-padded, exactly the 10-beta body
+    ten = SMPLXBodyModel(standin_model_dir)(**BodySample.stack([truncated]))
+    torch.testing.assert_close(padded.vertices, ten.vertices)
+    assert (out16.vertices - padded.vertices).abs().max() > 1e-4  # components 10-15 do change the body
 
 
 # --- corrupt files ------------------------------------------------------------------------------------------------
@@ -218,7 +357,8 @@ def test_procedural_respects_limits_and_is_deterministic(sampling):
     again = ProceduralPoseSource(200, seed=7, sampling=sampling)
     np.testing.assert_array_equal(src[123].body_pose, again[123].body_pose)
     assert not np.allclose(src[0].body_pose, ProceduralPoseSource(1, seed=8, sampling=sampling)[0].body_pose)
-    assert src[5].id == 'procedural_s7_00000005' and len({s.id for s in src}) == 200
+    assert re.fullmatch(r'procedural_[0-9a-f]{6}_s7_00000005', src[5].id) and len({s.id for s in src}) == 200
+    assert src[5].id == again[5].id
     src[0].validate()
 
 
@@ -227,6 +367,29 @@ def test_procedural_limit_overrides():
     np.testing.assert_allclose(body_pose_to_euler(src[3].body_pose)[3], [10, 0, 0], atol=1e-4)
     with pytest.raises(ValueError, match='unknown joints'):
         ProceduralPoseSource(1, joint_limits={'tail': ((0, 1), (0, 1), (0, 1))})
+
+
+def test_ids_encode_the_configuration():
+    """Literal ids (stable across runs and machines); any change that changes the samples changes the ids."""
+    base = ProceduralPoseSource(2, seed=7)
+    assert base[1].id == 'procedural_c5a871_s7_00000001'
+    assert ProceduralPoseSource(2, seed=7, sampling='truncnorm')[1].id == 'procedural_7f4db8_s7_00000001'
+    variants = [ProceduralPoseSource(2, seed=7, sampling='truncnorm', std_fraction=0.3),
+                ProceduralPoseSource(2, seed=7, joint_limits={'left_knee': ((0, 90), (-5, 5), (-5, 5))}),
+                ProceduralPoseSource(2, seed=8)]
+    ids = {base[1].id, ProceduralPoseSource(2, seed=7, sampling='truncnorm')[1].id, *(v[1].id for v in variants)}
+    assert len(ids) == 5
+    assert ProceduralPoseSource(2, seed=7, std_fraction=0.4)[1].id == base[1].id  # std unused by 'uniform'
+    aug = AugmentedSource(ProceduralPoseSource(2, seed=7), seed=3)  # repeats=1: the id still changes
+    assert aug[1].id == 'procedural_c5a871_s7_00000001_a744221s3r0'
+    other = [AugmentedSource(ProceduralPoseSource(2, seed=7), seed=4),
+             AugmentedSource(ProceduralPoseSource(2, seed=7), seed=3, yaw_range=(-30, 30)),
+             AugmentedSource(ProceduralPoseSource(2, seed=7), seed=3, repeats=2)]
+    assert len({aug[1].id, base[1].id, other[0][1].id, other[1][1].id, other[2][3].id}) == 5
+    # Repeat 0 of repeats=2 is the very same sample as with repeats=1: same id, same parameters.
+    assert other[2][2].id == aug[1].id
+    assert_params_equal(other[2][2], aug[1])
+    assert AugmentedSource(ProceduralPoseSource(2, seed=7), seed=3, yaw_range=[-180, 180])[1].id == aug[1].id
 
 
 # --- augmentation -------------------------------------------------------------------------------------------------
@@ -253,7 +416,8 @@ def test_augment_keeps_pose_and_places_camera():
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
         pelvis = a.transl + fx.PELVIS_REST
         assert 3.0 - ATOL <= pelvis[2] <= 7.0 + ATOL and abs(pelvis[0]) <= 0.3 + ATOL and abs(pelvis[1]) <= 0.1 + ATOL
-        assert np.abs(a.betas).max() <= 1.5 and 800 <= a.focal[0] <= 1000 and a.id == b.id
+        assert np.abs(a.betas).max() <= 1.5 and 800 <= a.focal[0] <= 1000
+        assert a.id == f'{b.id}_a{src.augment.config_digest}s0r0' and a.meta['augment']['inner_id'] == b.id
     yaws = np.rad2deg([float(split_heading(a.global_orient)[0]) for a in out])
     assert yaws.min() >= -90 - 1e-3 and yaws.max() <= 90 + 1e-3 and yaws.std() > 20
     np.testing.assert_allclose(yaws, [a.meta['augment']['yaw_deg'] for a in out], atol=1e-3)
@@ -268,16 +432,16 @@ def test_augment_keep_tilt_and_repeats():
     np.testing.assert_allclose(Rotation.from_matrix(tilt.numpy()).as_rotvec(), [0.4, 0, 0], atol=1e-5)
     src = AugmentedSource(ProceduralPoseSource(3), repeats=4)
     ids = [s.id for s in src]
-    assert len(src) == 12 and len(set(ids)) == 12 and ids[5] == 'procedural_s0_00000001_a1'
+    assert len(src) == 12 and len(set(ids)) == 12
+    assert ids[5] == f'{ProceduralPoseSource(3)[1].id}_a{src.augment.config_digest}s0r1'
 
 
 # --- with a real SMPL-X forward (the generated stand-in) ----------------------------------------------------------
 @pytest.fixture(scope='module')
 def smplx_standin(standin_model_dir):
-    import smplx
-    path = next(Path(standin_model_dir).rglob('SMPLX_NEUTRAL.npz'))
-    return smplx.SMPLX(model_path=str(path), num_betas=10, num_expression_coeffs=10, use_pca=False,
-                       flat_hand_mean=True)
+    """The consumer of the records: 16 betas (AMASS's count); records with fewer are zero-padded."""
+    from posedreamer_mm.body import SMPLXBodyModel
+    return SMPLXBodyModel(standin_model_dir, num_betas=16)
 
 
 def forward(model, samples):
@@ -296,7 +460,8 @@ def test_bodies_stand_upright_in_camera_frame(tmp_path, smplx_standin):
     still['body_pose'][:] = 0
     upright_world = Rotation.from_euler('x', 90, degrees=True).as_rotvec()
     amass = AMASSSource(files=fx.write_amass(str(tmp_path / 'a.npz'), still,
-                                             root_orient=np.tile(upright_world, (2, 1))), subsample=1)
+                                             root_orient=np.tile(upright_world, (2, 1))), subsample=1,
+                        num_betas=10)  # stacked with 10-beta procedural samples below
     samples = [amass[0], ProceduralPoseSource(1)[0], *AugmentedSource(ProceduralPoseSource(4, seed=1))]
     joints, verts = forward(smplx_standin, samples)
     assert (verts[..., 2] > 0).all()  # in front of the camera
@@ -310,7 +475,7 @@ def test_amass_root_conversion_is_a_rigid_camera_move(tmp_path, bodies, smplx_st
     path = fx.write_amass(str(tmp_path / 'a.npz'), bodies)
     cam = list(AMASSSource(files=path, subsample=1))
     with np.load(path) as raw, torch.no_grad():
-        world = smplx_standin(betas=torch.tensor(raw['betas'][None, :10]).float().expand(3, -1),
+        world = smplx_standin(betas=torch.tensor(raw['betas'][None]).float().expand(3, -1),
                               global_orient=torch.tensor(raw['root_orient']).float(),
                               body_pose=torch.tensor(raw['pose_body']).float(),
                               left_hand_pose=torch.tensor(raw['pose_hand'][:, :45]).float(),

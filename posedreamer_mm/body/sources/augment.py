@@ -2,18 +2,22 @@
 
 Each output sample is drawn from a generator seeded by ``(seed, sample id, repeat)``, so a sample's
 augmentation does not depend on iteration order, worker or rank. Body, hand, jaw and eye poses are never
-changed; the derived fields (joints, keypoints, bbox) are cleared because they would be stale.
+changed; the derived fields (joints, keypoints, bbox) are cleared because they would be stale. The output id is
+``<inner id>_a<config>s<seed>r<repeat>`` (``<config>`` a 6-hex digest of the augmentation ranges), so two
+seeds, repeats or configurations never share an id.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import json
 
 import numpy as np
 
 from posedreamer_mm.registry import POSE_SOURCES
 from ..camera import split_heading, upright_global_orient_np
 from ..sample import BodySample
-from .base import SMPLX_NEUTRAL_PELVIS_REST, BodySource, stable_seed
+from .base import SMPLX_NEUTRAL_PELVIS_REST, BodySource, stable_digest, stable_seed
 
 
 class BodyAugment:
@@ -53,12 +57,21 @@ class BodyAugment:
         self.distance_range, self.offset_range = distance_range, tuple(offset_range)
         self.focal, self.focal_range, self.img_size = focal, focal_range, img_size
         self.pelvis_rest = np.asarray(pelvis_rest, np.float64)
+        config = dict(betas_range=betas_range, num_random_betas=self.num_random_betas, yaw_range=yaw_range,
+                      orient_mode=orient_mode, distance_range=distance_range, offset_range=self.offset_range,
+                      focal=focal, focal_range=focal_range, img_size=img_size, pelvis_rest=self.pelvis_rest)
+        self.config_digest = stable_digest(json.dumps(_canonical(config), sort_keys=True), 6)
+
+    def augmented_id(self, inner_id: str, repeat: int = 0) -> str:
+        """``<inner_id>_a<config digest>s<seed>r<repeat>``: the id of an augmented sample."""
+        return f'{inner_id}_a{self.config_digest}s{self.seed}r{repeat}'
 
     def __call__(self, sample: BodySample, repeat: int = 0) -> BodySample:
-        """Returns an augmented copy of ``sample`` (``sample`` is not modified)."""
+        """Returns an augmented copy of ``sample`` (``sample`` is not modified) with id :meth:`augmented_id`."""
         out = sample.copy().clear_derived()
+        out.id = self.augmented_id(sample.id, repeat)
         rng = np.random.default_rng(stable_seed('augment', self.seed, sample.id, repeat))
-        record: dict = dict(seed=self.seed, repeat=repeat)
+        record: dict = dict(seed=self.seed, repeat=repeat, inner_id=sample.id)
         # Draw in a fixed order whatever is enabled, so enabling one part does not reshuffle the others.
         betas_u = rng.uniform(-1.0, 1.0, self.num_random_betas)
         yaw_u, dist_u, focal_u = rng.uniform(size=3)
@@ -102,8 +115,8 @@ class BodyAugment:
 class AugmentedSource(BodySource):
     """A source whose samples pass through :class:`BodyAugment`, optionally several times each.
 
-    Sample ``i * repeats + r`` is repeat ``r`` of inner sample ``i``; with ``repeats > 1`` ids get an ``_a<r>``
-    suffix (repeat 0 too), with ``repeats == 1`` they keep the inner id.
+    Sample ``i * repeats + r`` is repeat ``r`` of inner sample ``i``, with id
+    ``<inner id>_a<config>s<seed>r<r>`` (:meth:`BodyAugment.augmented_id`; also when ``repeats == 1``).
 
     Args:
         source: The inner source or its config (``dict(type='AMASSSource', ...)``).
@@ -126,10 +139,19 @@ class AugmentedSource(BodySource):
 
     def _get(self, index: int) -> BodySample:
         inner, repeat = divmod(index, self.repeats)
-        out = self.augment(self.source[inner], repeat)
-        if self.repeats > 1:
-            out.id = f'{out.id}_a{repeat}'
-        return out
+        return self.augment(self.source[inner], repeat)
 
     def summary(self) -> str:
         return f'{type(self).__name__}({self.source.summary()}) x{self.repeats}: {len(self)} samples'
+
+
+def _canonical(value):
+    """JSON-able form of a config for its digest: numbers as rounded floats, sequences as lists, so ``[-180, 180]``
+    and ``(-180.0, 180.0)`` digest alike."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, np.ndarray | list | tuple):
+        return [_canonical(v) for v in value]
+    return round(float(value), 9)

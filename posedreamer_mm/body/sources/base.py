@@ -9,8 +9,11 @@ import dataclasses
 import fnmatch
 import glob
 import hashlib
+import json
 import logging
 import os.path as osp
+import pickle
+import zipfile
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -25,6 +28,13 @@ SMPLX_NEUTRAL_PELVIS_REST = (0.0031, -0.3512, 0.0121)
 
 class NoValidSamplesError(ValueError):
     """Raised when a source finds files but none of them (or no file at all) is usable."""
+
+
+#: What reading or validating one bad data file raises (truncated zip, bad JSON or pickle, missing key, wrong
+#: shape). Sources skip and count a file on these only, so a programming error (TypeError, AttributeError, ...)
+#: surfaces instead of being reported as a bad file.
+BAD_FILE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, json.JSONDecodeError)
 
 
 @dataclasses.dataclass
@@ -177,6 +187,10 @@ class BodySource:
         self.skipped.append((file, reason))
         print_log(f'{type(self).__name__}: skipped {file}: {reason}', logger='current', level=logging.WARNING)
 
+    def warn(self, message: str) -> None:
+        """Logs (WARNING) a problem that does not drop data (e.g. a suspicious configuration)."""
+        print_log(f'{type(self).__name__}: {message}', logger='current', level=logging.WARNING)
+
     def summary(self) -> str:
         """One line: how many samples were loaded and what was skipped."""
         line = f'{type(self).__name__}: {len(self)} samples'
@@ -206,6 +220,48 @@ def check_array(data: dict, key: str, shape: Sequence[int | None]) -> np.ndarray
     if not np.issubdtype(value.dtype, np.number):
         raise ValueError(f'key {key!r} has non-numeric dtype {value.dtype}')
     return value.astype(np.float32)
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickles what ``np.save`` writes for an object array of plain values (str, bytes, numbers, lists, nested
+    arrays) and refuses every other global, so no code from the file runs."""
+    _ALLOWED = {('numpy._core.multiarray', '_reconstruct'), ('numpy.core.multiarray', '_reconstruct'),
+                ('numpy._core.multiarray', 'scalar'), ('numpy.core.multiarray', 'scalar'),
+                ('numpy', 'ndarray'), ('numpy', 'dtype')}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f'refusing to load {module}.{name} (only plain numpy object arrays)')
+        return super().find_class(module, name)
+
+
+def read_npz_key(npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
+    """One array of an npz opened with ``allow_pickle=False``, read lazily (other keys are never touched).
+
+    An object array (what ``np.savez`` makes of a Python string or a ragged list) is decoded by a restricted
+    unpickler that only rebuilds numpy arrays of plain values.
+
+    Raises:
+        ValueError: ``key`` is missing, or cannot be read (the message names the key).
+    """
+    if key not in npz.files:
+        raise ValueError(f'missing key {key!r}')
+    try:
+        return npz[key]
+    except ValueError as err:
+        if 'allow_pickle' not in str(err):
+            raise ValueError(f'key {key!r} cannot be read: {err}') from err
+    try:
+        with npz.zip.open(f'{key}.npy') as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                else np.lib.format.read_array_header_2_0
+            read_header(fh)
+            value = _ArrayOnlyUnpickler(fh).load()
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(f'key {key!r} is an object array that cannot be read without running pickled code: '
+                         f'{err}') from err
+    return np.asarray(value)
 
 
 def describe_error(err: Exception) -> str:

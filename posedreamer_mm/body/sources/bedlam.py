@@ -14,11 +14,14 @@ import numpy as np
 
 from posedreamer_mm.registry import POSE_SOURCES
 from ..sample import BodySample, split_full_pose
-from .base import (BodySource, check_array, decode_str, describe_error, describe_location, list_source_files,
-                   make_id)
+from .base import (BAD_FILE_ERRORS, BodySource, check_array, decode_str, describe_error, describe_location,
+                   list_source_files, make_id, read_npz_key)
 
 _EXPECTED = ('BEDLAM label npz files with keys imgname (N,), pose_cam (N,165), shape (N,>=10), trans_cam (N,3), '
-             'cam_int (N,3,3); optional cam_ext (N,4,4), gender (N,), gtkps (N,J,2|3), center (N,2), scale (N,)')
+             'cam_int (N,3,3); optional cam_ext (N,4,4), gender (N,), gtkps (N,J,2|3), center (N,2), scale (N,); '
+             'other keys are not read')
+_GENDER_NOTE = ("BEDLAM's fits are neutral SMPL-X (its own code builds a neutral model with num_betas=11); the "
+                "file's gender column is the subject's gender and is kept as meta['subject_gender']")
 
 
 @POSE_SOURCES.register_module()
@@ -26,37 +29,47 @@ class BEDLAMSource(BodySource):
     """Rows of BEDLAM label files.
 
     ``pose_cam`` (N, 165) is the SMPL-X full pose in smplx order: global_orient (camera frame), body (21 joints),
-    jaw, leye, reye, left hand (15), right hand (15). ``focal``/``princpt`` come from ``cam_int``. Image sizes
-    are not stored in the labels: BEDLAM frames are 1280x720 (W, H); the closeup scenes' frames are stored
-    rotated, 720x1280 — give ``img_size`` per label file accordingly. Rows with NaN/inf in any parameter are
-    dropped and counted (one :attr:`skipped` entry per file).
+    jaw, leye, reye, left hand (15), right hand (15); hands relative to the flat hand (``flat_hand_mean=True``).
+    ``focal``/``princpt`` come from ``cam_int``. Rows with NaN/inf in any parameter are dropped and counted (one
+    :attr:`skipped` entry per file). Only the keys this source uses are read (lazily), so extra keys of the
+    released labels (``motion_info``, ``sub``, ``proj_verts``, ``pose_world``, ..., pickled or not) are ignored.
+
+    The fits are neutral SMPL-X with 11 shape components (BEDLAM's code builds
+    ``smplx.create(..., gender='neutral', num_betas=11)``; no kid template, the 11th is an ordinary component),
+    so every sample is ``gender='neutral'``; the file's ``gender`` column (the subject's) goes to
+    ``meta['subject_gender']``.
 
     Args:
         label_file: One label npz or a list of them (relative ones are joined to ``data_root``).
         data_root: Directory of label files (all ``*.npz`` under it when ``label_file`` is ``None``); ids use
             paths relative to it, else the file's basename.
-        img_size: (W, H) of the images these labels belong to.
-        num_betas: Betas kept (BEDLAM stores 11: the 11th is the kid-template blend weight, dropped by the
-            default 10); truncated or zero-padded.
-        gender: 'neutral' (default, BEDLAM's fits are neutral SMPL-X), 'male', 'female' or 'from_file'.
+        img_size: (W, H) of the images these labels belong to. ``None`` (default) infers it per row as
+            ``(2 * cx, 2 * cy)`` from ``cam_int`` (BEDLAM's principal point is exactly the image centre: 1280x720,
+            and 720x1280 for the rotated closeup scenes); a given size that disagrees with it is logged (WARNING)
+            once per file.
+        num_betas: Betas kept; ``None`` (default) keeps the file's count (11); an int truncates or zero-pads
+            (truncating changes the body).
+        gender: Only 'neutral' (see above); kept as an argument to explain the removed 'from_file'.
         load_keypoints: Also load ``gtkps`` (N, J, 2|3) into ``joints_2d`` (pixels); off by default because
             the full set of keypoints is the largest part of the labels.
     """
     name = 'bedlam'
 
     def __init__(self, label_file: str | Sequence[str] | None = None, data_root: str | None = None,
-                 img_size: Sequence[int] = (1280, 720), num_betas: int = 10, gender: str = 'neutral',
+                 img_size: Sequence[int] | None = None, num_betas: int | None = None, gender: str = 'neutral',
                  load_keypoints: bool = False):
         super().__init__()
-        if gender not in ('neutral', 'male', 'female', 'from_file'):
-            raise ValueError(f"gender must be 'neutral', 'male', 'female' or 'from_file', got {gender!r}")
-        self.img_size = np.asarray(img_size, np.int64)
+        if gender != 'neutral':
+            raise ValueError(f'BEDLAMSource takes no gender={gender!r}: {_GENDER_NOTE}')
+        if num_betas is not None and num_betas < 1:
+            raise ValueError(f"num_betas must be >= 1 or None (keep the file's count), got {num_betas}")
+        self.img_size = None if img_size is None else np.asarray(img_size, np.int64)
         self.num_betas, self.gender, self.load_keypoints = num_betas, gender, load_keypoints
         self._tables: list[dict] = []
         for path, key in list_source_files(data_root, label_file, ('*.npz',)):
             try:
                 table = self._load_table(path, key)
-            except Exception as err:  # noqa: BLE001 - a bad file is skipped and counted, never fatal
+            except BAD_FILE_ERRORS as err:  # a bad file is skipped and counted, never fatal
                 self.skip(path, describe_error(err))
                 continue
             if len(table['rows']):
@@ -68,10 +81,10 @@ class BEDLAMSource(BodySource):
         return int(self._offsets[-1])
 
     def _load_table(self, path: str, key: str) -> dict:
+        optional = ['cam_ext', 'center', 'scale', 'gender'] + (['gtkps'] if self.load_keypoints else [])
         with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files if k != 'gtkps' or self.load_keypoints}
-        if 'imgname' not in data:
-            raise ValueError("missing key 'imgname'")
+            data = {k: read_npz_key(npz, k) for k in ('imgname', 'pose_cam', 'shape', 'trans_cam', 'cam_int')}
+            data.update({k: read_npz_key(npz, k) for k in optional if k in npz.files})
         n = len(data['imgname'])
         table = dict(path=path, key=key, imgname=np.asarray(data['imgname']),
                      pose_cam=check_array(data, 'pose_cam', (n, 165)),
@@ -87,23 +100,37 @@ class BEDLAMSource(BodySource):
             table['gtkps'] = check_array(data, 'gtkps', (n, None, None))
             if table['gtkps'].shape[2] not in (2, 3):
                 raise ValueError(f"key 'gtkps' has shape {table['gtkps'].shape}, expected (N, J, 2|3)")
-        if self.gender == 'from_file':
-            if 'gender' not in data:
-                raise ValueError("gender='from_file' but the file has no 'gender' key")
-            table['gender'] = [decode_str(g) for g in np.asarray(data['gender'])]
-            bad = sorted({g for g in table['gender'] if g not in ('neutral', 'male', 'female')})
-            if bad:
-                raise ValueError(f"key 'gender' has unknown values {bad}")
+        if 'gender' in data:
+            genders = np.asarray(data['gender']).reshape(-1)
+            if len(genders) != n:
+                raise ValueError(f"key 'gender' has shape {np.shape(data['gender'])}, expected ({n},)")
+            table['subject_gender'] = [decode_str(g) for g in genders]
         finite = np.ones(n, bool)
         for name in ('pose_cam', 'shape', 'trans_cam', 'cam_int', 'cam_ext'):
             if name in table:
                 finite &= np.isfinite(table[name].reshape(n, -1)).all(axis=1)
         finite &= (table['cam_int'][:, 0, 0] > 0) & (table['cam_int'][:, 1, 1] > 0)
+        finite &= (table['cam_int'][:, 0, 2] > 0) & (table['cam_int'][:, 1, 2] > 0)
         if not finite.all():
             bad = np.flatnonzero(~finite)
-            self.skip(path, f'dropped {len(bad)}/{n} rows with NaN/inf or non-positive focal (first: row {bad[0]})')
+            self.skip(path, f'dropped {len(bad)}/{n} rows with NaN/inf, non-positive focal or principal point '
+                            f'(first: row {bad[0]})')
         table['rows'] = np.flatnonzero(finite)
+        self._check_img_size(path, table)
         return table
+
+    def _check_img_size(self, path: str, table: dict) -> None:
+        """Warns once per file when the given ``img_size`` is not ``2 * princpt`` (BEDLAM's convention)."""
+        if self.img_size is None or not len(table['rows']):
+            return
+        implied = 2 * table['cam_int'][table['rows']][:, :2, 2]
+        off = np.abs(implied - self.img_size).max(axis=1) > 1.0
+        if off.any():
+            row = int(table['rows'][np.argmax(off)])
+            self.warn(f'{path}: img_size={tuple(self.img_size.tolist())} but cam_int of {off.sum()} '
+                      f'row(s) puts the principal point at the centre of a '
+                      f'{tuple(np.round(implied[np.argmax(off)], 1).tolist())} image (first: row {row}); '
+                      'pass img_size=None to infer it per row')
 
     def _get(self, index: int) -> BodySample:
         t_index = int(np.searchsorted(self._offsets, index, side='right')) - 1
@@ -112,10 +139,14 @@ class BEDLAMSource(BodySource):
         transl = table['trans_cam'][row].astype(np.float64)
         if 'cam_ext' in table:
             transl = transl + table['cam_ext'][row, :3, 3]
-        betas = table['shape'][row, :self.num_betas]
-        betas = np.pad(betas, (0, max(0, self.num_betas - len(betas))))
+        betas = table['shape'][row]
+        if self.num_betas is not None:
+            betas = np.pad(betas[:self.num_betas], (0, max(0, self.num_betas - len(betas))))
         k = table['cam_int'][row]
+        img_size = np.rint(2 * k[:2, 2]).astype(np.int64) if self.img_size is None else self.img_size.copy()
         meta = dict(file=table['key'], row=row, imgname=decode_str(table['imgname'][row]))
+        if 'subject_gender' in table:
+            meta['subject_gender'] = table['subject_gender'][row]
         for name in ('center', 'scale'):
             if name in table:
                 meta[name] = np.asarray(table[name][row])
@@ -126,6 +157,5 @@ class BEDLAMSource(BodySource):
                 meta['joints_2d_conf'] = table['gtkps'][row, :, 2].copy()
         return BodySample(
             id=make_id(self.name, table['key'], row), betas=betas, transl=transl,
-            focal=(k[0, 0], k[1, 1]), princpt=(k[0, 2], k[1, 2]), img_size=self.img_size.copy(),
-            gender=table['gender'][row] if 'gender' in table else self.gender, source=self.name,
-            joints_2d=joints_2d, meta=meta, **split_full_pose(table['pose_cam'][row]))
+            focal=(k[0, 0], k[1, 1]), princpt=(k[0, 2], k[1, 2]), img_size=img_size, gender='neutral',
+            source=self.name, joints_2d=joints_2d, meta=meta, **split_full_pose(table['pose_cam'][row]))

@@ -14,7 +14,7 @@ import numpy as np
 
 from posedreamer_mm.registry import POSE_SOURCES
 from ..sample import BodySample
-from .base import BodySource, decode_str, describe_error, describe_location, list_source_files, make_id
+from .base import BAD_FILE_ERRORS, BodySource, decode_str, describe_error, describe_location, list_source_files, make_id
 
 #: Required keys and shapes (a leading batch axis of size 1 is squeezed first; ``focal`` may be a scalar).
 REQUIRED = {'betas': (None,), 'global_orient': (3,), 'body_pose': (63,), 'transl': (3,), 'focal': (2,),
@@ -122,7 +122,8 @@ class PoseDreamerLabelSource(BodySource):
         for path, key in list_source_files(label_dir, files, patterns):
             try:
                 sample = parse_label(read_label_file(path), key, self.name)
-            except Exception as err:  # noqa: BLE001 - a bad file is skipped and counted, never fatal
+            except BAD_FILE_ERRORS + (ImportError,) as err:  # a bad file is skipped and counted, never fatal;
+                # ImportError: a .pkl that references a module this environment lacks.
                 self.skip(path, describe_error(err))
                 continue
             if sample.id in seen:

@@ -1,6 +1,7 @@
 """Random body poses inside per-joint limits, for tests and pose-diversity experiments."""
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -10,7 +11,7 @@ from scipy.stats import truncnorm
 from posedreamer_mm.registry import POSE_SOURCES
 from ..camera import upright_global_orient_np
 from ..sample import BodySample
-from .base import BodySource, CameraSpec, stable_seed
+from .base import BodySource, CameraSpec, stable_digest, stable_seed
 
 #: The 21 SMPL-X body joints in ``body_pose`` order (joint 0, the pelvis, is ``global_orient``).
 SMPLX_BODY_JOINTS = ('left_hip', 'right_hip', 'spine1', 'left_knee', 'right_knee', 'spine2', 'left_ankle',
@@ -92,11 +93,15 @@ def body_pose_to_euler(body_pose: np.ndarray) -> np.ndarray:
 class ProceduralPoseSource(BodySource):
     """Body poses sampled inside per-joint Euler limits; upright, facing the camera, zero betas and hands.
 
-    Sample ``i`` depends only on ``(seed, i)``, so any subset can be drawn on any rank in any order.
+    Sample ``i`` depends only on ``(seed, i)`` and the sampling configuration, so any subset can be drawn on any
+    rank in any order. Ids are ``procedural_<config>_s<seed>_<index:08d>``, ``<config>`` a 6-hex digest of the
+    joint limits, the sampling mode and (for 'truncnorm') ``std_fraction`` (:attr:`config_digest`), so two
+    configurations never share an id. The camera and ``num_betas`` do not enter the id: as for the file
+    sources, the id names the pose.
 
     Args:
         num_samples: Length of the source.
-        seed: Base seed; ids are ``procedural_s<seed>_<index>``.
+        seed: Base seed.
         joint_limits: Overrides of :data:`DEFAULT_JOINT_LIMITS` by joint name (degrees).
         sampling: 'uniform' inside the limits, or 'truncnorm': a normal centred on the rest pose (clipped into
             the range) with std ``std_fraction`` of the range, truncated to the limits.
@@ -118,6 +123,9 @@ class ProceduralPoseSource(BodySource):
         self.std_fraction, self.num_betas = float(std_fraction), int(num_betas)
         self.limits = limits_array(joint_limits)
         self.camera = CameraSpec.build(camera)
+        config = dict(limits=np.round(self.limits, 6).tolist(), sampling=sampling,
+                      std_fraction=self.std_fraction if sampling == 'truncnorm' else None)
+        self.config_digest = stable_digest(json.dumps(config, sort_keys=True), 6)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -136,8 +144,8 @@ class ProceduralPoseSource(BodySource):
 
     def _get(self, index: int) -> BodySample:
         euler = self.sample_euler(index)
-        sample = BodySample(id=f'{self.name}_s{self.seed}_{index:08d}', betas=np.zeros(self.num_betas),
-                            global_orient=upright_global_orient_np(0.0), body_pose=euler_to_body_pose(euler),
-                            source=self.name, meta=dict(index=index, seed=self.seed,
-                                                        euler_deg=euler.astype(np.float32)))
+        sample_id = f'{self.name}_{self.config_digest}_s{self.seed}_{index:08d}'
+        sample = BodySample(id=sample_id, betas=np.zeros(self.num_betas), global_orient=upright_global_orient_np(0.0),
+                            body_pose=euler_to_body_pose(euler), source=self.name,
+                            meta=dict(index=index, seed=self.seed, euler_deg=euler.astype(np.float32)))
         return self.camera.apply(sample)
