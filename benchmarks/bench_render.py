@@ -1,9 +1,16 @@
 """Control-rendering throughput: PNCC (+ metric depth) renders per second at 512 and 1024, body forward apart.
 
+The headline is the path generation configs use: a square body crop (``size=512``) from a 1920x1080 camera,
+projection, bbox and crop camera included. ``size=None`` (render at the input camera) is listed after it.
+
 Usage (one CPU core, as docs/rendering.md reports it)::
 
     OMP_NUM_THREADS=1 LP_NUM_THREADS=0 taskset -c 0 .venv/bin/python benchmarks/bench_render.py
-    .venv/bin/python benchmarks/bench_render.py --device-index 0      # a GPU's EGL device, if any
+    .venv/bin/python benchmarks/bench_render.py --device-index 1        # one EGL device
+    .venv/bin/python benchmarks/bench_render.py --device-index cuda:0   # the EGL device of CUDA device 0
+
+EGL device indices are ``eglQueryDevicesEXT`` order, not CUDA's; ``cuda:N`` maps through the NVIDIA driver's
+``EGL_NV_device_cuda`` (``egl_devices()`` prints each device's CUDA ordinal where the driver reports it).
 
 ``--cpu-core N`` pins the process itself when ``taskset`` is not available. ``LP_NUM_THREADS=0`` makes Mesa's
 llvmpipe rasterise in the calling thread (best with one core per process); it must be set before the GL
@@ -26,8 +33,8 @@ def parse_args():
     p.add_argument('--sizes', type=int, nargs='+', default=[512, 1024])
     p.add_argument('--seconds', type=float, default=3.0, help='time budget per measurement')
     p.add_argument('--cpu-core', type=int, default=None, help='pin this process to one core')
-    p.add_argument('--device-index', type=int, default=None,
-                   help='EGL device index to benchmark (default: the default display, plus every GPU EGL device found)')
+    p.add_argument('--device-index', default=None,
+                   help="EGL device index or 'cuda:N' to benchmark (default: device 0, then every GPU EGL device)")
     p.add_argument('--batch', type=int, default=16, help='bodies per forward call')
     return p.parse_args()
 
@@ -100,9 +107,12 @@ def run(args, bench) -> list[str]:
         rate = _rate(fn, args.seconds)
         lines.append(f'body forward (batch {b}): {rate * b:.0f} bodies/s ({1000 / rate:.1f} ms per call)')
     verts, faces = bench['verts'], bench['faces']
-    f_scale = 1.0
     for size in args.sizes:
-        focal = (1.6 * size * f_scale, 1.6 * size * f_scale)
+        crop = bench['PNCCRenderer'](size=size, device_index=args.device_index, **bench['renderer_kw'])
+        rate = _rate(lambda: crop.render(verts[0], faces, (1500, 1500), (960, 540), (1920, 1080)), args.seconds)
+        lines.append(f'{size}x{size} PNCC + depth, body crop from a 1920x1080 camera: {rate:.1f} renders/s')
+    for size in args.sizes:
+        focal = (1.6 * size, 1.6 * size)
         princpt = (size / 2, size / 2)
         for with_depth in (True, False):
             r = bench['PNCCRenderer'](size=None, with_depth=with_depth, device_index=args.device_index,
@@ -115,10 +125,7 @@ def run(args, bench) -> list[str]:
 
             rate = _rate(render, args.seconds)
             what = 'PNCC + depth + mask' if with_depth else 'PNCC only'
-            lines.append(f'{size}x{size} {what}: {rate:.1f} renders/s')
-        crop = bench['PNCCRenderer'](size=size, device_index=args.device_index, **bench['renderer_kw'])
-        rate = _rate(lambda: crop.render(verts[0], faces, (1500, 1500), (960, 540), (1920, 1080)), args.seconds)
-        lines.append(f'{size}x{size} PNCC + depth, body crop from a 1920x1080 camera: {rate:.1f} renders/s')
+            lines.append(f'{size}x{size} {what} (size=None, input camera): {rate:.1f} renders/s')
     lines += _other_controls(args, bench)
     return lines
 
@@ -129,6 +136,7 @@ def _other_controls(args, bench) -> list[str]:
     size, lines = args.sizes[0], []
     cam = dict(focal=(1500, 1500), princpt=(960, 540), img_size=(1920, 1080))
     joints = bench.get('joints')
+    # The skeleton includes a depth-only rasterisation (face points hidden by the head are not drawn).
     for cls in (DepthRenderer, NormalRenderer, ShadedRenderer, SkeletonRenderer):
         if cls is SkeletonRenderer and joints is None:
             continue
@@ -158,7 +166,8 @@ def main():
     if args.device_index is None:
         from posedreamer_mm.render import egl_devices
         devices = egl_devices()
-        print('EGL devices: ' + '; '.join(f"{d['index']}: {d['renderer']} ({d['vendor']})" for d in devices))
+        print('EGL devices: ' + '; '.join(f"{d['index']}: {d['renderer']} ({d['vendor']}, cuda_device="
+                                          f"{d['cuda_device']})" for d in devices))
         for d in devices:
             if d['is_gpu']:
                 args.device_index = d['index']

@@ -8,12 +8,13 @@ based control; the skeleton is drawn with OpenCV in ControlNet's annotator style
 from .base import BaseControlRenderer, body_crop_camera
 from .maps import DepthRenderer, NormalRenderer, ShadedRenderer, depth_to_control, lambert, normal_to_control
 from .pncc import PNCCRenderer, canonical_pncc_colors, pncc_colors
-from .rasterizer import (MeshRasterizer, default_rasterizer, egl_devices, get_context, gl_device_info,
-                         vertex_normals)
+from .egl import ForkedContextError, egl_device_for_cuda, egl_devices, get_context, gl_device_info
+from .rasterizer import MeshRasterizer, default_rasterizer, vertex_normals
 from .skeleton import SkeletonRenderer, draw_bodypose
 
 __all__ = [
     'BaseControlRenderer', 'body_crop_camera', 'MeshRasterizer', 'default_rasterizer', 'egl_devices', 'get_context',
+    'egl_device_for_cuda', 'ForkedContextError',
     'gl_device_info', 'vertex_normals', 'PNCCRenderer', 'canonical_pncc_colors', 'pncc_colors',
     'SkeletonRenderer', 'draw_bodypose', 'DepthRenderer', 'NormalRenderer', 'ShadedRenderer',
     'depth_to_control', 'normal_to_control', 'lambert'

@@ -14,6 +14,7 @@ image is rendered at the given camera and ``img_size`` unchanged.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -77,25 +78,34 @@ class BaseControlRenderer:
         margin: the crop side is ``max(w, h) * (1 + margin)`` of the body's projected bbox.
         near: near clipping distance in metres.
         far: far clipping distance in metres.
-        device_index: EGL device to render on (``None``: default; see ``rasterizer.get_context``).
+        device_index: EGL device to render on: an index, ``'cuda:N'`` or ``None`` (``$POSEDREAMER_EGL_DEVICE``
+            or 0); see ``egl.resolve_device_index``. EGL indices are not CUDA indices.
     """
 
     #: Stored with each generated sample (``control_type`` in the generation record).
     control_type: str = ''
 
     def __init__(self, size: int | None = 512, margin: float = 0.1, near: float = 0.01, far: float = 100.0,
-                 device_index: int | None = None) -> None:
+                 device_index: int | str | None = None) -> None:
         self.size = None if size is None else int(size)
         self.margin = float(margin)
         self.near, self.far, self.device_index = float(near), float(far), device_index
         self._rasterizer: MeshRasterizer | None = None
+        self._rasterizer_pid: int | None = None
 
     @property
     def rasterizer(self) -> MeshRasterizer:
-        """The shared process-wide rasteriser for these settings (created on first use)."""
-        if self._rasterizer is None:
+        """This process's shared rasteriser for these settings (created on first use; a forked child gets its own)."""
+        if self._rasterizer is None or self._rasterizer_pid != os.getpid():
             self._rasterizer = default_rasterizer(self.near, self.far, self.device_index)
+            self._rasterizer_pid = os.getpid()
         return self._rasterizer
+
+    def __getstate__(self) -> dict:
+        # GL objects do not pickle and belong to one process: the copy (a spawn worker) makes its own lazily.
+        state = self.__dict__.copy()
+        state.update(_rasterizer=None, _rasterizer_pid=None)
+        return state
 
     def camera(self, vertices: np.ndarray, focal: np.ndarray, princpt: np.ndarray,
                img_size: Sequence[int] | None) -> dict[str, np.ndarray | None]:

@@ -6,6 +6,7 @@ Conventions (``docs/rendering.md``):
   foreground pixels of this image, near = bright. The foreground is mapped to ``[fg_range[0], fg_range[1]] *
   255`` (default ``(0.2, 1.0)``: the farthest body point stays distinct from the black background, which MiDaS
   gives to far scenery); ``fg_range=(0, 1)`` is the plain normalisation. Grey, replicated to 3 channels.
+  ``clip_percentiles=(2, 98)`` normalises between percentiles instead of the extremes (off by default).
   The metric depth (camera z in metres, 0 background) is returned next to it as the label.
 - **Normal control** (ControlNet 1.1 normalbae, ScanNet protocol: "blue is front, red is left, green is
   top"): with camera-frame normals ``n`` in the OpenCV frame (x right, y down, z forward) the colour is
@@ -27,13 +28,19 @@ from .base import BaseControlRenderer, to_numpy
 
 
 def depth_to_control(depth: np.ndarray, mask: np.ndarray | None = None,
-                     fg_range: Sequence[float] = (0.2, 1.0)) -> np.ndarray:
+                     fg_range: Sequence[float] = (0.2, 1.0),
+                     clip_percentiles: Sequence[float] | None = None) -> np.ndarray:
     """ControlNet-depth image from metric depth.
 
     Args:
         depth: (H, W) camera z in metres (0 or negative = background).
         mask: (H, W) foreground; ``depth > 0`` if None.
         fg_range: fraction of 255 the farthest and the nearest foreground points get.
+        clip_percentiles: ``(low, high)`` percentiles (0-100) of the foreground's inverse depth that map to the
+            ends of ``fg_range``; pixels beyond them saturate. ``None`` (default): the minimum and maximum. A
+            hand reaching towards the camera then no longer squeezes the rest of the body into a few grey levels,
+            at the price of the outermost pixels' depth order (everything nearer than the high percentile is
+            equally white).
 
     Returns:
         (H, W, 3) uint8: normalised inverse depth over the foreground, background 0.
@@ -43,8 +50,11 @@ def depth_to_control(depth: np.ndarray, mask: np.ndarray | None = None,
     out = np.zeros(depth.shape, np.float64)
     if mask.any():
         inv = 1.0 / depth[mask]
-        lo, hi = inv.min(), inv.max()
-        t = (inv - lo) / (hi - lo) if hi > lo else np.ones_like(inv)
+        if clip_percentiles is None:
+            lo, hi = inv.min(), inv.max()
+        else:
+            lo, hi = np.percentile(inv, [float(clip_percentiles[0]), float(clip_percentiles[1])])
+        t = np.clip((inv - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.ones_like(inv)
         out[mask] = fg_range[0] + (fg_range[1] - fg_range[0]) * t
     img = np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
     return np.repeat(img[..., None], 3, axis=-1)
@@ -103,18 +113,27 @@ class DepthRenderer(BaseControlRenderer):
 
     Args:
         fg_range: fractions of 255 for the farthest and nearest foreground points (see module docstring).
+        clip_percentiles: e.g. ``(2, 98)``: normalise between these percentiles of the inverse depth instead of
+            its extremes (:func:`depth_to_control`); ``None`` (default) keeps the plain min-max.
         **kwargs: ``size``, ``margin``, ... (:class:`BaseControlRenderer`).
     """
 
     control_type = 'depth'
 
-    def __init__(self, fg_range: Sequence[float] = (0.2, 1.0), **kwargs) -> None:
+    def __init__(self, fg_range: Sequence[float] = (0.2, 1.0), clip_percentiles: Sequence[float] | None = None,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.fg_range = tuple(float(x) for x in fg_range)
+        if clip_percentiles is not None:
+            clip_percentiles = tuple(float(x) for x in clip_percentiles)
+            if not 0 <= clip_percentiles[0] < clip_percentiles[1] <= 100:
+                raise ValueError(f'clip_percentiles must be (low, high) with 0 <= low < high <= 100, '
+                                 f'got {clip_percentiles}')
+        self.clip_percentiles = clip_percentiles
 
     def draw(self, vertices, faces, focal, princpt, img_size, joints):
         out = self.rasterizer.render(vertices, faces, focal, princpt, img_size, outputs=('mask', 'depth'))
-        out['image'] = depth_to_control(out['depth'], out['mask'], self.fg_range)
+        out['image'] = depth_to_control(out['depth'], out['mask'], self.fg_range, self.clip_percentiles)
         return out
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
+import weakref
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,10 @@ from posedreamer_mm.registry import RENDERERS
 
 from .base import BaseControlRenderer, to_numpy
 
+#: Colours of body models known by their file, by file, gender and hand-pose parametrisation.
 _COLOR_CACHE: dict[tuple, np.ndarray] = {}
+#: Colours of body models with no file to name them, by (weakly held) model object and pose.
+_OBJECT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def pncc_colors(canonical_vertices: np.ndarray) -> np.ndarray:
@@ -58,8 +62,16 @@ def build_body_model(body_model: Any):
     raise TypeError(f'body_model must be a module, a config dict or a path, got {type(body_model)}')
 
 
-def _model_key(body_model) -> tuple:
-    """Cache key: the model file (path, size, mtime) and gender when known, else the object's identity."""
+def _hand_config(body_model) -> tuple:
+    """What a zero hand pose means for this model: it decides the canonical fingers unless hands are given."""
+    inner = getattr(body_model, 'smplx', body_model)
+    return (('flat_hand_mean', bool(getattr(body_model, 'flat_hand_mean', getattr(inner, 'flat_hand_mean', True)))),
+            ('use_pca', bool(getattr(inner, 'use_pca', False))),
+            ('hand_dim', int(getattr(body_model, 'hand_dim', 45))))
+
+
+def _model_key(body_model) -> tuple | None:
+    """Cache key: the model file (path, size, mtime), gender and hand parametrisation; None without a file."""
     path = None
     for attr in ('model_file', 'model_path'):
         p = getattr(body_model, attr, None)
@@ -71,14 +83,30 @@ def _model_key(body_model) -> tuple:
         candidates = [osp.join(path, f'SMPLX_{gender}.{ext}') for ext in ('npz', 'pkl')]
         candidates += [osp.join(path, 'smplx', osp.basename(c)) for c in candidates]
         path = next((c for c in candidates if osp.isfile(c)), path)
-    if path is not None and osp.exists(path):
+    if path is not None and osp.isfile(path):
         st = os.stat(path)
-        return ('file', osp.realpath(path), st.st_size, st.st_mtime_ns, str(getattr(body_model, 'gender', '')))
-    return ('object', id(body_model))
+        return ('file', osp.realpath(path), st.st_size, st.st_mtime_ns, str(getattr(body_model, 'gender', '')),
+                _hand_config(body_model))
+    return None
+
+
+def _flat_hands(body_model, dtype, device) -> dict:
+    """Hand poses that make the hands flat whatever ``flat_hand_mean`` says (axis-angle hands only).
+
+    smplx adds ``left/right_hand_mean`` to the given hand pose (zero with ``flat_hand_mean=True``, the mean
+    curl otherwise), so minus the mean is the flat hand. PCA hands cannot express it exactly: they keep their
+    zero pose, and the cache keys on the parametrisation so they never share colours with the others.
+    """
+    import torch
+    inner = getattr(body_model, 'smplx', None)
+    if inner is None or getattr(inner, 'use_pca', False) or not hasattr(inner, 'left_hand_mean'):
+        return {}
+    return {f'{side}_hand_pose': -torch.as_tensor(getattr(inner, f'{side}_hand_mean'), dtype=dtype,
+                                                  device=device).reshape(1, -1) for side in ('left', 'right')}
 
 
 def canonical_vertices(body_model, pose: str = 'A') -> np.ndarray:
-    """Vertices of the mean-shape body (betas = 0) in a canonical pose, in the model frame.
+    """Vertices of the mean-shape body (betas = 0) in a canonical pose with flat hands, in the model frame.
 
     Args:
         body_model: a ``SMPLXBodyModel``-like module (``forward(betas=..., body_pose=...)`` -> ``.vertices``).
@@ -100,22 +128,39 @@ def canonical_vertices(body_model, pose: str = 'A') -> np.ndarray:
         out = body_model(betas=torch.zeros(1, num_betas, dtype=dtype, device=device),
                          global_orient=torch.zeros(1, 3, dtype=dtype, device=device),
                          body_pose=body_pose.to(device=device, dtype=dtype),
-                         transl=torch.zeros(1, 3, dtype=dtype, device=device))
+                         transl=torch.zeros(1, 3, dtype=dtype, device=device),
+                         **_flat_hands(body_model, dtype, device))
     return to_numpy(out.vertices[0])
 
 
 def canonical_pncc_colors(body_model, pose: str = 'A') -> np.ndarray:
-    """PNCC colours of a body model, computed once per process and model file (mean shape, given pose).
+    """PNCC colours of a body model, computed once per process and model (mean shape, given pose, flat hands).
+
+    Models built from the same file share one entry (file, gender and hand parametrisation in the key); a model
+    with no file is cached on the object itself (weakly: a new model at a reused address is not confused with
+    a collected one).
 
     Returns:
         (V, 3) float32 colours in [0, 1] (a shared array: do not modify in place).
     """
-    key = (_model_key(body_model), 'betas=mean', pose)
+    key = _model_key(body_model)
+    if key is None:
+        try:
+            per_model = _OBJECT_CACHE.setdefault(body_model, {})
+        except TypeError:  # neither hashable nor weakly referenceable: no cache
+            per_model = {}
+        if pose not in per_model:
+            per_model[pose] = _frozen(pncc_colors(canonical_vertices(body_model, pose)))
+        return per_model[pose]
+    key = (key, 'betas=mean', pose)
     if key not in _COLOR_CACHE:
-        colors = pncc_colors(canonical_vertices(body_model, pose))
-        colors.setflags(write=False)
-        _COLOR_CACHE[key] = colors
+        _COLOR_CACHE[key] = _frozen(pncc_colors(canonical_vertices(body_model, pose)))
     return _COLOR_CACHE[key]
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
 
 
 @RENDERERS.register_module()

@@ -23,14 +23,16 @@ Conventions (``docs/rendering.md``):
 from __future__ import annotations
 
 import os
+import weakref
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
 
+from .egl import egl_devices, get_context, gl_device_info, keep_inherited, make_current  # noqa: F401 (re-exported)
+
 #: Targets a render can return (``mask`` always comes with ``color``'s alpha or with ``depth``).
 OUTPUTS = ('color', 'mask', 'depth', 'normal')
-
-_CONTEXTS: dict[tuple[int, int | None], object] = {}
 
 _VERTEX_SHADER = """
 #version 330
@@ -77,55 +79,6 @@ void main() {
 #endif
 }
 """
-
-
-def get_context(device_index: int | None = None):
-    """The process's headless EGL context for one EGL device, created on first use.
-
-    Args:
-        device_index: EGL device to render on (``eglQueryDevicesEXT`` order); ``None`` uses the default display
-            (``$POSEDREAMER_EGL_DEVICE`` if set). Contexts are per process: a forked worker makes its own.
-
-    Returns:
-        A ``moderngl.Context``.
-    """
-    if device_index is None and os.environ.get('POSEDREAMER_EGL_DEVICE'):
-        device_index = int(os.environ['POSEDREAMER_EGL_DEVICE'])
-    key = (os.getpid(), device_index)
-    if key not in _CONTEXTS:
-        import moderngl
-        kwargs = dict(backend='egl')
-        if device_index is not None:
-            kwargs['device_index'] = device_index
-        try:
-            _CONTEXTS[key] = moderngl.create_standalone_context(**kwargs)
-        except Exception as err:  # noqa: BLE001 - re-raised with the fix
-            raise RuntimeError(
-                'Could not create a headless EGL OpenGL context. On Debian/Ubuntu install libegl1 '
-                'libegl-mesa0 libgl1-mesa-dri (CPU, llvmpipe); on an NVIDIA node make sure the NVIDIA EGL vendor '
-                'library is visible (__EGL_VENDOR_LIBRARY_FILENAMES=.../10_nvidia.json). See docs/rendering.md.'
-            ) from err
-    return _CONTEXTS[key]
-
-
-def gl_device_info(ctx=None) -> dict[str, str | bool]:
-    """Vendor/renderer strings of a context and whether it is a hardware GPU (not llvmpipe/softpipe)."""
-    ctx = ctx if ctx is not None else get_context()
-    info = {k: ctx.info[f'GL_{k.upper()}'] for k in ('vendor', 'renderer', 'version')}
-    info['is_gpu'] = not any(s in info['renderer'].lower() for s in ('llvmpipe', 'softpipe', 'swrast'))
-    return info
-
-
-def egl_devices(max_devices: int = 16) -> list[dict[str, str | bool]]:
-    """:func:`gl_device_info` of every EGL device this process can open (index order), e.g. to find GPUs."""
-    found = []
-    for i in range(max_devices):
-        try:
-            ctx = get_context(i)
-        except RuntimeError:
-            break
-        found.append(dict(index=i, **gl_device_info(ctx)))
-    return found
 
 
 def projection_coefficients(focal: Sequence[float], princpt: Sequence[float], img_size: Sequence[int],
@@ -182,36 +135,72 @@ class MeshRasterizer:
     """Renders triangle meshes with vertex attributes into numpy arrays (no MSAA, no culling, z-buffered).
 
     GL objects are kept between calls: per frame only vertex positions (and colours/normals when given) are
-    written to the vertex buffers; framebuffers are cached per image size and output set.
+    written to the vertex buffers; framebuffers are cached per image size and output set, the
+    ``max_framebuffers`` most recently used ones (older ones are released).
+
+    Fork and pickle safe: GL objects belong to the process that made them. A forked child drops the ones it
+    inherited without touching them (``os.register_at_fork`` plus a pid check) and makes its own on first use;
+    pickling (``spawn`` workers) drops them too, and the copy rebuilds them lazily.
 
     Args:
         near: near clipping distance in metres (surface closer than this is cut).
         far: far clipping distance in metres.
-        device_index: EGL device (see :func:`get_context`).
+        device_index: EGL device (see ``egl.resolve_device_index``: an index, ``'cuda:N'`` or None).
         color_dtype: ``'f1'`` (uint8 colours, rounded by GL) or ``'f4'`` (float32 colours).
+        max_framebuffers: framebuffers kept (one per image size and output set). Six hold a generation run's
+            working set: the crop with and without normals plus the skeleton's 64/128 px face windows.
     """
 
-    def __init__(self, near: float = 0.01, far: float = 100.0, device_index: int | None = None,
-                 color_dtype: str = 'f1') -> None:
+    def __init__(self, near: float = 0.01, far: float = 100.0, device_index: int | str | None = None,
+                 color_dtype: str = 'f1', max_framebuffers: int = 6) -> None:
         if color_dtype not in ('f1', 'f4'):
             raise ValueError(f"color_dtype must be 'f1' or 'f4', got {color_dtype!r}")
         self.near, self.far = float(near), float(far)
         self.device_index = device_index
         self.color_dtype = color_dtype
+        self.max_framebuffers = max(1, int(max_framebuffers))
+        self._reset_gl()
+        _LIVE.add(self)
+
+    def _reset_gl(self) -> None:
         self._ctx = None
+        self._pid = None
         self._programs = {}
-        self._fbos = {}
+        self._fbos: OrderedDict = OrderedDict()  # (size, with_normal) -> (framebuffer, attachments), LRU order
         self._buffers = {}
         self._vao = None
         self._vao_key = None
         self._faces = None
         self._num_indices = 0
 
+    def _gl_objects(self) -> list:
+        fbos = [o for fbo, atts in self._fbos.values() for o in (fbo, *atts)]
+        return [*fbos, *self._buffers.values(), *self._programs.values(), self._vao, self._ctx]
+
+    def _drop_inherited(self) -> None:
+        """Forgets GL objects made by another process (a fork's parent) without calling into GL."""
+        keep_inherited(self._gl_objects())
+        self._reset_gl()
+
     @property
     def ctx(self):
-        if self._ctx is None:
+        """This process's GL context (a forked child never gets its parent's)."""
+        if self._pid != os.getpid():
+            if self._pid is not None:
+                self._drop_inherited()
             self._ctx = get_context(self.device_index)
+            self._pid = os.getpid()
         return self._ctx
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.update(_ctx=None, _pid=None, _programs={}, _fbos=OrderedDict(), _buffers={}, _vao=None, _vao_key=None,
+                     _faces=None, _num_indices=0)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        _LIVE.add(self)
 
     # --- GL object caches --------------------------------------------------------------------------------
     def _program(self, with_normal: bool):
@@ -223,15 +212,22 @@ class MeshRasterizer:
 
     def _fbo(self, size: tuple[int, int], with_normal: bool):
         key = (size, with_normal)
-        if key not in self._fbos:
-            ctx = self.ctx
-            attachments = [ctx.renderbuffer(size, components=4, dtype=self.color_dtype),
-                           ctx.renderbuffer(size, components=1, dtype='f4')]
-            if with_normal:
-                attachments.append(ctx.renderbuffer(size, components=4, dtype='f4'))
-            self._fbos[key] = ctx.framebuffer(color_attachments=attachments,
-                                              depth_attachment=ctx.depth_renderbuffer(size))
-        return self._fbos[key]
+        if key in self._fbos:
+            self._fbos.move_to_end(key)
+            return self._fbos[key][0]
+        ctx = self.ctx
+        attachments = [ctx.renderbuffer(size, components=4, dtype=self.color_dtype),
+                       ctx.renderbuffer(size, components=1, dtype='f4')]
+        if with_normal:
+            attachments.append(ctx.renderbuffer(size, components=4, dtype='f4'))
+        attachments.append(ctx.depth_renderbuffer(size))
+        fbo = ctx.framebuffer(color_attachments=attachments[:-1], depth_attachment=attachments[-1])
+        self._fbos[key] = (fbo, attachments)
+        while len(self._fbos) > self.max_framebuffers:  # e.g. size=None over images of many sizes
+            old, old_attachments = self._fbos.popitem(last=False)[1]
+            for obj in (old, *old_attachments):
+                obj.release()
+        return fbo
 
     def _buffer(self, name: str, data: np.ndarray):
         data = np.ascontiguousarray(data, dtype=np.uint32 if name == 'index' else np.float32)
@@ -303,6 +299,7 @@ class MeshRasterizer:
         nrms = None if normals is None else np.asarray(normals, dtype=np.float32).reshape(-1, nv, 3)
 
         ctx = self.ctx
+        make_current(ctx)  # another context (another device, a probe) may be current on this thread
         fbo = self._fbo((w, h), with_normal)
         self._set_faces(faces)
         if cols is None:
@@ -355,17 +352,36 @@ class MeshRasterizer:
         return out if batched else {k: v[0] for k, v in out.items()}
 
     def release(self) -> None:
-        """Frees this rasteriser's GL objects (the shared context stays)."""
-        for obj in [*self._fbos.values(), *self._buffers.values(), *self._programs.values(), self._vao]:
+        """Frees this rasteriser's GL objects (the shared context stays); a forked child only forgets them."""
+        if self._pid != os.getpid():
+            self._drop_inherited()
+            return
+        if self._ctx is None:
+            return
+        make_current(self._ctx)
+        for obj in self._gl_objects()[:-1]:
             if obj is not None:
                 obj.release()
-        self._fbos, self._buffers, self._programs, self._vao, self._vao_key, self._faces = {}, {}, {}, None, None, None
+        self._reset_gl()
 
 
+#: Every live rasteriser, so a forked child can drop what they inherited.
+_LIVE: weakref.WeakSet = weakref.WeakSet()
 _DEFAULT: dict[tuple, MeshRasterizer] = {}
 
 
-def default_rasterizer(near: float = 0.01, far: float = 100.0, device_index: int | None = None,
+def _after_fork_in_child() -> None:
+    for rast in list(_LIVE):
+        if rast._pid is not None and rast._pid != os.getpid():
+            rast._drop_inherited()
+    keep_inherited(_DEFAULT.values())
+    _DEFAULT.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def default_rasterizer(near: float = 0.01, far: float = 100.0, device_index: int | str | None = None,
                        color_dtype: str = 'f1') -> MeshRasterizer:
     """A process-wide rasteriser per settings, so renderers built from configs share GL objects."""
     key = (os.getpid(), near, far, device_index, color_dtype)

@@ -6,7 +6,9 @@ from posedreamer_mm.registry import RENDERERS
 from posedreamer_mm.render import (DepthRenderer, NormalRenderer, PNCCRenderer, ShadedRenderer, SkeletonRenderer,
                                    depth_to_control, draw_bodypose, lambert, normal_to_control, pncc_colors)
 from posedreamer_mm.render.reference import quad, uv_sphere
-from posedreamer_mm.render.skeleton import COLORS, LIMB_SEQ
+
+from .openpose_annotator import (ANNOTATOR_COLORS, LIMB_NECK_RSHOULDER, LIMB_RHIP_RKNEE,
+                                 controlnet_aux_draw_bodypose, disc_centroid)
 
 NAMES = ('PNCCRenderer', 'SkeletonRenderer', 'DepthRenderer', 'NormalRenderer', 'ShadedRenderer')
 
@@ -48,12 +50,33 @@ def test_draw_bodypose_colours():
     kp = _keypoints() + 0.3  # fractional positions round to the nearest pixel centre
     canvas = draw_bodypose(np.zeros((256, 256, 3), np.uint8), kp)
     for k, (u, v) in enumerate(kp):
-        assert tuple(canvas[round(v), round(u)]) == COLORS[k], k
-    # Limb 9 (r_hip -> r_knee, index 7 in LIMB_SEQ) at its midpoint: 0.6 of its colour.
-    a, b = LIMB_SEQ[7]
-    mid = (kp[a - 1] + kp[b - 1]) / 2
-    assert tuple(canvas[round(mid[1]), round(mid[0])]) == tuple(int(c * 0.6) for c in COLORS[7])
+        assert tuple(canvas[round(v), round(u)]) == ANNOTATOR_COLORS[k], k
+        # The whole disc of joint k is centred on the pixel containing the point (none of these overlap).
+        np.testing.assert_allclose(disc_centroid(canvas, ANNOTATOR_COLORS[k]), np.round([u, v]), atol=0.5)
+    # Limb 9 (r_hip -> r_knee, annotator limbSeq [9, 10]) at its midpoint: 0.6 of its colour.
+    mid = (kp[8] + kp[9]) / 2
+    assert tuple(canvas[round(mid[1]), round(mid[0])]) == LIMB_RHIP_RKNEE == (0, 153, 51)
+    mid = (kp[1] + kp[2]) / 2  # neck -> right shoulder
+    assert tuple(canvas[round(mid[1]), round(mid[0])]) == LIMB_NECK_RSHOULDER == (153, 0, 0)
+    assert tuple(canvas[round(kp[2, 1]), round(kp[2, 0])]) == (255, 170, 0)  # right shoulder joint
     assert set(np.unique(canvas.reshape(-1, 3), axis=0)[:, 0]) <= {0, 255, 170, 85, 153, 102, 51}
+
+
+@pytest.mark.parametrize('size', [(256, 256), (320, 256)])
+def test_draw_bodypose_matches_controlnet_aux_pixel_exact(size):
+    # Even-integer keypoints: the annotator truncates centres, this code rounds; on even integers (and their
+    # integer midpoints) both draw the same pixels, so every pixel must agree.
+    w, h = size
+    kp = 2 * np.round(_keypoints() / 2)
+    ours = draw_bodypose(np.zeros((h, w, 3), np.uint8), kp)
+    ref = controlnet_aux_draw_bodypose(np.zeros((h, w, 3), np.uint8), kp / [w, h], [list(range(18))])
+    np.testing.assert_array_equal(ours, ref)
+    # A missing joint (right wrist) removes its limb in both.
+    vis = np.ones(18, bool)
+    vis[4] = False
+    ours = draw_bodypose(np.zeros((h, w, 3), np.uint8), kp, vis)
+    ref = controlnet_aux_draw_bodypose(np.zeros((h, w, 3), np.uint8), kp / [w, h], [[*range(4), -1, *range(5, 18)]])
+    np.testing.assert_array_equal(ours, ref)
 
 
 def test_draw_bodypose_skips_invisible_joints_and_their_limbs():
@@ -75,6 +98,29 @@ def test_depth_to_control():
     mid = 0.2 + 0.8 * (1 / 3 - 1 / 4) / (1 / 2 - 1 / 4)
     assert img[2, 2, 0] == round(mid * 255)
     assert depth_to_control(depth, fg_range=(0, 1))[3, 3, 0] == 0
+
+
+def test_depth_to_control_percentile_clipping():
+    # A body 3.0-3.5 m away with one pixel (a hand) at 1 m and one at 10 m.
+    depth = np.zeros((10, 12))
+    depth[:, :10] = np.linspace(3.0, 3.5, 100).reshape(10, 10)
+    depth[0, 10], depth[0, 11] = 1.0, 10.0
+    bulk = np.zeros(depth.shape, bool)
+    bulk[:, :10] = True
+    plain = depth_to_control(depth)[..., 0]
+    np.testing.assert_array_equal(plain, depth_to_control(depth, clip_percentiles=None)[..., 0])
+    clipped = depth_to_control(depth, clip_percentiles=(2, 98))[..., 0]
+    # Min-max: the near hand takes 255 and leaves the body about 30 grey levels; clipped, the body spans nearly
+    # the whole range and keeps its order, and the outliers saturate at the ends.
+    assert int(plain[bulk].max()) - int(plain[bulk].min()) < 40
+    assert int(clipped[bulk].max()) - int(clipped[bulk].min()) > 190
+    assert (np.diff(clipped[:, :10].astype(int).ravel()) <= 0).all()
+    assert clipped[0, 10] == 255 and clipped[0, 11] == 51 and clipped[0, 10] == plain[0, 10]
+    assert clipped[bulk].min() >= 51 and clipped[1, 11] == 0
+    r = DepthRenderer(size=None, clip_percentiles=(2, 98))
+    assert r.clip_percentiles == (2.0, 98.0) and DepthRenderer().clip_percentiles is None
+    with pytest.raises(ValueError):
+        DepthRenderer(clip_percentiles=(98, 2))
 
 
 def test_normal_to_control_convention():

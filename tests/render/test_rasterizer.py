@@ -1,4 +1,6 @@
 """The GL rasteriser against the numpy reference and known answers, on meshes built here (no body model)."""
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -200,3 +202,48 @@ def test_vertex_normals_of_sphere_point_outwards():
     v, f = uv_sphere(center=(0, 0, 0), radius=1.0)
     n = vertex_normals(v, f)
     assert np.abs(n - v / np.linalg.norm(v, axis=1, keepdims=True)).max() < 0.02
+
+
+def test_framebuffer_cache_is_bounded_and_releases_what_it_drops():
+    # size=None renders at each input image's size: many sizes must not keep a framebuffer each forever.
+    rast = MeshRasterizer(max_framebuffers=4)
+    v, f = uv_sphere(center=(0.1, 0.0, 3.0))
+    first = rast.render(v, f, FOCAL, PRINCPT, SIZE, outputs=('mask', 'depth'))
+    fbo, attachments = rast._fbos[(SIZE, False)]
+    for k in range(1, 7):
+        rast.render(v, f, FOCAL, PRINCPT, (SIZE[0] + 8 * k, SIZE[1] + 4 * k), outputs=('mask', 'depth'))
+        assert len(rast._fbos) <= 4
+    assert (SIZE, False) not in rast._fbos
+    assert all(type(o.mglo).__name__ == 'InvalidObject' for o in (fbo, *attachments))  # released, not leaked
+    again = rast.render(v, f, FOCAL, PRINCPT, SIZE, outputs=('mask', 'depth'))
+    np.testing.assert_array_equal(again['depth'], first['depth'])
+    rast.release()
+    assert not rast._fbos
+
+
+def test_egl_devices_probe_without_keeping_contexts_or_breaking_rendering(rast):
+    from posedreamer_mm.render import egl
+    v, f = _scene_two_boxes()
+    before = rast.render(v, f, FOCAL, PRINCPT, SIZE, outputs=('mask', 'depth'))
+    contexts = dict(egl._CONTEXTS)
+    devices = egl.egl_devices()
+    assert devices and [d['index'] for d in devices] == list(range(len(devices)))
+    assert egl._CONTEXTS == contexts  # probing opened and released a context per device, kept none
+    for d in devices:
+        assert {'renderer', 'is_gpu', 'software', 'cuda_device'} <= set(d)
+        if d['software']:
+            assert not d['is_gpu'] and d['cuda_device'] is None
+    # The probe made its own context current; rendering must still go to the rasteriser's context.
+    after = rast.render(v, f, FOCAL, PRINCPT, SIZE, outputs=('mask', 'depth'))
+    np.testing.assert_array_equal(after['depth'], before['depth'])
+
+
+def test_device_index_forms():
+    from posedreamer_mm.render import egl
+    if not os.environ.get('POSEDREAMER_EGL_DEVICE'):
+        assert egl.resolve_device_index(None) == 0  # glcontext's default display is device 0
+    assert egl.resolve_device_index('1') == 1
+    assert egl.get_context(None) is egl.get_context(egl.resolve_device_index(None))  # one context, not two
+    if not any(d['cuda_device'] is not None for d in egl.egl_devices()):
+        with pytest.raises(RuntimeError, match='EGL_NV_device_cuda'):
+            egl.resolve_device_index('cuda:0')
