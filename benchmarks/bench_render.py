@@ -15,8 +15,7 @@ EGL device indices are ``eglQueryDevicesEXT`` order, not CUDA's; ``cuda:N`` maps
 ``--cpu-core N`` pins the process itself when ``taskset`` is not available. ``LP_NUM_THREADS=0`` makes Mesa's
 llvmpipe rasterise in the calling thread (best with one core per process); it must be set before the GL
 context exists, so this script sets it (unless already set) when it pins itself to one core.
-The body model is the generated SMPL-X stand-in (10,475 vertices, 20,908 faces); without the body package a
-UV sphere of the same size stands in and the forward is not timed.
+The body model is the generated SMPL-X stand-in (10,475 vertices, 20,908 faces).
 """
 from __future__ import annotations
 
@@ -49,7 +48,7 @@ def _rate(fn, seconds: float, min_iters: int = 5) -> float:
 
 
 def setup(args):
-    """Pins the process, then builds the mesh (posed stand-in bodies, or a sphere) and the renderers."""
+    """Pins the process, then builds the mesh (posed stand-in bodies) and the renderers."""
     if args.cpu_core is not None:
         os.sched_setaffinity(0, {args.cpu_core})
     if len(os.sched_getaffinity(0)) == 1:
@@ -59,37 +58,30 @@ def setup(args):
     import torch
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', torch.get_num_threads())))
     from posedreamer_mm.render import PNCCRenderer, gl_device_info, get_context
-    from posedreamer_mm.render.reference import uv_sphere
+    from posedreamer_mm.body.body_model import SMPLXBodyModel, canonical_body_pose
+    from posedreamer_mm.body.standin import write_standin_smplx
 
     bench = dict(forward=None)
-    try:
-        from posedreamer_mm.body.body_model import SMPLXBodyModel, canonical_body_pose
-        from posedreamer_mm.body.standin import write_standin_smplx
-        tmp = tempfile.mkdtemp(prefix='bench_render_')
-        write_standin_smplx(tmp)
-        model = SMPLXBodyModel(model_path=tmp, gender='neutral', num_betas=10)
-        b = args.batch
-        gen = torch.Generator().manual_seed(0)
-        params = dict(betas=torch.randn(b, 10, generator=gen) * 0.5,
-                      global_orient=torch.tensor([[np.pi, 0.0, 0.0]]).repeat(b, 1),
-                      body_pose=canonical_body_pose('A').repeat(b, 1) + 0.2 * torch.randn(b, 63, generator=gen),
-                      transl=torch.tensor([[0.0, 0.3, 3.5]]).repeat(b, 1))
+    tmp = tempfile.mkdtemp(prefix='bench_render_')
+    write_standin_smplx(tmp)
+    model = SMPLXBodyModel(model_path=tmp, gender='neutral', num_betas=10)
+    b = args.batch
+    gen = torch.Generator().manual_seed(0)
+    params = dict(betas=torch.randn(b, 10, generator=gen) * 0.5,
+                  global_orient=torch.tensor([[np.pi, 0.0, 0.0]]).repeat(b, 1),
+                  body_pose=canonical_body_pose('A').repeat(b, 1) + 0.2 * torch.randn(b, 63, generator=gen),
+                  transl=torch.tensor([[0.0, 0.3, 3.5]]).repeat(b, 1))
 
-        def forward():
-            with torch.no_grad():
-                return model(**params)
+    def forward():
+        with torch.no_grad():
+            return model(**params)
 
-        out = forward()
-        verts, faces = out.vertices.numpy(), np.asarray(model.faces)
-        bench['joints'] = out.joints.numpy()
-        bench['forward'] = (forward, b)
-        renderer_kw = dict(body_model=model)
-        mesh_name = f'SMPL-X stand-in ({verts.shape[1]} vertices, {len(faces)} faces)'
-    except ImportError as err:
-        v, faces = uv_sphere(rings=80, segments=131)
-        verts = v[None] + np.linspace(0, 0.1, 8)[:, None, None].astype(np.float32)
-        renderer_kw = dict(colors=(v - v.min(0)) / (v.max(0) - v.min(0)))
-        mesh_name = f'UV sphere ({v.shape[0]} vertices, {len(faces)} faces; body package missing: {err})'
+    out = forward()
+    verts, faces = out.vertices.numpy(), np.asarray(model.faces)
+    bench['joints'] = out.joints.numpy()
+    bench['forward'] = (forward, b)
+    renderer_kw = dict(body_model=model)
+    mesh_name = f'SMPL-X stand-in ({verts.shape[1]} vertices, {len(faces)} faces)'
     bench.update(verts=verts, faces=faces, mesh=mesh_name, renderer_kw=renderer_kw,
                  device=gl_device_info(get_context(args.device_index)), PNCCRenderer=PNCCRenderer)
     return bench
