@@ -12,7 +12,7 @@ from .contact_sheet import make_contact_sheet
 from .control_stage import run_control_stage
 
 
-def build_body_model(cfg: Config, out_dir: Path):
+def build_configured_body_model(cfg: Config, out_dir: Path):
     """The configured SMPL-X model; with ``model_path=None`` the open stand-in, written into ``out_dir``."""
     body_cfg = dict(cfg.body_model)
     if body_cfg.get('model_path') is None:
@@ -31,7 +31,7 @@ def run_demo(cfg: Config, out_dir: str | Path, num_samples: int | None = None) -
     """Runs the existing stages of the main job; returns the summary (also in ``<out_dir>/summary.json``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    body_model = build_body_model(cfg, out_dir)
+    body_model = build_configured_body_model(cfg, out_dir)
     source_cfg = dict(cfg.source)
     if num_samples is not None:
         inner = source_cfg['source'] if 'source' in source_cfg else source_cfg
