@@ -12,7 +12,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import posedreamer_mm  # noqa: E402,F401
-from posedreamer_mm.engine.launch import load_config  # noqa: E402
+from posedreamer_mm.apis.launch import load_config  # noqa: E402
 from posedreamer_mm.generation.pipeline import run_demo  # noqa: E402
 from posedreamer_mm.utils import register_all_modules  # noqa: E402
 

@@ -5,7 +5,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import posedreamer_mm  # noqa: E402,F401  (compat fixes before mmpose/mmdet load)
-from posedreamer_mm.engine.launch import (build_runner, common_parser, load_config, merge_test_args,  # noqa: E402
+from posedreamer_mm.apis.launch import (build_runner, common_parser, load_config, merge_test_args,  # noqa: E402
                                           parse_tool_args)
 from posedreamer_mm.utils import register_all_modules  # noqa: E402
 

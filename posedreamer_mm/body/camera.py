@@ -1,6 +1,6 @@
 """Pinhole cameras, projection and square crops (batched torch; numpy accepted where noted).
 
-Conventions (DESIGN.md, "The sample convention"):
+Conventions (docs/conventions.md, "The sample convention"):
 
 - Camera frame: OpenCV, x right, y down, z forward, metres. A sample's ``global_orient``/``transl`` are already
   in this frame, so no extrinsics are needed. SMPL-X's canonical body is y-up and faces +z; standing it upright
@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 import torch
 from torch import Tensor
+
+from .rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 
 def _t(x, like: Tensor | None = None) -> Tensor:
@@ -176,41 +178,6 @@ def crop_image(img: np.ndarray, crop_box, out_size, interpolation: int = cv2.INT
     return cv2.warpAffine(img, mat, (ow, oh), flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def axis_angle_to_matrix(aa) -> Tensor:
-    """Rodrigues: ``(..., 3)`` axis-angle -> ``(..., 3, 3)`` rotation matrices."""
-    aa = _t(aa)
-    angle = aa.norm(dim=-1, keepdim=True)[..., None]
-    axis = aa / aa.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    x, y, z = axis.unbind(-1)
-    zero = torch.zeros_like(x)
-    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*aa.shape[:-1], 3, 3)
-    eye = torch.eye(3, dtype=aa.dtype, device=aa.device).expand_as(k)
-    return eye + torch.sin(angle) * k + (1 - torch.cos(angle)) * (k @ k)
-
-
-def matrix_to_axis_angle(rot) -> Tensor:
-    """``(..., 3, 3)`` rotations -> ``(..., 3)`` axis-angle (angle in [0, pi]), robust near 0 and pi."""
-    rot = _t(rot)
-    out_dtype = rot.dtype
-    rot = rot.to(torch.float64)
-    cos = ((rot.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
-    angle = torch.acos(cos)
-    vec = torch.stack([rot[..., 2, 1] - rot[..., 1, 2], rot[..., 0, 2] - rot[..., 2, 0],
-                       rot[..., 1, 0] - rot[..., 0, 1]], -1)
-    sin = torch.sin(angle)
-    small = sin.abs() < 1e-6
-    aa = vec / (2 * torch.where(small, torch.ones_like(sin), sin))[..., None] * angle[..., None]
-    aa = torch.where((small & (cos > 0))[..., None], vec / 2, aa)
-    # Near pi the skew part vanishes: take the axis from the symmetric part, sign fixed by the skew part.
-    sym = (rot + rot.transpose(-1, -2)) / 2 - cos[..., None, None] * torch.eye(3, dtype=rot.dtype)
-    col = sym.abs().sum(-2).argmax(-1)
-    axis = torch.gather(sym, -1, col[..., None, None].expand(*sym.shape[:-1], 1))[..., 0]
-    axis = axis / axis.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    axis = axis * torch.where((axis * vec).sum(-1, keepdim=True) < 0, -1.0, 1.0)
-    aa = torch.where((small & (cos < 0))[..., None], axis * angle[..., None], aa)
-    return aa.to(out_dtype)
-
-
 #: Canonical (y-up, facing +z) -> OpenCV camera (y-down, facing the camera): 180 degrees about x.
 CANONICAL_TO_CAMERA = np.diag([1.0, -1.0, -1.0])
 
@@ -300,5 +267,5 @@ def look_at_distance(height_m: float, focal_px: float, image_px: int, fill: floa
 
 __all__ = ['intrinsics_matrix', 'project_points', 'points_in_front', 'unproject_points', 'transform_points',
            'bbox_from_points', 'square_crop_box', 'crop_camera', 'crop_points_2d', 'crop_image',
-           'axis_angle_to_matrix', 'matrix_to_axis_angle', 'upright_rotation', 'upright_global_orient',
+           'upright_rotation', 'upright_global_orient',
            'upright_global_orient_np', 'split_heading', 'look_at_distance', 'CANONICAL_TO_CAMERA']

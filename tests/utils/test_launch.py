@@ -4,7 +4,7 @@ import argparse
 import pytest
 from mmengine.config import Config
 
-from posedreamer_mm.engine.launch import ConfigError, load_config, merge_cfg_options, merge_train_args
+from posedreamer_mm.apis.launch import ConfigError, load_config, merge_cfg_options, merge_train_args
 
 
 def test_top_level_asset_variable_propagates(tmp_path):

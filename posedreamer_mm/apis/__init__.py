@@ -1,0 +1,6 @@
+"""What tools and notebooks call: config loading, launcher set-up, runner building (and inference)."""
+from .launch import (build_runner, load_config, merge_cfg_options, merge_test_args, merge_train_args,
+                     parse_tool_args, setup_cpu_distributed)
+
+__all__ = ['build_runner', 'load_config', 'merge_cfg_options', 'merge_train_args', 'merge_test_args', 'parse_tool_args',
+           'setup_cpu_distributed']
