@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import os.path as osp
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,10 @@ STACK_KEYS = ('betas', 'global_orient', 'body_pose', 'left_hand_pose', 'right_ha
 DERIVED_SHAPES: dict[str, tuple[int | None, ...]] = {
     'joints_3d': (None, 3), 'joints_2d': (None, 2), 'keypoints_coco17': (17, 3), 'bbox': (4,)}
 GENDERS = ('neutral', 'male', 'female')
+#: What a sample id may contain: it names files (``<id>.npz``, ``<id>.jpg``) and shard members, so it is one
+#: path component of ASCII letters, digits, ``.``, ``_``, ``-`` (not starting with ``.`` or ``-``), at most 200
+#: characters. Sources build ids with ``sources.base.make_id``, which always satisfies this.
+SAMPLE_ID_PATTERN = re.compile(r'[A-Za-z0-9_][A-Za-z0-9._-]{0,199}')
 _META_JSON = 'meta_json'
 _META_PREFIX = 'meta.'
 
@@ -57,6 +62,20 @@ def split_full_pose(full_pose: np.ndarray) -> dict[str, np.ndarray]:
         out[name] = full_pose[..., start:start + n]
         start += n
     return out
+
+
+def validate_sample_id(sample_id: Any) -> str:
+    """Returns ``sample_id`` as a string if it matches :data:`SAMPLE_ID_PATTERN`.
+
+    Raises:
+        ValueError: naming the id and the rule (an id goes into file names: ``../x`` or ``a/b`` must never
+            reach a writer).
+    """
+    text = str(sample_id)
+    if SAMPLE_ID_PATTERN.fullmatch(text) is None:
+        raise ValueError(f'sample id {text!r} is not a valid id: use 1-200 characters of [A-Za-z0-9._-], '
+                         'not starting with "." or "-" (ids become file names)')
+    return text
 
 
 def _float_array(value: Any) -> np.ndarray:

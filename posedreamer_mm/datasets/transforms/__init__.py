@@ -1,0 +1,1 @@
+"""Data transforms: crops, flips, augmentation, packing, and filter stages."""

@@ -1,0 +1,1 @@
+"""Pure numpy/torch evaluation maths, each tested against a reference implementation on the same numbers."""

@@ -1,0 +1,1 @@
+"""Registered mmengine metrics: thin ``BaseMetric`` wrappers around ``evaluation.functional``."""

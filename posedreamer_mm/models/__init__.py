@@ -1,0 +1,1 @@
+"""HMR models: ViT backbone + SMPL-X head, losses, data preprocessing."""

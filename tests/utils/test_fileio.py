@@ -1,0 +1,67 @@
+"""Atomic writes leave either the old file or the complete new one; safe_join never leaves its root."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from posedreamer_mm.utils.fileio import (atomic_write, atomic_write_bytes, atomic_write_text, is_temporary,
+                                         remove_stale_temporaries, safe_join)
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path):
+    target = tmp_path / 'sub' / 'a.bin'
+    atomic_write_bytes(target, b'old')
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as f:
+            f.write(b'new but failing')
+            raise RuntimeError('boom')
+    assert target.read_bytes() == b'old'
+    assert [p.name for p in target.parent.iterdir()] == ['a.bin']  # no temporary left behind
+    atomic_write_text(target, 'new')
+    assert target.read_text() == 'new'
+    assert oct(target.stat().st_mode & 0o777) == oct(0o644)
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_mid_write_leaves_old_file_and_a_recognisable_temporary(tmp_path):
+    target = tmp_path / 'big.bin'
+    atomic_write_bytes(target, b'complete')
+    script = textwrap.dedent(f'''
+        import sys, time
+        from posedreamer_mm.utils.fileio import atomic_write
+        with atomic_write({str(target)!r}) as f:
+            f.write(b'x' * 1000)
+            f.flush()
+            print('writing', flush=True)
+            time.sleep(60)
+    ''')
+    proc = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == 'writing'
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert target.read_bytes() == b'complete'
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != 'big.bin']
+    assert len(leftovers) == 1 and is_temporary(leftovers[0])
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ['big.bin']
+
+
+def test_atomic_write_refuses_other_modes(tmp_path):
+    with pytest.raises(ValueError, match='mode'):
+        with atomic_write(tmp_path / 'x', 'ab'):
+            pass
+
+
+def test_safe_join_refuses_escapes(tmp_path):
+    root = tmp_path / 'root'
+    root.mkdir()
+    assert safe_join(root, 'labels', 'a.npz') == str((root / 'labels' / 'a.npz').resolve())
+    for bad in ('../x', 'a/../../x', '/etc/passwd', ''):
+        with pytest.raises(ValueError):
+            safe_join(root, bad)
+    os.symlink(tmp_path, root / 'link')
+    with pytest.raises(ValueError, match='leaves its root'):
+        safe_join(root, 'link', 'escaped.txt')
