@@ -40,11 +40,13 @@ setup(
     packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools', 'benchmarks')),
     include_package_data=True,
     install_requires=parse_requirements('requirements/runtime.txt'),
-    # Optional parts get an extra when the code that uses them lands (docs/install.md lists the planned ones:
-    # [mediapipe] for the offline 2D pose scorer, [fid] for image-quality metrics).
+    # Optional parts get an extra when the code that uses them lands (docs/install.md lists the planned ones).
+    # [mediapipe] lists what the offline pose scorer imports besides the mediapipe wheel itself, which must be
+    # installed with --no-deps (its metadata pins numpy<2): tools/setup_env.sh does both.
     extras_require={
         'tests': parse_requirements('requirements/tests.txt'),
         'diffusion': parse_requirements('requirements/diffusion.txt'),
+        'mediapipe': [r for r in parse_requirements('requirements/mediapipe.txt') if not r.startswith('mediapipe==')],
     },
     license='Apache-2.0',
     zip_safe=False,

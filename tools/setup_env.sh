@@ -56,8 +56,20 @@ log "OpenMMLab stack, runtime and test requirements"
   -r "$ROOT/requirements/diffusion.txt" -r "$ROOT/requirements/tests.txt"
 log "packages installed without their declared dependencies"
 "${PIP[@]}" --no-deps -r "$ROOT/requirements/nodeps.txt"
+log "mediapipe extra (offline pose scorer): the wheel without its declared deps, then what it imports"
+MP_WHEEL="$(grep -E '^mediapipe==' "$ROOT/requirements/mediapipe.txt")"
+"${PIP[@]}" --no-deps "$MP_WHEEL"
+# pip then lists mediapipe's unmet declared deps (jax, numpy<2, ...) as conflicts: expected, filtered out.
+"${PIP[@]}" -r <(grep -vE '^mediapipe==' "$ROOT/requirements/mediapipe.txt") \
+  2> >(grep -vE "^(ERROR: pip's dependency resolver does not currently|mediapipe [0-9.]+ requires )" >&2)
+# protobuf<5 (mediapipe) breaks sentencepiece >= 0.2.1 ("cannot import name 'runtime_version'"): pin the last
+# compatible release if anything pulled sentencepiece in.
+if "$VENV/bin/python" -m pip show -q sentencepiece >/dev/null 2>&1; then
+  "${PIP[@]}" "sentencepiece==0.2.0"
+fi
 log "posedreamer_mm (editable)"
 "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
-"$VENV/bin/python" -c "import posedreamer_mm, mmpose.models, mmdet.models, mmpretrain.models" 
+"$VENV/bin/python" -c "import posedreamer_mm, mmpose.models, mmdet.models, mmpretrain.models, transformers, \
+diffusers, peft, mediapipe.python.solutions.pose"
 echo "$HASH" > "$STAMP"
 log "done in $(( $(date +%s) - start )) s"
