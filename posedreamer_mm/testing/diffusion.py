@@ -1,0 +1,164 @@
+"""Tiny offline diffusers components for tests: every backend's weights folder, built from configs.
+
+Nothing downloads: the models are randomly initialised from small configs (``block_out_channels=(4, 8)``, hidden
+size 32), the tokenizers are built from in-memory vocabularies, and each setup is written with ``save_pretrained``
+into a folder laid out exactly as the real weights are (``model_index.json`` plus one subfolder per component),
+so the backends' real ``from_pretrained`` loading code is what the tests run. Images are noise; only shapes,
+determinism, loading and wiring are meaningful.
+
+ControlNets are zero-initialised at their outputs, so an untrained one changes nothing; the builders give those
+layers small random weights (``trained_like=True``, as a trained ControlNet has) so that tests can see the control.
+"""
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+import torch
+
+#: Hidden size of every tiny text encoder and the cross-attention width of the tiny UNets.
+HIDDEN = 32
+_WORDS = ('a photo of a person standing in a park wearing a red shirt and blue jeans studio lighting full body '
+          'portrait man woman child old young walking running sitting yoga pose on the street indoor outdoor '
+          'blurry low quality cartoon bad anatomy').split()
+
+
+def tiny_clip_tokenizer():
+    """A CLIP BPE tokenizer over single characters (vocab 76), 77 tokens long, built in memory."""
+    from transformers import CLIPTokenizer
+    chars = string.ascii_lowercase + string.digits + ",.!?'-"
+    tokens = ['<|startoftext|>', '<|endoftext|>'] + list(chars) + [c + '</w>' for c in chars]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77, unk_token='<|endoftext|>',
+                         pad_token='<|endoftext|>')
+
+
+def tiny_t5_tokenizer():
+    """A T5 (SentencePiece Unigram) tokenizer trained on a few caption words, for FLUX's ``tokenizer_2``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import T5TokenizerFast
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=120, special_tokens=['<pad>', '</s>', '<unk>'], unk_token='<unk>')
+    tok.train_from_iterator([' '.join(_WORDS)] * 4 + list(_WORDS), trainer=trainer)
+    from tokenizers import processors
+    tok.post_processor = processors.TemplateProcessing(single='$A </s>', special_tokens=[('</s>', 1)])
+    return T5TokenizerFast(tokenizer_object=tok, pad_token='<pad>', eos_token='</s>', unk_token='<unk>',
+                           extra_ids=0, model_max_length=512)
+
+
+def _clip_text(with_projection: bool = False, vocab_size: int = 1000):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    cfg = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=HIDDEN, intermediate_size=37,
+                         num_attention_heads=4, num_hidden_layers=2, vocab_size=vocab_size, projection_dim=HIDDEN)
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(cfg)
+
+
+def _vae(latent_channels: int = 4, **kwargs):
+    from diffusers import AutoencoderKL
+    return AutoencoderKL(block_out_channels=(4, 8), in_channels=3, out_channels=3, latent_channels=latent_channels,
+                         down_block_types=('DownEncoderBlock2D',) * 2, up_block_types=('UpDecoderBlock2D',) * 2,
+                         layers_per_block=1, norm_num_groups=1, sample_size=32, **kwargs)
+
+
+def _unet_kwargs(sdxl: bool) -> dict:
+    kw = dict(block_out_channels=(4, 8), layers_per_block=1, in_channels=4,
+              down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'), norm_num_groups=1,
+              cross_attention_dim=HIDDEN * (2 if sdxl else 1), attention_head_dim=2)
+    if sdxl:
+        kw.update(addition_embed_type='text_time', addition_time_embed_dim=8,
+                  projection_class_embeddings_input_dim=6 * 8 + HIDDEN, use_linear_projection=True,
+                  transformer_layers_per_block=(1, 1))
+    return kw
+
+
+def make_trained_like(model: torch.nn.Module, std: float = 0.02, seed: int = 0) -> torch.nn.Module:
+    """Gives a ControlNet's zero-initialised output layers (``controlnet_*``, ``*zero*``) small random weights."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ('controlnet' in name or 'zero' in name) and not p.any():
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model
+
+
+def _save(pipe_or_model, out_dir: str | os.PathLike) -> Path:
+    out = Path(out_dir)
+    pipe_or_model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def write_tiny_sd15(out_dir) -> Path:
+    """An SD1.5-layout folder (``StableDiffusionPipeline``: unet, vae, text_encoder, tokenizer, scheduler)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    torch.manual_seed(0)
+    pipe = StableDiffusionPipeline(
+        unet=UNet2DConditionModel(sample_size=32, out_channels=4, up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'),
+                                  **_unet_kwargs(False)),
+        vae=_vae(), text_encoder=_clip_text(), tokenizer=tiny_clip_tokenizer(),
+        scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear',
+                                clip_sample=False, set_alpha_to_one=False, steps_offset=1),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    return _save(pipe, out_dir)
+
+
+def write_tiny_controlnet(out_dir, sdxl: bool = False, union: bool = False, seed: int = 0) -> Path:
+    """A ``ControlNetModel`` (or ``ControlNetUnionModel``) folder matching :func:`write_tiny_sd15`/``_sdxl``."""
+    from diffusers import ControlNetModel, ControlNetUnionModel
+    torch.manual_seed(seed)
+    kw = _unet_kwargs(sdxl or union)
+    kw.pop('in_channels')
+    cls = ControlNetUnionModel if union else ControlNetModel
+    extra = dict(num_control_type=8, num_trans_channel=4, num_trans_head=2, num_proj_channel=4) if union else {}
+    model = cls(in_channels=4, conditioning_embedding_out_channels=(16, 32), **kw, **extra)
+    return _save(make_trained_like(model, seed=seed), out_dir)
+
+
+def write_tiny_sdxl(out_dir) -> Path:
+    """An SDXL-layout folder (``StableDiffusionXLPipeline``: two CLIP text encoders and tokenizers)."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    torch.manual_seed(0)
+    pipe = StableDiffusionXLPipeline(
+        unet=UNet2DConditionModel(sample_size=32, out_channels=4, up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'),
+                                  **_unet_kwargs(True)),
+        vae=_vae(), text_encoder=_clip_text(), text_encoder_2=_clip_text(with_projection=True),
+        tokenizer=tiny_clip_tokenizer(), tokenizer_2=tiny_clip_tokenizer(),
+        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear',
+                                         timestep_spacing='leading', steps_offset=1))
+    return _save(pipe, out_dir)
+
+
+def _flux_kwargs() -> dict:
+    return dict(patch_size=1, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+                joint_attention_dim=HIDDEN, pooled_projection_dim=HIDDEN, axes_dims_rope=[4, 4, 8])
+
+
+def write_tiny_flux(out_dir, control: bool = False) -> Path:
+    """A FLUX-layout folder (``FluxPipeline``: transformer, vae, CLIP + T5 encoders and tokenizers).
+
+    ``control=True`` writes the ``FluxControlPipeline`` form (FLUX.1-Depth/Canny-dev): a transformer whose input
+    takes the packed control latents beside the image latents (``in_channels`` 2 x 16, ``out_channels`` 16).
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxControlPipeline, FluxPipeline, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+    torch.manual_seed(0)
+    t5_tok = tiny_t5_tokenizer()
+    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=HIDDEN, d_ff=37, d_kv=8, num_layers=2,
+                                 num_heads=4, decoder_start_token_id=0))
+    channels = dict(in_channels=32, out_channels=16) if control else dict(in_channels=16)
+    parts = dict(transformer=FluxTransformer2DModel(**channels, **_flux_kwargs()),
+                 vae=_vae(latent_channels=4, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609,
+                          scaling_factor=1.5035),
+                 text_encoder=_clip_text(), tokenizer=tiny_clip_tokenizer(), text_encoder_2=t5, tokenizer_2=t5_tok,
+                 scheduler=FlowMatchEulerDiscreteScheduler())
+    pipe = (FluxControlPipeline if control else FluxPipeline)(**parts)
+    return _save(pipe, out_dir)
+
+
+def write_tiny_flux_controlnet(out_dir, seed: int = 0) -> Path:
+    """A ``FluxControlNetModel`` folder (InstantX layout: the control image goes through the VAE)."""
+    from diffusers import FluxControlNetModel
+    torch.manual_seed(seed)
+    model = FluxControlNetModel(in_channels=16, **_flux_kwargs())
+    return _save(make_trained_like(model, seed=seed), out_dir)
