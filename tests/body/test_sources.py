@@ -17,10 +17,7 @@ from posedreamer_mm.body.sources import base as sources_base
 from posedreamer_mm.body.sources.procedural import limits_array
 from posedreamer_mm.registry import POSE_SOURCES
 
-try:
-    from . import fixtures_sources as fx
-except ImportError:  # tests/ is not a package
-    import fixtures_sources as fx
+from posedreamer_mm.testing import body_fixtures as fx
 
 ATOL = 1e-5
 

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 
 from posedreamer_mm.render import DepthRenderer, ForkedContextError, PNCCRenderer, get_context
-from posedreamer_mm.render.reference import uv_sphere
+from posedreamer_mm.testing.reference_rasterizer import uv_sphere
 
 VERTS, FACES = uv_sphere(center=(0.05, -0.02, 3.0), radius=0.5)
 CAM = dict(focal=(300.0, 300.0), princpt=(64.0, 48.0), img_size=(128, 96))

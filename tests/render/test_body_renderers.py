@@ -5,7 +5,7 @@ import pytest
 
 from posedreamer_mm.render import (DepthRenderer, NormalRenderer, PNCCRenderer, ShadedRenderer, SkeletonRenderer,
                                    canonical_pncc_colors, pncc_colors)
-from posedreamer_mm.render.reference import reference_rasterize
+from posedreamer_mm.testing.reference_rasterizer import reference_rasterize
 from posedreamer_mm.render.skeleton import openpose18
 
 from .openpose_annotator import ANNOTATOR_COLORS, LIMB_NECK_NOSE, disc_centroid
@@ -244,7 +244,7 @@ def test_pncc_cache_of_file_less_models_is_not_fooled_by_a_reused_address(monkey
     import torch
 
     from posedreamer_mm.render import pncc
-    from posedreamer_mm.render.reference import uv_sphere
+    from posedreamer_mm.testing.reference_rasterizer import uv_sphere
 
     class Blob(torch.nn.Module):
         """A body model with no file: its vertices are its canonical body whatever the pose."""

@@ -5,7 +5,7 @@ import pytest
 from posedreamer_mm.registry import RENDERERS
 from posedreamer_mm.render import (DepthRenderer, NormalRenderer, PNCCRenderer, ShadedRenderer, SkeletonRenderer,
                                    depth_to_control, draw_bodypose, lambert, normal_to_control, pncc_colors)
-from posedreamer_mm.render.reference import quad, uv_sphere
+from posedreamer_mm.testing.reference_rasterizer import quad, uv_sphere
 
 from .openpose_annotator import (ANNOTATOR_COLORS, LIMB_NECK_RSHOULDER, LIMB_RHIP_RKNEE,
                                  controlnet_aux_draw_bodypose, disc_centroid)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from posedreamer_mm.render.rasterizer import MeshRasterizer, projection_coefficients, vertex_normals
-from posedreamer_mm.render.reference import box, quad, reference_rasterize, uv_sphere
+from posedreamer_mm.testing.reference_rasterizer import box, quad, reference_rasterize, uv_sphere
 
 FOCAL = np.array([300.0, 310.0])
 PRINCPT = np.array([97.3, 71.6])
