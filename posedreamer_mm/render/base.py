@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .geometry import DEFAULT_FAR_M, DEFAULT_NEAR_M, check_render_geometry, validate_faces
 from .rasterizer import MeshRasterizer, default_rasterizer
 
 
@@ -29,11 +30,6 @@ def to_numpy(x: Any, dtype=np.float64) -> np.ndarray | None:
     if hasattr(x, 'detach'):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
-
-
-def _pair(x: Any) -> np.ndarray:
-    a = to_numpy(x).reshape(-1)
-    return np.repeat(a, 2) if a.size == 1 else a[:2]
 
 
 def project(points: np.ndarray, focal: np.ndarray, princpt: np.ndarray) -> np.ndarray:
@@ -76,8 +72,9 @@ class BaseControlRenderer:
     Args:
         size: side of the square body crop to render; ``None`` renders at the given camera and image size.
         margin: the crop side is ``max(w, h) * (1 + margin)`` of the body's projected bbox.
-        near: near clipping distance in metres.
-        far: far clipping distance in metres.
+        near: near limit in metres: a body with a vertex at or nearer than this is refused
+            (``geometry.GeometryError``); the GL clip planes follow each body's depth range inside the limits.
+        far: far limit in metres, likewise.
         device_index: EGL device to render on: an index, ``'cuda:N'`` or ``None`` (``$POSEDREAMER_EGL_DEVICE``
             or 0); see ``egl.resolve_device_index``. EGL indices are not CUDA indices.
     """
@@ -85,7 +82,8 @@ class BaseControlRenderer:
     #: Stored with each generated sample (``control_type`` in the generation record).
     control_type: str = ''
 
-    def __init__(self, size: int | None = 512, margin: float = 0.1, near: float = 0.01, far: float = 100.0,
+    def __init__(self, size: int | None = 512, margin: float = 0.1, near: float = DEFAULT_NEAR_M,
+                 far: float = DEFAULT_FAR_M,
                  device_index: int | str | None = None) -> None:
         self.size = None if size is None else int(size)
         self.margin = float(margin)
@@ -122,6 +120,10 @@ class BaseControlRenderer:
                joints=None) -> dict[str, Any]:
         """Renders the control image and returns it with its labels.
 
+        The body and camera are checked first (``geometry.check_render_geometry``: finite camera with positive
+        focal, the body strictly between ``near`` and ``far``, a non-degenerate projection, and with
+        ``size=None`` at least one vertex in the image); the GL clip planes then follow the body's depth range.
+
         Args:
             vertices: (V, 3) camera-frame vertices in metres (numpy or torch).
             faces: (F, 3) int vertex indices.
@@ -133,19 +135,29 @@ class BaseControlRenderer:
         Returns:
             ``image`` (H, W, 3) uint8 control image, ``control_type``, ``focal``, ``princpt``, ``img_size``
             (W, H) and ``bbox`` (x, y, w, h) of the projected mesh in the output image, ``crop_box`` (or None),
-            ``joints_2d`` (J, 2) pixels when ``joints`` is given, plus the renderer's extra maps (``mask``,
-            ``depth`` in metres, ``normal``...).
+            ``joints_2d`` (J, 2) pixels when ``joints`` is given, ``clip_planes`` (near, far) metres used, plus
+            the renderer's extra maps (``mask``, ``depth`` in metres, ``normal``...).
+
+        Raises:
+            geometry.GeometryError: a camera or body that cannot be rendered (the message names the values).
         """
         verts = to_numpy(vertices, np.float32)
         if verts.ndim != 2:
             raise ValueError(f'render() takes one body (V, 3), got {verts.shape}; loop over a batch')
-        faces = to_numpy(faces, np.int64)
+        if self.size is None and img_size is None:
+            raise ValueError(f'{type(self).__name__}(size=None) renders at the input camera: pass img_size')
+        geo = check_render_geometry(verts, focal, princpt, img_size, self.near, self.far,
+                                    require_in_view=self.size is None)
+        faces = validate_faces(to_numpy(faces, np.int64) if hasattr(faces, 'detach') else faces, len(verts))
         joints = to_numpy(joints)
-        cam = self.camera(verts, _pair(focal), _pair(princpt), img_size)
+        if joints is not None and (joints.ndim != 2 or joints.shape[1] != 3 or not np.isfinite(joints).all()):
+            raise ValueError(f'joints must be finite (J, 3) camera-frame points, got shape {joints.shape}')
+        cam = self.camera(verts, geo.camera.focal, geo.camera.princpt, geo.camera.img_size)
+        planes = (geo.near, geo.far)
         out = self.draw(verts, faces, cam['focal'], cam['princpt'], tuple(int(s) for s in cam['img_size']),
-                        joints)
+                        joints, planes)
         out.update(control_type=self.control_type, focal=cam['focal'], princpt=cam['princpt'],
-                   img_size=cam['img_size'], crop_box=cam['crop_box'], bbox=cam['bbox'])
+                   img_size=cam['img_size'], crop_box=cam['crop_box'], bbox=cam['bbox'], clip_planes=planes)
         if joints is not None:
             out['joints_2d'] = project(joints, cam['focal'], cam['princpt'])
         return out
@@ -156,8 +168,9 @@ class BaseControlRenderer:
         return self.render(vertices, faces, focal, princpt, img_size, joints)['image']
 
     def draw(self, vertices: np.ndarray, faces: np.ndarray, focal: np.ndarray, princpt: np.ndarray,
-             img_size: tuple[int, int], joints: np.ndarray | None) -> dict[str, Any]:
-        """Draws at the final camera; returns at least ``image`` (H, W, 3) uint8."""
+             img_size: tuple[int, int], joints: np.ndarray | None, planes: tuple[float, float]) -> dict[str, Any]:
+        """Draws at the final camera with GL clip planes ``planes`` (near, far metres, from the body's depth
+        range); returns at least ``image`` (H, W, 3) uint8."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -131,8 +131,8 @@ class DepthRenderer(BaseControlRenderer):
                                  f'got {clip_percentiles}')
         self.clip_percentiles = clip_percentiles
 
-    def draw(self, vertices, faces, focal, princpt, img_size, joints):
-        out = self.rasterizer.render(vertices, faces, focal, princpt, img_size, outputs=('mask', 'depth'))
+    def draw(self, vertices, faces, focal, princpt, img_size, joints, planes):
+        out = self.rasterizer.render(vertices, faces, focal, princpt, img_size, outputs=('mask', 'depth'), planes=planes)
         out['image'] = depth_to_control(out['depth'], out['mask'], self.fg_range, self.clip_percentiles)
         return out
 
@@ -152,9 +152,9 @@ class NormalRenderer(BaseControlRenderer):
         super().__init__(**kwargs)
         self.background = tuple(int(c) for c in background)
 
-    def draw(self, vertices, faces, focal, princpt, img_size, joints):
+    def draw(self, vertices, faces, focal, princpt, img_size, joints, planes):
         out = self.rasterizer.render(vertices, faces, focal, princpt, img_size,
-                                     outputs=('mask', 'depth', 'normal'))
+                                     outputs=('mask', 'depth', 'normal'), planes=planes)
         out['image'] = normal_to_control(out['normal'], out['mask'], self.background)
         return out
 
@@ -183,10 +183,10 @@ class ShadedRenderer(BaseControlRenderer):
         self.light_dir, self.ambient = tuple(light_dir), float(ambient)
         self.background = tuple(int(c) for c in background)
 
-    def draw(self, vertices, faces, focal, princpt, img_size, joints):
+    def draw(self, vertices, faces, focal, princpt, img_size, joints, planes):
         outputs = ('mask', 'depth', 'normal') + (('color',) if self.vertex_colors is not None else ())
         out = self.rasterizer.render(vertices, faces, focal, princpt, img_size, colors=self.vertex_colors,
-                                     outputs=outputs)
+                                     outputs=outputs, planes=planes)
         albedo = out.pop('color') / 255.0 if self.vertex_colors is not None else self.color
         out['image'] = lambert(out['normal'], out['mask'], albedo, self.light_dir, self.ambient, self.background)
         return out

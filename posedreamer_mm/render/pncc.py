@@ -198,11 +198,12 @@ class PNCCRenderer(BaseControlRenderer):
             self._colors = canonical_pncc_colors(self._body_model, self.pose)
         return self._colors
 
-    def draw(self, vertices, faces, focal, princpt, img_size, joints):
+    def draw(self, vertices, faces, focal, princpt, img_size, joints, planes):
         colors = self.colors
         if len(colors) != len(vertices):
             raise ValueError(f'PNCC colours are for {len(colors)} vertices, the mesh has {len(vertices)}')
         outputs = ('color', 'mask', 'depth') if self.with_depth else ('color',)
-        out = self.rasterizer.render(vertices, faces, focal, princpt, img_size, colors=colors, outputs=outputs)
+        out = self.rasterizer.render(vertices, faces, focal, princpt, img_size, colors=colors, outputs=outputs,
+                                     planes=planes)
         out['image'] = out.pop('color')
         return out

@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from .egl import egl_devices, get_context, gl_device_info, keep_inherited, make_current  # noqa: F401 (re-exported)
+from .geometry import GeometryError, validate_camera, validate_faces
 
 #: Targets a render can return (``mask`` always comes with ``color``'s alpha or with ``depth``).
 OUTPUTS = ('color', 'mask', 'depth', 'normal')
@@ -266,7 +267,8 @@ class MeshRasterizer:
     # --- rendering -----------------------------------------------------------------------------------------
     def render(self, vertices: np.ndarray, faces: np.ndarray, focal, princpt, img_size: Sequence[int],
                colors: np.ndarray | None = None, normals: np.ndarray | None = None,
-               outputs: Sequence[str] = ('color', 'mask', 'depth')) -> dict[str, np.ndarray]:
+               outputs: Sequence[str] = ('color', 'mask', 'depth'),
+               planes: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
         """Rasterises one mesh or a batch of meshes sharing a topology.
 
         Args:
@@ -278,11 +280,19 @@ class MeshRasterizer:
             colors: (V, 3) or (B, V, 3) vertex colours in [0, 1]; white if omitted.
             normals: (V, 3) or (B, V, 3) vertex normals; computed from the mesh when ``normal`` is asked for.
             outputs: subset of :data:`OUTPUTS`.
+            planes: ``(near, far)`` clip planes in metres for this call (the renderers derive them from the
+                body's depth range, ``geometry.clip_planes``); ``None``: the rasteriser's ``near``/``far``.
+                Surface outside them is cut, as in any rasteriser.
 
         Returns:
             Dict of the requested outputs, each with a leading batch axis iff ``vertices`` had one:
             ``color`` (H, W, 3) uint8 (or float32), ``mask`` (H, W) bool, ``depth`` (H, W) float32 metres
             (0 background), ``normal`` (H, W, 3) float32 (0 background).
+
+        Raises:
+            geometry.GeometryError: a non-finite or non-positive camera, an image size outside
+                ``[1, MAX_IMAGE_SIDE]``, non-finite vertices or bad clip planes.
+            ValueError: faces indexing missing vertices, unknown outputs.
         """
         unknown = set(outputs) - set(OUTPUTS)
         if unknown:
@@ -290,10 +300,20 @@ class MeshRasterizer:
         verts = np.asarray(vertices, dtype=np.float32)
         batched = verts.ndim == 3
         verts = verts if batched else verts[None]
+        if verts.ndim != 3 or verts.shape[-1] != 3:
+            raise ValueError(f'vertices must be (V, 3) or (B, V, 3), got {np.shape(vertices)}')
         b, nv = verts.shape[:2]
-        w, h = (int(s) for s in img_size)
+        if not np.isfinite(verts).all():
+            raise GeometryError('vertices', 'vertices contain NaN or inf')
+        faces = validate_faces(faces, nv)
+        near, far = (self.near, self.far) if planes is None else (float(planes[0]), float(planes[1]))
+        if not (0 < near < far and np.isfinite(far)):
+            raise GeometryError('camera', f'clip planes must satisfy 0 < near < far < inf, got {near}, {far}')
         focal = _per_sample(focal, b, 2, 'focal')
         princpt = _per_sample(princpt, b, 2, 'princpt')
+        for i in range(len(focal)):
+            validate_camera(focal[i], princpt[i], img_size)
+        w, h = (int(s) for s in img_size)
         with_normal = 'normal' in outputs
         cols = None if colors is None else np.asarray(colors, dtype=np.float32).reshape(-1, nv, 3)
         nrms = None if normals is None else np.asarray(normals, dtype=np.float32).reshape(-1, nv, 3)
@@ -328,7 +348,7 @@ class MeshRasterizer:
             if with_normal:
                 n = nrms[0 if len(nrms) == 1 else i] if nrms is not None else vertex_normals(verts[i], faces)
                 self._buffer('normal', n)
-            xy, z = projection_coefficients(focal[i], princpt[i], (w, h), self.near, self.far)
+            xy, z = projection_coefficients(focal[i], princpt[i], (w, h), near, far)
             prog['proj_xy'].value = xy
             prog['proj_z'].value = z
             vao = self._bind(with_normal)

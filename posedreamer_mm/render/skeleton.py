@@ -10,8 +10,8 @@ filled circles of radius 4 in the full joint colours on top. The annotator draws
 ControlNet 1.0's annotator (and the copy in ControlNet-v1-1-nightly read for this, commit 3b3a7d6) draws the
 joints first and blends each limb over them at 0.4/0.6: limb interiors are the same, joint discs differ.
 
-Differences from the annotator, on purpose: joint and ellipse centres are rounded (``round(u)``: the pixel that
-contains the projected point under the pixel-centre convention) rather than truncated; joints behind the
+Differences from the annotator, on purpose: joint and ellipse centres are rounded (``floor(u + 0.5)``: the pixel
+that contains the projected point under the pixel-centre convention, ``visibility.pixel_index``) rather than truncated; joints behind the
 camera or outside the image are skipped, and so is every limb that touches one. The face points (nose, eyes,
 ears: SMPL-X surface vertices) are skipped too where the body hides them, i.e. where they lie more than
 ``face_occlusion_m`` (2 cm) behind the rendered surface at their pixel, as OpenPose would not detect them: a
@@ -29,6 +29,7 @@ from posedreamer_mm.body.joint_maps import OPENPOSE18_COLORS, OPENPOSE18_LIMBS
 from posedreamer_mm.registry import RENDERERS
 
 from .base import BaseControlRenderer, project
+from .visibility import in_image, occluded, pixel_index
 
 #: Fraction of its colour a limb is drawn with.
 LIMB_ALPHA = 0.6
@@ -59,14 +60,14 @@ def draw_bodypose(canvas: np.ndarray, keypoints: np.ndarray, visible: np.ndarray
         (u0, v0), (u1, v1) = kp[i], kp[j]
         length = math.hypot(u0 - u1, v0 - v1)
         angle = math.degrees(math.atan2(v0 - v1, u0 - u1))
-        center = (int(round((u0 + u1) / 2)), int(round((v0 + v1) / 2)))
+        center = tuple(int(c) for c in pixel_index(np.array([[(u0 + u1) / 2, (v0 + v1) / 2]]))[0])
         polygon = cv2.ellipse2Poly(center, (int(length / 2), int(stickwidth)), int(angle), 0, 360, 1)
         cv2.fillConvexPoly(limbs, polygon, color)
     drawn = limbs.any(-1)
     canvas[drawn] = (limbs[drawn] * LIMB_ALPHA).astype(np.uint8)
     for k, color in enumerate(OPENPOSE18_COLORS[:len(kp)]):
         if vis[k]:
-            cv2.circle(canvas, (int(round(kp[k, 0])), int(round(kp[k, 1]))), int(radius), color, thickness=-1)
+            cv2.circle(canvas, tuple(int(c) for c in pixel_index(kp[k:k + 1])[0]), int(radius), color, thickness=-1)
     return canvas
 
 
@@ -84,26 +85,6 @@ def openpose18(joints: np.ndarray) -> np.ndarray:
     out = np.array(out.detach().cpu().numpy() if hasattr(out, 'detach') else out, dtype=np.float64)
     out[1] = (out[2] + out[5]) / 2
     return out
-
-
-def hidden_points(points: np.ndarray, uv: np.ndarray, depth: np.ndarray, tolerance: float) -> np.ndarray:
-    """Which points lie behind the rendered surface at their pixel by more than ``tolerance``.
-
-    Args:
-        points: (N, 3) camera-frame points, metres.
-        uv: (N, 2) their projections, pixels.
-        depth: (H, W) rendered camera z of the visible surface (0 = background).
-        tolerance: metres.
-
-    Returns:
-        (N,) bool; points outside the image or over the background are not hidden.
-    """
-    h, w = depth.shape
-    px = np.round(uv).astype(np.int64)
-    inside = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
-    d = np.zeros(len(points))
-    d[inside] = depth[px[inside, 1], px[inside, 0]]
-    return inside & (d > 0) & (d < points[:, 2] - tolerance)
 
 
 @RENDERERS.register_module()
@@ -130,35 +111,37 @@ class SkeletonRenderer(BaseControlRenderer):
         self.stickwidth, self.radius, self.ref_resolution = stickwidth, radius, ref_resolution
         self.face_occlusion_m = None if face_occlusion_m is None else float(face_occlusion_m)
 
-    def draw(self, vertices, faces, focal, princpt, img_size, joints):
+    def draw(self, vertices, faces, focal, princpt, img_size, joints, planes):
         if joints is None:
             raise ValueError('SkeletonRenderer needs joints (SMPL-X joints or OpenPose-18, camera frame)')
         w, h = img_size
         kp3d = openpose18(np.asarray(joints, np.float64))
         kp = project(kp3d, focal, princpt)
-        px = np.round(kp)
-        visible = (kp3d[:, 2] > self.near) & (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
+        # Visibility as the COCO labels judge it (render.visibility): in the image and in front of the near
+        # plane; face points also not hidden by the body by more than face_occlusion_m.
+        visible = in_image(kp3d, kp, (w, h), min_depth=planes[0])
         face = np.array(FACE_POINTS)
         test = face[visible[face]]
         if self.face_occlusion_m is not None and len(test):
-            depth, origin = self._depth_around(vertices, faces, focal, princpt, kp[test])
-            visible[test] &= ~hidden_points(kp3d[test], kp[test] - origin, depth, self.face_occlusion_m)
+            depth, origin = self._depth_around(vertices, faces, focal, princpt, kp[test], planes)
+            visible[test] &= ~occluded(kp3d[test], kp[test] - origin, depth, self.face_occlusion_m)
         scale = min(w, h) / self.ref_resolution
         canvas = np.zeros((h, w, 3), np.uint8)
         draw_bodypose(canvas, kp, visible, stickwidth=max(1, round(self.stickwidth * scale)),
                       radius=max(1, round(self.radius * scale)))
         return dict(image=canvas, keypoints_openpose18=np.concatenate([kp, visible[:, None]], 1))
 
-    def _depth_around(self, vertices, faces, focal, princpt, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _depth_around(self, vertices, faces, focal, princpt, uv: np.ndarray,
+                      planes: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rendered depth of a square window around pixels ``uv`` (N, 2), and the window's top-left pixel.
 
         Only the face points need depth, so the window (a side of 64 px or a multiple: few framebuffer sizes) is
         rasterised instead of the image: ~0.8 ms instead of ~6 ms at 512 px on one llvmpipe core. Shifting the
         principal point by the integer origin keeps every pixel's centre, so the depths are the full image's.
         """
-        px = np.round(uv).astype(np.int64)
+        px = pixel_index(uv)
         origin = px.min(0) - 2
         side = int(-(-int((px.max(0) + 3 - origin).max()) // 64) * 64)
         window = self.rasterizer.render(vertices, faces, focal, np.asarray(princpt, np.float64) - origin, (side, side),
-                                        outputs=('depth',))
+                                        outputs=('depth',), planes=planes)
         return window['depth'], origin
