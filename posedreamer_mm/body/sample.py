@@ -78,6 +78,25 @@ def validate_sample_id(sample_id: Any) -> str:
     return text
 
 
+def sample_file(root: str | os.PathLike, subdir: str, sample_id: str, suffix: str) -> str:
+    """``<root>/<subdir>/<id><suffix>`` for a writer: the id checked (:func:`validate_sample_id`) and the path
+    kept inside ``root`` (``utils.fileio.safe_join``), so no id can name a file elsewhere.
+
+    Args:
+        root: Output directory.
+        subdir: Folder under it (``'labels'``, ``'controls/pncc'``; '' for ``root`` itself).
+        sample_id: The sample's id.
+        suffix: File suffix with its dot (``'.npz'``).
+
+    Raises:
+        ValueError: an invalid id, or a path that would leave ``root``.
+    """
+    from posedreamer_mm.utils.fileio import safe_join
+    name = validate_sample_id(sample_id) + suffix
+    parts = [p for p in subdir.split('/') if p] if subdir else []
+    return safe_join(root, *parts, name)
+
+
 def _float_array(value: Any) -> np.ndarray:
     return np.array(value, dtype=np.float32)
 
@@ -147,7 +166,11 @@ class BodySample:
         for name in DERIVED_SHAPES:
             if getattr(self, name) is not None:
                 setattr(self, name, _float_array(getattr(self, name)))
-        self.img_size = np.array(self.img_size).astype(np.int64)
+        size = np.array(self.img_size)
+        integral = size.dtype.kind in 'iub' or (size.dtype.kind == 'f' and np.isfinite(size).all()
+                                                and (size == np.round(size)).all())
+        # A non-integral or non-finite size stays float so validate() names it instead of a silent truncation.
+        self.img_size = size.astype(np.int64) if integral else size.astype(np.float64)
         self.gender, self.source = str(self.gender), str(self.source)
 
     @property
@@ -177,8 +200,9 @@ class BodySample:
         def fail(field: str, problem: str):
             raise ValueError(f'BodySample {self.id!r}: field {field!r} {problem}')
 
-        if not self.id:
-            fail('id', 'must be a non-empty string')
+        if SAMPLE_ID_PATTERN.fullmatch(self.id) is None:
+            fail('id', 'is not a valid sample id: use 1-200 characters of [A-Za-z0-9._-], not starting with "." or '
+                       '"-" (ids become file names)')
         if self.betas.ndim != 1 or self.betas.shape[0] < 1:
             fail('betas', f'must have shape (num_betas,), got {self.betas.shape}')
         for name, shape in FIELD_SHAPES.items():
@@ -190,6 +214,8 @@ class BodySample:
                 fail(name, 'contains NaN or inf')
         if self.img_size.shape != (2,) or (self.img_size <= 0).any():
             fail('img_size', f'must have shape (2,) with positive (W, H), got {self.img_size!r}')
+        if self.img_size.dtype.kind not in 'iu' or (self.img_size > 16384).any():
+            fail('img_size', f'must be integers of at most 16384 pixels, got {self.img_size!r}')
         if (self.focal <= 0).any():
             fail('focal', f'must be positive pixels, got {self.focal!r}')
         if self.gender not in GENDERS:
@@ -218,11 +244,21 @@ class BodySample:
                 out[name] = getattr(self, name).copy()
         plain = {}
         for key, value in self.meta.items():
+            if not isinstance(key, str):
+                raise TypeError(f'meta key {key!r} is a {type(key).__name__}; meta keys must be strings')
             if isinstance(value, np.ndarray):
+                if value.dtype.hasobject:
+                    raise TypeError(f'meta[{key!r}] is an object array ({value.dtype}), which load_npz cannot read '
+                                    'without pickle: store numbers, booleans or strings, or a list of them')
+                if value.dtype.kind == 'V':
+                    raise TypeError(f'meta[{key!r}] has a raw/structured dtype {value.dtype}; use plain arrays')
                 out[_META_PREFIX + key] = value.copy()
             else:
                 plain[key] = value
-        out[_META_JSON] = json.dumps(plain, sort_keys=True, default=_json_default)
+        try:
+            out[_META_JSON] = json.dumps(plain, sort_keys=True, default=_json_default, allow_nan=True)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f'meta {sorted(plain)}: {err}') from err
         return out
 
     @classmethod
@@ -246,19 +282,40 @@ class BodySample:
             raise ValueError("BodySample dict has no 'id'")
         return cls(**kwargs, meta=meta)
 
-    def save_npz(self, path: str) -> None:
-        """Writes :meth:`to_dict` to ``path`` (uncompressed npz), atomically (temp file + rename)."""
-        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-        tmp = f'{path}.tmp{os.getpid()}'
-        with open(tmp, 'wb') as f:
-            np.savez(f, **self.to_dict())
-        os.replace(tmp, path)
+    def save_npz(self, path: str | os.PathLike) -> None:
+        """Writes :meth:`to_dict` to ``path`` (uncompressed npz) atomically (``utils.fileio.atomic_write``).
+
+        The id must satisfy :data:`SAMPLE_ID_PATTERN`. Everything is checked before the file is opened, and a
+        failed write leaves nothing behind (neither ``path`` nor a temporary).
+
+        Raises:
+            ValueError: naming ``path`` and the field or meta key that :meth:`load_npz` could not read back
+                (an object array, a non-string key, a value JSON cannot hold, an invalid id).
+        """
+        from posedreamer_mm.utils.fileio import atomic_write
+        try:
+            validate_sample_id(self.id)
+            data = self.to_dict()
+        except (TypeError, ValueError) as err:
+            raise ValueError(f'cannot save BodySample to {os.fspath(path)}: {err}') from err
+        with atomic_write(path, 'wb') as f:
+            np.savez(f, **data)
 
     @classmethod
-    def load_npz(cls, path: str) -> BodySample:
-        """Reads a file written by :meth:`save_npz` (no pickles)."""
-        with np.load(path, allow_pickle=False) as data:
-            return cls.from_dict({key: data[key] for key in data.files})
+    def load_npz(cls, path: str | os.PathLike) -> BodySample:
+        """Reads a file written by :meth:`save_npz` (no pickles).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: naming ``path`` and the problem (truncated file, object array, unknown key, ...).
+        """
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls.from_dict({key: data[key] for key in data.files})
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # noqa: BLE001 - zipfile, pickle refusal, JSON, bad fields: one message
+            raise ValueError(f'cannot read BodySample file {os.fspath(path)}: {type(err).__name__}: {err}') from err
 
     # --- batching -----------------------------------------------------------------------------------------------
     @staticmethod
@@ -299,6 +356,6 @@ def _as_str(value: Any) -> str:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray | np.generic):
+    if isinstance(value, np.ndarray | np.generic) and not np.asarray(value).dtype.hasobject:
         return value.tolist()
     raise TypeError(f'meta value of type {type(value).__name__} is not JSON-serialisable')

@@ -29,6 +29,7 @@ import logging
 import os
 import pathlib
 import shutil
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.optimize import nnls
@@ -37,6 +38,7 @@ from ._standin_mesh import JOINT_NAMES_55, NUM_FACES, NUM_JOINTS, NUM_VERTS, PAR
 from ._standin_parts import BODY_JOINTS, build_arm, build_eyeball, build_leg, build_trunk
 
 logger = logging.getLogger(__name__)
+GENDERS = ('neutral', 'male', 'female')
 
 STANDIN_NOTE = ('posedreamer_mm SMPL-X stand-in: a procedural mannequin in the SMPL-X npz layout, NOT the SMPL-X '
                 'model (https://smpl-x.is.tue.mpg.de). For tests and demos only.')
@@ -253,6 +255,9 @@ def write_standin_smplx(out_dir: str | os.PathLike, gender: str = 'neutral', num
     file; ``smplx.create(model_path=out_dir, model_type='smplx')`` looks in ``out_dir/smplx/`` (the copy there
     is a symlink where the filesystem allows). Deterministic for a given seed; takes about a second.
 
+    The file appears atomically (``utils.fileio.atomic_write``: a temporary beside it, renamed when complete), so
+    a run killed mid-write leaves no truncated model for the next run to trust.
+
     Args:
         out_dir: Directory to write to (created if missing).
         gender: ``'neutral'``, ``'male'`` or ``'female'``.
@@ -263,19 +268,63 @@ def write_standin_smplx(out_dir: str | os.PathLike, gender: str = 'neutral', num
     Returns:
         Path of the written ``SMPLX_<GENDER>.npz``.
     """
+    from posedreamer_mm.utils.fileio import atomic_write
+    if gender not in GENDERS:
+        raise ValueError(f'gender must be one of {GENDERS}, got {gender!r}')
     out_dir = pathlib.Path(out_dir)
     (out_dir / 'smplx').mkdir(parents=True, exist_ok=True)
     path = out_dir / f'SMPLX_{gender.upper()}.npz'
-    np.savez_compressed(path, **build_standin(gender, num_betas, num_expression, seed))
+    arrays = build_standin(gender, num_betas, num_expression, seed)
+    with atomic_write(path, 'wb') as f:
+        np.savez_compressed(f, **arrays)
     link = out_dir / 'smplx' / path.name
-    link.unlink(missing_ok=True)
-    try:
-        link.symlink_to(os.path.join('..', path.name))
-    except OSError:
-        shutil.copyfile(path, link)
+    if not (link.is_symlink() and os.readlink(link) == os.path.join('..', path.name)):
+        tmp_link = link.with_name(f'.{link.name}.tmp-link-{os.getpid()}')
+        tmp_link.unlink(missing_ok=True)
+        try:
+            tmp_link.symlink_to(os.path.join('..', path.name))
+            os.replace(tmp_link, link)
+        except OSError:
+            tmp_link.unlink(missing_ok=True)
+            with atomic_write(link, 'wb') as f, open(path, 'rb') as src:
+                shutil.copyfileobj(src, f)
     logger.info('wrote the SMPL-X stand-in (not SMPL-X) to %s', path)
     return path
 
 
+def ensure_standin_smplx(out_dir: str | os.PathLike, genders: Sequence[str] = ('neutral',),
+                         **kwargs) -> dict[str, pathlib.Path]:
+    """The stand-in files for ``genders`` in ``out_dir``: each kept if it passes
+    :func:`~posedreamer_mm.body.body_model.check_model_file`, (re)written if missing or unreadable.
+
+    Use this instead of "write if the file does not exist": a file a killed run left behind (impossible with
+    :func:`write_standin_smplx`'s atomic write, but possible from other tools or a full disk) is rewritten, not
+    trusted.
+
+    Args:
+        out_dir: Directory of the stand-in.
+        genders: Genders needed (any of ``'neutral'``, ``'male'``, ``'female'``).
+        **kwargs: Passed to :func:`write_standin_smplx` (``num_betas``, ``num_expression``, ``seed``).
+
+    Returns:
+        ``{gender: path}``.
+    """
+    from .body_model import BodyModelFileError, check_model_file
+    out = {}
+    for gender in dict.fromkeys(genders):
+        path = pathlib.Path(out_dir) / f'SMPLX_{str(gender).upper()}.npz'
+        try:
+            check_model_file(path)
+            with np.load(path, allow_pickle=False) as data:
+                if 'standin_note' not in data.files:
+                    raise BodyModelFileError(f'{path} is not the stand-in')
+        except (BodyModelFileError, OSError, ValueError):
+            if path.exists():
+                logger.warning('rewriting the unreadable or foreign stand-in file %s', path)
+            path = write_standin_smplx(out_dir, gender, **kwargs)
+        out[gender] = path
+    return out
+
+
 __all__ = ['NUM_FACES', 'NUM_JOINTS', 'NUM_VERTS', 'JOINT_NAMES_55', 'PARENTS', 'SMPLX_VERTEX_IDS', 'STANDIN_NOTE',
-           'build_standin', 'write_standin_smplx']
+           'GENDERS', 'build_standin', 'write_standin_smplx', 'ensure_standin_smplx']

@@ -101,7 +101,9 @@ def test_copy_is_deep():
     ('gender', 'other', r"'gender' must be one of"),
     ('joints_3d', np.zeros((10, 2)), r"'joints_3d' must have shape \('J', 3\)"),
     ('keypoints_coco17', np.zeros((16, 3)), r"'keypoints_coco17' must have shape \(17, 3\)"),
-    ('id', '', r"'id' must be a non-empty"),
+    ('id', '', r"'id' is not a valid sample id"),
+    ('id', '../../x', r"'id' is not a valid sample id"),
+    ('img_size', np.array([512.5, 512.0]), r"'img_size' must be integers"),
 ])
 def test_validate_names_field(field, value, expected):
     sample = make_sample()

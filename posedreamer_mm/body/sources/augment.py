@@ -16,7 +16,7 @@ import numpy as np
 
 from posedreamer_mm.registry import POSE_SOURCES
 from ..camera import split_heading, upright_global_orient_np
-from ..sample import BodySample
+from ..sample import BodySample, validate_sample_id
 from .base import SMPLX_NEUTRAL_PELVIS_REST, BodySource, stable_digest, stable_seed
 
 
@@ -63,8 +63,9 @@ class BodyAugment:
         self.config_digest = stable_digest(json.dumps(_canonical(config), sort_keys=True), 6)
 
     def augmented_id(self, inner_id: str, repeat: int = 0) -> str:
-        """``<inner_id>_a<config digest>s<seed>r<repeat>``: the id of an augmented sample."""
-        return f'{inner_id}_a{self.config_digest}s{self.seed}r{repeat}'
+        """``<inner_id>_a<config digest>s<seed>r<repeat>``: the id of an augmented sample (checked by
+        ``sample.validate_sample_id``: ``ValueError`` if the inner id is invalid or the result too long)."""
+        return validate_sample_id(f'{inner_id}_a{self.config_digest}s{self.seed}r{repeat}')
 
     def __call__(self, sample: BodySample, repeat: int = 0) -> BodySample:
         """Returns an augmented copy of ``sample`` (``sample`` is not modified) with id :meth:`augmented_id`."""

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from mmengine.logging import print_log
 
-from ..sample import BodySample
+from ..sample import BodySample, validate_sample_id
 
 #: Approximate rest-pose pelvis of the neutral SMPL-X model at zero betas (canonical frame, metres). The pelvis
 #: of a posed body lands at ``transl + pelvis_rest`` whatever ``global_orient`` is; betas move it by ~1-2 cm.
@@ -103,10 +103,15 @@ def make_id(source: str, key: str, index: int | None = None) -> str:
     Args:
         source: Source tag ('amass', 'bedlam', ...).
         key: The file's key (path relative to the data root, or its basename), see :func:`list_source_files`.
-        index: Frame or row index inside the file.
+        index: Frame or row index inside the file (>= 0).
+
+    Raises:
+        ValueError: the result breaks the id rule (``sample.SAMPLE_ID_PATTERN``), e.g. a source tag with ``/``.
     """
+    if index is not None and int(index) < 0:
+        raise ValueError(f'make_id: index must be >= 0, got {index}')
     base = f'{source}_{stable_digest(key)}'
-    return base if index is None else f'{base}_{index:06d}'
+    return validate_sample_id(base if index is None else f'{base}_{int(index):06d}')
 
 
 def list_source_files(data_root: str | None, files: str | Sequence[str] | None, patterns: Sequence[str],

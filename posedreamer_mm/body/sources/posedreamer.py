@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from posedreamer_mm.registry import POSE_SOURCES
-from ..sample import BodySample
+from ..sample import BodySample, validate_sample_id
 from .base import BAD_FILE_ERRORS, BodySource, decode_str, describe_error, describe_location, list_source_files, make_id
 
 #: Required keys and shapes (a leading batch axis of size 1 is squeezed first; ``focal`` may be a scalar).
@@ -93,7 +93,8 @@ def parse_label(data: dict, key: str, source: str = 'posedreamer') -> BodySample
     for k in META_ARRAYS:
         if k in data and data[k] is not None:
             meta[k] = np.asarray(data[k], np.float32)
-    sample_id = decode_str(data['id']) if 'id' in data else make_id(source, key)
+    # An id read from a file becomes a file name downstream: it must pass the id rule, or the file is skipped.
+    sample_id = validate_sample_id(decode_str(data['id'])) if 'id' in data else make_id(source, key)
     gender = decode_str(data['gender']) if 'gender' in data else 'neutral'
     return BodySample(id=sample_id, img_size=(int(img_shape[1]), int(img_shape[0])), gender=gender,
                       source=source, meta=meta, **params, **derived).validate()
