@@ -1,0 +1,4 @@
+"""Data preprocessors."""
+from .hmr_data_preprocessor import HMRDataPreprocessor
+
+__all__ = ['HMRDataPreprocessor']

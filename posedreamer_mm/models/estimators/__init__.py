@@ -1,0 +1,4 @@
+"""HMR estimators."""
+from .hmr_estimator import HMREstimator
+
+__all__ = ['HMREstimator']

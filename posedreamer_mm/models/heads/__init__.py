@@ -1,0 +1,4 @@
+"""HMR heads."""
+from .smplx_head import SMPLXTransformerHead
+
+__all__ = ['SMPLXTransformerHead']
