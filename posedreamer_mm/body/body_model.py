@@ -13,7 +13,8 @@ import pathlib
 import pickle
 import re
 import zipfile
-from typing import NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -239,7 +240,8 @@ class SMPLXBodyModel(nn.Module):
         """Poses the body; any parameter left out is zero with the batch size of the others.
 
         Args:
-            **params: Any of ``betas (B, <=num_betas)`` (zero-padded; more raise), ``global_orient (B, 3)``, ``body_pose
+            **params: One body's ``(D,)`` vectors are read as a batch of one (never as ``D`` bodies).
+                Any of ``betas (B, <=num_betas)`` (zero-padded; more raise), ``global_orient (B, 3)``, ``body_pose
                 (B, 63) or (B, 21, 3)``, ``left_hand_pose``/``right_hand_pose (B, 45)`` (or ``(B, 15, 3)``;
                 ``(B, num_pca_comps)`` with PCA), ``jaw_pose``/``leye_pose``/``reye_pose (B, 3)``,
                 ``expression (B, <=num_expression_coeffs)``, ``transl (B, 3)`` metres. Axis-angle radians;
@@ -255,6 +257,13 @@ class SMPLXBodyModel(nn.Module):
             raise TypeError(f'unknown SMPL-X parameter(s) {sorted(unknown)}; expected some of {sorted(dims)}')
         ref = self.smplx.v_template
         given = {k: torch.as_tensor(v, dtype=ref.dtype, device=ref.device) for k, v in params.items() if v is not None}
+        for key, v in given.items():
+            if v.ndim == 0:
+                raise ValueError(f'{key} is a scalar; pass (B, D) values (or (D,) for one body)')
+            if v.ndim == 1:  # one body: (D,) is (1, D), never D bodies with one value each
+                given[key] = v[None]
+            if not torch.isfinite(given[key]).all():
+                raise ValueError(f'{key} contains NaN or inf')
         batch = {v.shape[0] for v in given.values()}
         if len(batch) > 1:
             raise ValueError(f'parameters disagree on the batch size: { {k: v.shape[0] for k, v in given.items()} }')
@@ -282,6 +291,114 @@ class SMPLXBodyModel(nn.Module):
         kind = 'open stand-in, NOT SMPL-X' if self.is_standin else 'SMPL-X'
         return (f'file={self.model_file} ({kind}), gender={self.gender}, betas={self.num_betas}, '
                 f'flat_hand_mean={self.flat_hand_mean}')
+
+
+def build_gendered_body_models(model_path: str | os.PathLike, genders: Iterable[str],
+                               **kwargs) -> dict[str, SMPLXBodyModel]:
+    """One :class:`SMPLXBodyModel` per gender in ``genders``, all from the directory ``model_path``.
+
+    Args:
+        model_path: Directory holding ``SMPLX_<GENDER>.<ext>`` files (or a ``smplx/`` subfolder of it).
+        genders: Genders needed (duplicates ignored), e.g. ``{s.gender for s in samples}``.
+        **kwargs: Other :class:`SMPLXBodyModel` arguments (``num_betas``, ``ext``, ...), the same for all.
+
+    Returns:
+        ``{gender: model}``.
+
+    Raises:
+        BodyModelFileError: a needed gender's file is missing or unreadable (the message names it, e.g.
+            ``SMPLX_MALE.npz``, and where it was searched). ``posedreamer_mm.body.standin.ensure_standin_smplx``
+            writes all three stand-in genders.
+        ValueError: an unknown gender, or gendered models with different topologies.
+    """
+    genders = list(dict.fromkeys(str(g) for g in genders))
+    bad = [g for g in genders if g not in GENDERS]
+    if bad:
+        raise ValueError(f'unknown gender(s) {bad}; expected some of {GENDERS}')
+    models = {g: SMPLXBodyModel(model_path, gender=g, **kwargs) for g in genders}
+    if models:
+        first_gender, first = next(iter(models.items()))
+        for g, m in models.items():
+            if m.num_verts != first.num_verts or not torch.equal(m.faces_tensor, first.faces_tensor):
+                raise ValueError(f'{m.model_file} ({g}) and {first.model_file} ({first_gender}) have different '
+                                 'meshes; all genders must share one topology')
+    return models
+
+
+@BODY_MODELS.register_module()
+class GenderedSMPLXBodyModel(nn.Module):
+    """SMPL-X with the model of each sample's gender: one :class:`SMPLXBodyModel` per gender, built on first use.
+
+    ``BodySample.gender`` selects the model (``neutral``, ``male``, ``female``); a batch of mixed genders is
+    split, run per gender and put back in order. All genders share the mesh topology, so :attr:`faces` and PNCC
+    colours are common.
+
+    Args:
+        model_path: Directory with ``SMPLX_<GENDER>.<ext>`` (a file is refused: it holds one gender).
+        genders: Genders to build up front (their files are checked now); others are built when first needed
+            and raise :class:`BodyModelFileError` naming the missing file then.
+        **kwargs: :class:`SMPLXBodyModel` arguments shared by every gender.
+    """
+
+    def __init__(self, model_path: str | os.PathLike, genders: Iterable[str] = ('neutral',), **kwargs) -> None:
+        super().__init__()
+        if pathlib.Path(model_path).expanduser().is_file():
+            raise ValueError(f'GenderedSMPLXBodyModel needs the directory of the SMPLX_<GENDER> files, got the file '
+                             f'{model_path}')
+        self.model_path, self.kwargs = model_path, dict(kwargs)
+        self.models = nn.ModuleDict(build_gendered_body_models(model_path, genders, **kwargs))
+
+    def model(self, gender: str) -> SMPLXBodyModel:
+        """The model of ``gender`` (built on first use, on the device of the existing ones)."""
+        gender = str(gender)
+        if gender not in self.models:
+            model = build_gendered_body_models(self.model_path, [gender], **self.kwargs)[gender]
+            if len(self.models):
+                ref = next(iter(self.models.values()))
+                if not torch.equal(model.faces_tensor.cpu(), ref.faces_tensor.cpu()):
+                    raise ValueError(f'{model.model_file} has a different mesh than {ref.model_file}')
+                model.to(ref.smplx.v_template.device)
+            self.models[gender] = model
+        return self.models[gender]
+
+    @property
+    def faces(self) -> np.ndarray:
+        """``(F, 3)`` int64, shared by every gender."""
+        return self.model(next(iter(self.models), 'neutral')).faces
+
+    def forward(self, genders: Sequence[str], **params) -> BodyOutput:
+        """Poses a batch whose ``genders[i]`` names body ``i``'s model.
+
+        Args:
+            genders: ``B`` genders.
+            **params: As :meth:`SMPLXBodyModel.forward`, each ``(B, D)``.
+
+        Returns:
+            :class:`BodyOutput` in the input order.
+        """
+        genders = [str(g) for g in genders]
+        b = len(genders)
+        tensors = {k: torch.as_tensor(v) for k, v in params.items() if v is not None}
+        for k, v in tensors.items():
+            if v.ndim == 0 or v.shape[0] != b:
+                raise ValueError(f'{k} has shape {tuple(v.shape)}, expected {b} rows (one per gender)')
+        verts = joints = None
+        for gender in dict.fromkeys(genders):
+            idx = torch.tensor([i for i, g in enumerate(genders) if g == gender])
+            out = self.model(gender)(**{k: v[idx] for k, v in tensors.items()})
+            if verts is None:
+                verts = out.vertices.new_empty((b, *out.vertices.shape[1:]))
+                joints = out.joints.new_empty((b, *out.joints.shape[1:]))
+            verts[idx.to(verts.device)] = out.vertices
+            joints[idx.to(joints.device)] = out.joints
+        if verts is None:
+            raise ValueError('GenderedSMPLXBodyModel.forward needs at least one body')
+        return BodyOutput(verts, joints)
+
+    def forward_samples(self, samples: Sequence[Any]) -> BodyOutput:
+        """Poses ``BodySample``s, each with the model of its ``gender`` (``BodySample.stack`` batching rules)."""
+        from .sample import BodySample
+        return self(genders=[s.gender for s in samples], **BodySample.stack(list(samples)))
 
 
 def _warn_hand_mean_once() -> None:
@@ -324,6 +441,6 @@ def canonical_body_pose(kind: str = 'A', arm_angle_deg: float = 55.0, leg_angle_
     return pose.reshape(1, 63)
 
 
-__all__ = ['SMPLXBodyModel', 'BodyOutput', 'BodyModelFileError', 'resolve_model_file', 'check_model_file',
-           'gender_from_file_name',
+__all__ = ['SMPLXBodyModel', 'GenderedSMPLXBodyModel', 'build_gendered_body_models', 'BodyOutput',
+           'BodyModelFileError', 'resolve_model_file', 'check_model_file', 'gender_from_file_name',
            'canonical_body_pose', 'REQUIRED_KEYS', 'CONTOUR_KEYS']

@@ -198,15 +198,6 @@ def test_flat_hand_mean_changes_the_zero_hand_and_warns_once(standin_model_dir, 
     assert len(logged) == 1
 
 
-@pytest.fixture(scope='module')
-def gendered_dir(tmp_path_factory, standin_model_dir):
-    from posedreamer_mm.body.standin import write_standin_smplx
-    out = tmp_path_factory.mktemp('smplx_gendered')
-    for gender in ('neutral', 'male', 'female'):
-        write_standin_smplx(out, gender=gender)
-    return out
-
-
 def test_male_and_female_models(gendered_dir):
     heights = {}
     for gender in ('neutral', 'male', 'female'):

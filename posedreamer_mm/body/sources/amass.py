@@ -83,7 +83,6 @@ class AMASSSource(BodySource):
                 self._entries.append(self._index_file(path, key))
             except BAD_FILE_ERRORS as err:  # a bad file is skipped and counted, never fatal
                 self.skip(path, describe_error(err))
-        self._entries = [e for e in self._entries if len(e['frames'])]
         self._offsets = np.cumsum([0] + [len(e['frames']) for e in self._entries])
         self._cache: tuple[int, dict] | None = None
         self._finish(describe_location(data_root, files), _EXPECTED.format(pattern=pattern))
@@ -131,12 +130,22 @@ class AMASSSource(BodySource):
             gender = decode_str(data['gender']).strip().lower()
             if gender not in ('neutral', 'male', 'female'):
                 raise ValueError(f"key 'gender' is {gender!r}, expected 'neutral', 'male' or 'female'")
+        if num_frames == 0:
+            raise ValueError('the sequence has no frames (pose_body has shape (0, 63))')
         fps = data.get('mocap_frame_rate', data.get('mocap_framerate'))
-        fps = None if fps is None else float(np.asarray(fps, np.float64))
+        if fps is not None:
+            fps_value = np.asarray(fps, np.float64)
+            if fps_value.size != 1 or not np.isfinite(fps_value).all() or not fps_value.reshape(-1)[0] > 0:
+                raise ValueError(f'mocap_frame_rate must be one finite frame rate > 0, got {fps_value.tolist()!r}')
+            fps = float(fps_value.reshape(-1)[0])
         frames = self._frames(num_frames, fps)
+        if len(frames) == 0:
+            raise ValueError(f'no frame of {num_frames} is left at target_fps {self.target_fps}')
         finite = np.ones(len(frames), bool)
         for value in arrays.values():
             finite &= np.isfinite(value[frames]).all(axis=1)
+        if not finite.any():
+            raise ValueError(f'every one of the {len(frames)} frames has NaN or inf values')
         if not finite.all():
             bad = frames[~finite]
             self.skip(path, f'dropped {len(bad)}/{len(frames)} frames with NaN or inf (first: frame {bad[0]})')

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import glob
 import hashlib
 import json
 import logging
+import os
 import os.path as osp
 import pickle
 import zipfile
@@ -137,8 +137,7 @@ def list_source_files(data_root: str | None, files: str | Sequence[str] | None, 
     if files is None:
         if not osp.isdir(data_root):
             raise FileNotFoundError(f'data_root {data_root!r} is not a directory')
-        paths = [p for p in glob.glob(osp.join(data_root, '**', '*'), recursive=True)
-                 if osp.isfile(p) and any(fnmatch.fnmatch(osp.basename(p), pat) for pat in patterns)]
+        paths = _walk_files(data_root, patterns)
     else:
         files = [files] if isinstance(files, str) else list(files)
         paths = [f if data_root is None or osp.isabs(f) else osp.join(data_root, f) for f in files]
@@ -146,6 +145,7 @@ def list_source_files(data_root: str | None, files: str | Sequence[str] | None, 
         if missing:
             raise FileNotFoundError(f'source files not found: {missing[:5]}')
     paths = [p for p in paths if not any(fnmatch.fnmatch(osp.basename(p), pat) for pat in exclude)]
+    paths = _unique_files(paths)
     if data_root is not None:
         keyed = [(p, osp.relpath(p, data_root).replace(osp.sep, '/')) for p in paths]
     else:
@@ -155,6 +155,41 @@ def list_source_files(data_root: str | None, files: str | Sequence[str] | None, 
         if dups:
             raise ValueError(f'files share basenames {dups[:5]}; pass data_root so ids can use relative paths')
     return sorted(keyed, key=lambda pk: pk[1])
+
+
+def _walk_files(data_root: str, patterns: Sequence[str]) -> list[str]:
+    """Files under ``data_root`` matching ``patterns``, without following directory symlinks.
+
+    A symlinked directory is an alias (``loop -> .`` would repeat the tree forever, ``copy -> ../data`` would
+    list every file twice under other ids), so it is not entered; a WARNING names the ones left out.
+    """
+    found, links = [], []
+    for dirpath, dirnames, filenames in os.walk(data_root, followlinks=False):
+        links += [osp.join(dirpath, d) for d in dirnames if osp.islink(osp.join(dirpath, d))]
+        dirnames.sort()
+        found += [osp.join(dirpath, f) for f in sorted(filenames)
+                  if any(fnmatch.fnmatch(f, pat) for pat in patterns) and osp.isfile(osp.join(dirpath, f))]
+    if links:
+        print_log(f'{len(links)} symlinked director{"y" if len(links) == 1 else "ies"} under {data_root} not '
+                  f'followed (aliases would repeat data under other ids): {sorted(links)[:5]}', logger='current',
+                  level=logging.WARNING)
+    return found
+
+
+def _unique_files(paths: Sequence[str]) -> list[str]:
+    """``paths`` with aliases of one file (symlinks, ``a/../a``) reduced to the first in sorted order; warns."""
+    seen: dict[str, str] = {}
+    dropped = []
+    for p in sorted(paths):
+        real = osp.realpath(p)
+        if real in seen:
+            dropped.append(f'{p} (same file as {seen[real]})')
+        else:
+            seen[real] = p
+    if dropped:
+        print_log(f'{len(dropped)} file(s) listed twice under other names were dropped: {dropped[:5]}',
+                  logger='current', level=logging.WARNING)
+    return list(seen.values())
 
 
 class BodySource:
