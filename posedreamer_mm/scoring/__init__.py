@@ -1,0 +1,1 @@
+"""2D pose scorers (mmpose+mmdet, mediapipe), label matching and head-facing cues used by the filter stages."""

@@ -1,0 +1,109 @@
+"""Pose scorers: mediapipe on a real photograph, MMPoseScorer built from configs with tiny random weights."""
+import pickle
+
+import numpy as np
+import pytest
+from mmengine.registry import DefaultScope
+
+from posedreamer_mm.registry import SCORERS
+from posedreamer_mm.scoring.base import PoseDetections
+from .tiny_models import write_tiny_mmpose_models
+
+
+@pytest.fixture(scope='module')
+def mediapipe_scorer():
+    pytest.importorskip('mediapipe', reason='the mediapipe extra is not installed (docs/install.md)')
+    return SCORERS.build(dict(type='MediaPipeScorer'))
+
+
+def test_mediapipe_finds_the_astronaut(mediapipe_scorer):
+    from skimage.data import astronaut
+    img = astronaut()                                   # 512x512 RGB photograph of one person
+    det = mediapipe_scorer(img)
+    assert len(det) == 1 and det.scorer == 'mediapipe' and det.image_size == (512, 512)
+    kpts, scores = det.keypoints[0], det.keypoint_scores[0]
+    # Nose and shoulders where they are in the photograph (person's left shoulder on the image's right).
+    np.testing.assert_allclose(kpts[0], [223, 128], atol=12)
+    np.testing.assert_allclose(kpts[5], [306, 257], atol=15)
+    np.testing.assert_allclose(kpts[6], [113, 240], atol=15)
+    assert scores[:7].min() > 0.9
+    x1, y1, x2, y2 = det.bboxes[0]
+    assert x1 < 113 < 306 < x2 and y1 < 128 < y2 <= 512
+
+
+def test_mediapipe_empty_image_and_bad_input(mediapipe_scorer):
+    assert len(mediapipe_scorer(np.full((128, 96, 3), 127, np.uint8))) == 0
+    with pytest.raises(ValueError, match='uint8 RGB'):
+        mediapipe_scorer(np.zeros((64, 64), np.uint8))
+    with pytest.raises(ValueError, match='uint8 RGB'):
+        mediapipe_scorer(np.zeros((64, 64, 3), np.float32))
+    clone = pickle.loads(pickle.dumps(mediapipe_scorer))   # picklable after use (workers rebuild the graph)
+    assert clone._pose is None
+
+
+def test_mediapipe_refuses_downloading_complexities():
+    with pytest.raises(ValueError, match='download'):
+        SCORERS.build(dict(type='MediaPipeScorer', model_complexity=2))
+
+
+@pytest.fixture(scope='module')
+def tiny_models(tmp_path_factory):
+    return write_tiny_mmpose_models(tmp_path_factory.mktemp('tiny_mmpose'))
+
+
+def test_mmpose_scorer_end_to_end_matches_openmmlab_inference(tiny_models):
+    from mmdet.apis import inference_detector
+    from mmpose.apis import inference_topdown
+    scorer = SCORERS.build(dict(type='MMPoseScorer', device='cpu', det_score_thr=0.3, max_people=3, batch_size=2,
+                                **tiny_models))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (160, 120, 3), np.uint8), rng.integers(0, 255, (96, 200, 3), np.uint8)]
+    out = scorer.predict_batch(images)
+    assert len(out) == 2
+    det_model, _, pose_model, _ = scorer._models
+    for img, det in zip(images, out):
+        assert isinstance(det, PoseDetections) and det.scorer == 'mmpose'
+        assert 1 <= len(det) <= 3 and det.image_size == (img.shape[1], img.shape[0])
+        assert det.keypoints.shape == (len(det), 17, 2) and (det.keypoint_scores <= 1).all()
+        bgr = np.ascontiguousarray(img[..., ::-1])
+        # Batched across images == mmdet's and mmpose's own one-image inference on the same models.
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            ref_det = inference_detector(det_model, [bgr])[0].pred_instances
+        person = (ref_det.labels == 0) & (ref_det.scores >= 0.3)
+        np.testing.assert_allclose(det.bboxes, ref_det.bboxes[person][:3].numpy(), atol=1e-3)
+        with DefaultScope.overwrite_default_scope('mmpose'):
+            ref_pose = inference_topdown(pose_model, bgr, det.bboxes)
+        np.testing.assert_allclose(det.keypoints, np.stack([p.pred_instances.keypoints[0] for p in ref_pose]),
+                                   atol=1e-3)
+    assert scorer(images[0]).keypoints.shape == out[0].keypoints.shape   # single-image call
+    clone = pickle.loads(pickle.dumps(scorer))
+    np.testing.assert_allclose(clone(images[1]).keypoints, out[1].keypoints, atol=1e-4)
+
+
+def test_mmpose_scorer_whole_image_without_detector(tiny_models):
+    scorer = SCORERS.build(dict(type='MMPoseScorer', device='cpu', pose_config=tiny_models['pose_config'],
+                                pose_checkpoint=tiny_models['pose_checkpoint']))
+    det = scorer(np.zeros((64, 48, 3), np.uint8))
+    assert len(det) == 1
+    np.testing.assert_array_equal(det.bboxes[0], [0, 0, 48, 64])
+
+
+def test_mmpose_scorer_bad_paths(tiny_models, tmp_path):
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        SCORERS.build(dict(type='MMPoseScorer', pose_config=tiny_models['pose_config'],
+                           pose_checkpoint=str(tmp_path / 'missing.pth')))
+    with pytest.raises(ValueError, match='local checkpoint'):
+        SCORERS.build(dict(type='MMPoseScorer', pose_config=tiny_models['pose_config'],
+                           pose_checkpoint='https://download.openmmlab.com/x.pth'))
+    with pytest.raises(FileNotFoundError, match='nope.py'):
+        SCORERS.build(dict(type='MMPoseScorer', pose_config=str(tmp_path / 'nope.py'),
+                           pose_checkpoint=tiny_models['pose_checkpoint']))
+
+
+def test_detections_reject_nan_and_round_trip():
+    det = PoseDetections(np.ones((1, 17, 2)), np.full((1, 17), .5), [[0, 0, 4, 4]], [0.9], (8, 8), 'x')
+    back = PoseDetections.from_dict(det.to_dict())
+    np.testing.assert_allclose(back.keypoints, det.keypoints)
+    assert back.image_size == (8, 8) and back.scorer == 'x'
+    with pytest.raises(ValueError, match='NaN'):
+        PoseDetections(np.full((1, 17, 2), np.nan), np.ones((1, 17)), [[0, 0, 1, 1]], [1.0], (8, 8))
