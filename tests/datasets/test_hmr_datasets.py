@@ -1,0 +1,128 @@
+"""HMR datasets: each format parses into the shared data_info convention with the values that were written, and
+bad labels / images follow the policy (error naming the file in test mode, skip and count in training)."""
+import json
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from posedreamer_mm.registry import DATASETS
+from posedreamer_mm.testing.hmr_fixtures import FOCAL, IMG_WH, hmr_dataset_cfgs
+
+KINDS = ('bedlam', 'posedreamer', 'coco', 'mpii', 'ubody')
+LOAD = [dict(type='LoadHMRImage')]
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_data_info_matches_written_labels(hmr_paths, kind):
+    ds = DATASETS.build(hmr_dataset_cfgs(hmr_paths)[kind])
+    bodies = hmr_paths['bodies'][kind]
+    assert len(ds) == 4 and ds.metainfo['dataset_name'] == kind
+    for i in range(4):
+        info = ds.get_data_info(i)
+        assert info['dataset_name'] == kind and info['gender'] == 'neutral'
+        np.testing.assert_allclose(info['focal'], [FOCAL, FOCAL])
+        np.testing.assert_allclose(info['princpt'], np.array(IMG_WH) / 2)
+        assert tuple(info['img_shape_full']) == (IMG_WH[1], IMG_WH[0])
+        for key in ('global_orient', 'body_pose', 'betas', 'transl', 'left_hand_pose', 'right_hand_pose'):
+            # NeuralAnnot hands went through "minus the mean" on writing and "plus the mean" on loading.
+            np.testing.assert_allclose(info['smplx'][key], bodies[key][i], atol=1e-5, err_msg=f'{kind} {key}')
+        kpts = info['keypoints_coco17']
+        assert kpts.shape == (17, 3)
+        labelled = kpts[:, 2] > 0
+        assert labelled[5:].all()  # body points are in the image for these fixtures
+        if kind == 'mpii':
+            assert not labelled[:5].any()  # MPII has no face points
+        x0, y0, x1, y1 = info['bbox']
+        assert (kpts[labelled, 0] >= x0).all() and (kpts[labelled, 0] <= x1).all()
+        assert (kpts[labelled, 1] >= y0).all() and (kpts[labelled, 1] <= y1).all()
+        assert os.path.isfile(info['img_path'])
+    has = ds.get_data_info(1)['has_smplx']
+    assert has['body_pose'] and has['transl']
+    assert has['face'] == (kind != 'bedlam')
+    assert has['hands'] == (kind != 'ubody')  # the fixture's second UBody person has righthand_valid=False
+    if kind == 'posedreamer':
+        assert ds.get_data_info(0)['joints_3d'].shape == (127, 3)
+
+
+def test_neuralannot_without_model_marks_hands_unlabelled(hmr_paths):
+    cfg = dict(hmr_dataset_cfgs(hmr_paths)['coco'], smplx_model_path=None)
+    ds = DATASETS.build(cfg)
+    assert not ds.get_data_info(0)['has_smplx']['hands']
+
+
+def test_attribute_subset(hmr_paths, tmp_path):
+    cfg = dict(hmr_dataset_cfgs(hmr_paths)['mpii'], attributes={'act_name': 'yoga*'})
+    ds = DATASETS.build(cfg)
+    assert len(ds) == 2  # images 0 and 2 are 'yoga, Power'
+    # The same subset from a side table keyed by file name.
+    coco = json.load(open(hmr_paths['mpii']['ann_file']))
+    table = {img.pop('file_name'): {'activity': img.pop('act_name')} for img in coco['images']}
+    attr_file = tmp_path / 'acts.json'
+    attr_file.write_text(json.dumps(table))
+    ds = DATASETS.build(dict(hmr_dataset_cfgs(hmr_paths)['mpii'], attributes={'activity': ['YOGA*']},
+                             attribute_file=str(attr_file)))
+    assert [ds.get_data_info(i)['id'] for i in range(len(ds))] == ['mpii_100', 'mpii_102']
+
+
+def _coco_copy(hmr_paths, tmp_path, drop_fit: bool):
+    src = hmr_paths['coco']
+    fits = json.load(open(src['smplx_file']))
+    if drop_fit:
+        fits.pop('101')
+    smplx_file = tmp_path / 'fits.json'
+    smplx_file.write_text(json.dumps(fits))
+    return dict(hmr_dataset_cfgs(hmr_paths)['coco'], smplx_file=str(smplx_file))
+
+
+def test_missing_label_errors_in_test_mode_and_is_counted_in_training(hmr_paths, tmp_path):
+    cfg = _coco_copy(hmr_paths, tmp_path, drop_fit=True)
+    with pytest.raises(ValueError, match=r'annotation 101.*no NeuralAnnot fit'):
+        DATASETS.build(dict(cfg, test_mode=True))
+    ds = DATASETS.build(cfg)
+    assert len(ds) == 3 and len(ds.skipped) == 1
+
+
+def test_bad_label_file_in_test_mode_names_it(hmr_paths, tmp_path):
+    root = tmp_path / 'pd'
+    shutil.copytree(hmr_paths['posedreamer']['label_root'], root)
+    (root / 'pd_00002.npz').write_bytes(b'not a zip')
+    cfg = dict(hmr_dataset_cfgs(hmr_paths)['posedreamer'], label_root=str(root))
+    with pytest.raises(ValueError, match='pd_00002.npz'):
+        DATASETS.build(dict(cfg, test_mode=True))
+    assert len(DATASETS.build(cfg)) == 3
+
+
+def test_missing_image_errors_in_test_mode_and_is_skipped_in_training(hmr_paths, tmp_path):
+    root = tmp_path / 'pd'
+    shutil.copytree(hmr_paths['posedreamer']['label_root'], root)
+    os.remove(root / 'pd_00001.jpg')
+    cfg = dict(hmr_dataset_cfgs(hmr_paths, pipeline=LOAD)['posedreamer'], label_root=str(root))
+    with pytest.raises(FileNotFoundError, match='pd_00001.jpg'):
+        DATASETS.build(dict(cfg, test_mode=True))[1]
+    ds = DATASETS.build(cfg)
+    out = ds[1]  # dropped, another index drawn
+    assert out['img_path'].endswith('.jpg') and not out['img_path'].endswith('pd_00001.jpg')
+    assert ds.pipeline.transforms[0].num_skipped >= 1
+
+
+def test_image_at_half_resolution_rescales_labels(hmr_paths, tmp_path):
+    root = tmp_path / 'pd'
+    shutil.copytree(hmr_paths['posedreamer']['label_root'], root)
+    img = cv2.imread(str(root / 'pd_00000.jpg'))
+    cv2.imwrite(str(root / 'pd_00000.jpg'), cv2.resize(img, (IMG_WH[0] // 2, IMG_WH[1] // 2)))
+    ds = DATASETS.build(dict(hmr_dataset_cfgs(hmr_paths, pipeline=LOAD)['posedreamer'], label_root=str(root)))
+    full = ds.get_data_info(0)
+    out = ds[0]
+    assert out['img'].shape == (IMG_WH[1] // 2, IMG_WH[0] // 2, 3)
+    np.testing.assert_allclose(out['focal'], full['focal'] / 2)
+    np.testing.assert_allclose(out['princpt'], (full['princpt'] + 0.5) / 2 - 0.5)
+    np.testing.assert_allclose(out['keypoints_coco17'][:, :2], (full['keypoints_coco17'][:, :2] + 0.5) / 2 - 0.5,
+                               rtol=1e-6)
+    # A different aspect ratio is a wrong image, not a resize.
+    cv2.imwrite(str(root / 'pd_00000.jpg'), cv2.resize(img, (IMG_WH[0], IMG_WH[1] // 2)))
+    with pytest.raises(FileNotFoundError, match='different aspect ratio'):
+        DATASETS.build(dict(hmr_dataset_cfgs(hmr_paths, pipeline=LOAD, test_mode=True)['posedreamer'],
+                            label_root=str(root)))[0]
