@@ -1,0 +1,154 @@
+"""Mesh-recovery errors (PVE, PA-PVE, MPJPE, PA-MPJPE and their hand/face variants) in millimetres, following the
+SMPLer-X evaluation protocol (Cai et al., NeurIPS 2023, https://arxiv.org/abs/2309.17448; its ``UBody.evaluate``).
+
+Protocol, per sample, with meshes in metres (camera frame; any frame works, the alignments remove it):
+
+- **PVE** (``mpvpe_all``): all SMPL-X vertices after translating the prediction so its pelvis lands on the ground
+  truth's pelvis; pelvis = ``J_regressor``'s pelvis row applied to each mesh. **PA-PVE**: after a similarity
+  Procrustes alignment of all vertices to the ground truth.
+- **Hands** (``mpvpe_hand``): the vertices of each hand, aligned at that hand's wrist joint (``J_regressor`` rows),
+  averaged over the two hands; PA: Procrustes per hand. **Face** (``mpvpe_face``): face vertices aligned at the
+  neck joint; PA: Procrustes on the face.
+- **MPJPE / PA-MPJPE** on body joints regressed from the meshes (SMPLer-X: its J14 regressor; default here the
+  22 SMPL-X body-skeleton joints of ``J_regressor``), pelvis-aligned / Procrustes-aligned; hand joints likewise
+  per hand.
+
+The Procrustes alignment is SMPLer-X's ``rigid_align`` (Umeyama: scale, rotation with the reflection fixed,
+translation), batched. All functions take numpy arrays with a leading batch axis and return ``(B,)`` float64 in mm.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: SMPL-X skeleton joint indices the protocol aligns at (``smplx.joint_names``).
+PELVIS, NECK, LEFT_WRIST, RIGHT_WRIST = 0, 12, 20, 21
+#: The 22 body-skeleton joints (pelvis .. wrists) of the default body-joint set.
+BODY_JOINTS = tuple(range(22))
+#: Hand joints: wrist then the 15 finger joints (``smplx.joint_names`` order).
+LEFT_HAND_JOINTS = (LEFT_WRIST,) + tuple(range(25, 40))
+RIGHT_HAND_JOINTS = (RIGHT_WRIST,) + tuple(range(40, 55))
+
+
+def procrustes_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Similarity-aligns ``pred (B, N, 3)`` to ``gt (B, N, 3)`` (least squares; SMPLer-X ``rigid_align``).
+
+    Returns:
+        ``(B, N, 3)`` float64: ``s R pred + t`` with the optimal scale ``s``, rotation ``R`` (det +1) and ``t``.
+    """
+    a, b = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    if a.shape != b.shape or a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f'procrustes_align needs two (B, N, 3) arrays of one shape, got {a.shape} and {b.shape}')
+    mu_a, mu_b = a.mean(1, keepdims=True), b.mean(1, keepdims=True)
+    a0, b0 = a - mu_a, b - mu_b
+    h = np.einsum('bni,bnj->bij', a0, b0) / a.shape[1]
+    u, s, vh = np.linalg.svd(h)
+    flip = np.linalg.det(np.einsum('bji,bkj->bik', vh, u)) < 0  # det(V U^T)
+    s = s.copy()
+    s[flip, -1] *= -1
+    vh = vh.copy()
+    vh[flip, -1] *= -1
+    rot = np.einsum('bji,bkj->bik', vh, u)  # V U^T
+    var = a0.var(1).sum(-1)  # np.var per axis, summed (SMPLer-X's varP)
+    scale = s.sum(-1) / np.maximum(var, 1e-300)
+    return scale[:, None, None] * np.einsum('bij,bnj->bni', rot, a0) + mu_b
+
+
+def point_error_mm(pred: np.ndarray, gt: np.ndarray, pred_ref: np.ndarray | None = None,
+                   gt_ref: np.ndarray | None = None) -> np.ndarray:
+    """Mean Euclidean distance in mm of ``(B, N, 3)`` metres, after moving ``pred_ref (B, 3)`` onto ``gt_ref``.
+
+    Without references the points are compared as given.
+    """
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    if pred.shape != gt.shape:
+        raise ValueError(f'prediction {pred.shape} and ground truth {gt.shape} differ in shape')
+    if pred_ref is not None:
+        pred = pred - np.asarray(pred_ref, np.float64)[:, None] + np.asarray(gt_ref, np.float64)[:, None]
+    return np.linalg.norm(pred - gt, axis=-1).mean(-1) * 1000.0
+
+
+def pa_point_error_mm(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Mean distance in mm after :func:`procrustes_align` (PA-PVE / PA-MPJPE)."""
+    return point_error_mm(procrustes_align(pred, gt), gt)
+
+
+def regress(regressor: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """Joints ``(B, J, 3)`` = ``regressor (J, V)`` applied to ``vertices (B, V, 3)``."""
+    return np.einsum('jv,bvc->bjc', np.asarray(regressor, np.float64), np.asarray(vertices, np.float64))
+
+
+def pve_mm(pred_verts, gt_verts, j_regressor) -> np.ndarray:
+    """PVE: all vertices, pelvis-aligned (the pelvis regressed from each mesh). ``(B,)`` mm."""
+    pp, gp = regress(j_regressor[PELVIS:PELVIS + 1], pred_verts), regress(j_regressor[PELVIS:PELVIS + 1], gt_verts)
+    return point_error_mm(pred_verts, gt_verts, pp[:, 0], gp[:, 0])
+
+
+def mpjpe_mm(pred_joints, gt_joints, pred_root, gt_root) -> np.ndarray:
+    """MPJPE of ``(B, J, 3)`` joints after moving ``pred_root (B, 3)`` onto ``gt_root``. ``(B,)`` mm."""
+    return point_error_mm(pred_joints, gt_joints, pred_root, gt_root)
+
+
+def smplx_errors_mm(pred_verts: np.ndarray, gt_verts: np.ndarray, j_regressor: np.ndarray,
+                    hand_vertex_ids: tuple[np.ndarray, np.ndarray] | None = None,
+                    face_vertex_ids: np.ndarray | None = None,
+                    body_regressor: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every error of the protocol (module docstring) for a batch of SMPL-X meshes.
+
+    Args:
+        pred_verts: ``(B, V, 3)`` metres.
+        gt_verts: ``(B, V, 3)`` metres.
+        j_regressor: ``(55, V)`` SMPL-X skeleton regressor (pelvis, neck, wrists and hand joints come from it).
+        hand_vertex_ids: ``(left, right)`` vertex index arrays; None skips the hand vertex errors.
+        face_vertex_ids: Face vertex indices; None skips the face errors.
+        body_regressor: ``(J, V)`` body-joint regressor (SMPLer-X's J14); default the 22 body-skeleton rows of
+            ``j_regressor``.
+
+    Returns:
+        ``{name: (B,) mm}``: ``pve``, ``pa_pve``, ``mpjpe``, ``pa_mpjpe`` (body joints), ``mpjpe_hand``,
+        ``pa_mpjpe_hand`` (hand skeleton joints, wrist-aligned / per-hand Procrustes, mean of both hands) and,
+        when the vertex sets are given, ``pve_hand``, ``pa_pve_hand``, ``pve_face``, ``pa_pve_face``.
+    """
+    pred_verts, gt_verts = np.asarray(pred_verts, np.float64), np.asarray(gt_verts, np.float64)
+    if pred_verts.shape != gt_verts.shape or pred_verts.ndim != 3:
+        raise ValueError(f'prediction {pred_verts.shape} and ground-truth {gt_verts.shape} meshes must both be '
+                         '(B, V, 3) of the same body model')
+    pj, gj = regress(j_regressor, pred_verts), regress(j_regressor, gt_verts)
+    body = j_regressor[list(BODY_JOINTS)] if body_regressor is None else body_regressor
+    pb, gb = regress(body, pred_verts), regress(body, gt_verts)
+    out = dict(pve=point_error_mm(pred_verts, gt_verts, pj[:, PELVIS], gj[:, PELVIS]),
+               pa_pve=pa_point_error_mm(pred_verts, gt_verts),
+               mpjpe=point_error_mm(pb, gb, pj[:, PELVIS], gj[:, PELVIS]), pa_mpjpe=pa_point_error_mm(pb, gb))
+    hands = [(list(LEFT_HAND_JOINTS), LEFT_WRIST), (list(RIGHT_HAND_JOINTS), RIGHT_WRIST)]
+    out['mpjpe_hand'] = np.mean([point_error_mm(pj[:, j], gj[:, j], pj[:, w], gj[:, w]) for j, w in hands], 0)
+    out['pa_mpjpe_hand'] = np.mean([pa_point_error_mm(pj[:, j], gj[:, j]) for j, _ in hands], 0)
+    if hand_vertex_ids is not None:
+        pairs = [(np.asarray(ids), w) for ids, w in zip(hand_vertex_ids, (LEFT_WRIST, RIGHT_WRIST))]
+        out['pve_hand'] = np.mean([point_error_mm(pred_verts[:, i], gt_verts[:, i], pj[:, w], gj[:, w])
+                                   for i, w in pairs], 0)
+        out['pa_pve_hand'] = np.mean([pa_point_error_mm(pred_verts[:, i], gt_verts[:, i]) for i, _ in pairs], 0)
+    if face_vertex_ids is not None:
+        f = np.asarray(face_vertex_ids)
+        out['pve_face'] = point_error_mm(pred_verts[:, f], gt_verts[:, f], pj[:, NECK], gj[:, NECK])
+        out['pa_pve_face'] = pa_point_error_mm(pred_verts[:, f], gt_verts[:, f])
+    return out
+
+
+def part_vertex_ids(weights: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """Hand and face vertex sets from SMPL-X skinning ``weights (V, 55)``, for when SMPLer-X's MANO/FLAME vertex-id
+    files are not available: a vertex belongs to the part of its dominant joint (left hand: left wrist and
+    fingers; right hand likewise; face: head, jaw, eyes). An approximation of the MANO (778 per hand) and FLAME
+    (5023) regions; name the id files in the metric to follow the protocol exactly.
+
+    Returns:
+        ``((left_ids, right_ids), face_ids)`` int64 arrays.
+    """
+    dominant = np.asarray(weights).argmax(1)
+    left = np.flatnonzero(np.isin(dominant, LEFT_HAND_JOINTS))
+    right = np.flatnonzero(np.isin(dominant, RIGHT_HAND_JOINTS))
+    face = np.flatnonzero(np.isin(dominant, (15, 22, 23, 24)))
+    return (left, right), face
+
+
+__all__ = ['PELVIS', 'NECK', 'LEFT_WRIST', 'RIGHT_WRIST', 'BODY_JOINTS', 'LEFT_HAND_JOINTS', 'RIGHT_HAND_JOINTS',
+           'procrustes_align', 'point_error_mm', 'pa_point_error_mm', 'regress', 'pve_mm', 'mpjpe_mm',
+           'smplx_errors_mm', 'part_vertex_ids']
