@@ -1,0 +1,50 @@
+"""Head-facing cue and image-quality measures against their formulas."""
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from posedreamer_mm.scoring.head_pose import KeypointHeadPose, facing_score, label_facing
+from posedreamer_mm.scoring.quality import exposure_stats, laplacian_sharpness
+
+
+def test_facing_score_formula():
+    xy = np.zeros((17, 2))
+    xy[:, 1] = np.linspace(0, 100, 17)                      # person height 100 px
+    xy[3, 0], xy[4, 0] = 60, 40                              # left ear right of the right ear: faces the camera
+    seen = np.zeros(17)
+    seen[[0, 1, 2]] = [1.0, 0.5, 0.0]
+    present = np.zeros(17, bool)
+    present[[3, 4]] = True
+    height = np.ptp(xy[[3, 4], 1])
+    order = 20 / (20 + 0.05 * height + 1e-6)
+    expect = 0.7 * (2 * 0.5 - 1) + 0.3 * order
+    assert facing_score(xy, seen, present) == pytest.approx(expect)
+    assert facing_score(xy, np.zeros(17), np.zeros(17, bool)) == pytest.approx(-0.7)   # nothing seen
+    # The label: visibility 2 = seen; occluded (1) counts for the order only.
+    lab = np.concatenate([xy, np.full((17, 1), 1.0)], 1)
+    assert label_facing(lab) == pytest.approx(0.7 * -1 + 0.3 * 20 / (20 + 0.05 * 100 + 1e-6))  # all present
+    with pytest.raises(ValueError, match='face_weight'):
+        KeypointHeadPose(face_weight=2)
+
+
+def test_laplacian_sharpness_formula():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (512, 300, 3), np.uint8)      # longer side already 512: no resize
+    grey = np.round(img @ np.array([0.299, 0.587, 0.114])).astype(np.float64)
+    kernel = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float64)
+    ref = ndimage.convolve(grey, kernel, mode='mirror').var()
+    assert laplacian_sharpness(img) == pytest.approx(ref, rel=2e-3)
+    flat = np.full((64, 64, 3), 90, np.uint8)
+    assert laplacian_sharpness(flat) == 0.0
+    # A region too small to measure falls back to the whole image; a box measures inside it.
+    assert laplacian_sharpness(img, region=[0, 0, 3, 3]) == laplacian_sharpness(img)
+    assert laplacian_sharpness(np.pad(flat, ((0, 64), (0, 0), (0, 0))), region=[0, 0, 64, 64]) == 0.0
+
+
+def test_exposure_stats():
+    img = np.zeros((10, 10, 3), np.uint8)
+    img[:5] = 255
+    out = exposure_stats(img)
+    assert out == pytest.approx(dict(brightness=0.5, dark_fraction=0.5, bright_fraction=0.5))
+    with pytest.raises(ValueError, match='uint8 RGB'):
+        exposure_stats(img[..., 0])
