@@ -3,7 +3,7 @@
 :func:`write_hmr_fixtures` poses the SMPL-X **stand-in** (not SMPL-X; :mod:`posedreamer_mm.body.standin`) a few
 times, renders each body as a shaded image with the numpy reference rasteriser and writes the same kind of bodies
 in each dataset's own file format: BEDLAM label npz + scene image folders, PoseDreamer per-image label files,
-and COCO / MPII / UBody-style keypoint jsons with NeuralAnnot SMPL-X jsons (hands stored relative to the mean
+this project's generated-dataset format (sharded writer), and COCO / MPII / UBody-style keypoint jsons with NeuralAnnot SMPL-X jsons (hands stored relative to the mean
 hand, as NeuralAnnot does). Labels are exact for the images (projected stand-in joints), so the files can also
 check geometry. :func:`hmr_dataset_cfgs` gives ready-to-build dataset configs for them.
 """
@@ -125,6 +125,27 @@ def _write_posedreamer(root: Path, bodies: dict, items: list[dict]) -> dict:
     return dict(label_root=str(root))
 
 
+def _write_generated(root: Path, bodies: dict, items: list[dict]) -> dict:
+    """A generated dataset (sharded writer format) whose rows are the renders and their labels."""
+    from posedreamer_mm.body.sample import BodySample
+    from posedreamer_mm.generation.writer import ShardedDatasetWriter
+    n = len(items)
+    writer = ShardedDatasetWriter(shard_size=max(1, n // 2), save_controls=False)
+    writer.prepare_output(str(root), dict(fingerprint='hmr-fixture', config={}, num_samples=n))
+    for shard in range(writer.num_shards(n)):
+        builder = writer.open_shard(str(root), shard, n)
+        for b in builder.indices:
+            item = items[b]
+            sample = BodySample(id=f'gen_{b:05d}', **_param_rows(bodies, b), focal=item['focal'],
+                                princpt=item['princpt'], img_size=IMG_WH, source='fixture',
+                                joints_3d=item['joints_3d'], joints_2d=item['joints_2d'],
+                                keypoints_coco17=_coco17(item['joints_2d']), bbox=_bbox_xywh(item['joints_2d']))
+            builder.add(b, dict(sample=sample, img=item['img'], seed=b, scores=dict(oks=0.9)))
+        builder.commit()
+    writer.finalize(str(root), n)
+    return dict(data_root=str(root))
+
+
 def _neuralannot(bodies: dict, b: int, item: dict, hands_mean: tuple[np.ndarray, np.ndarray]) -> dict:
     p = _param_rows(bodies, b)
     return dict(smplx_param=dict(
@@ -173,7 +194,8 @@ def write_hmr_fixtures(out_dir: str | os.PathLike, num: int = 4, seed: int = 0,
     """Writes a tiny dataset of each kind under ``out_dir`` (a few seconds).
 
     Args:
-        out_dir: Root (created); sub-folders ``bedlam``, ``posedreamer``, ``coco``, ``mpii``, ``ubody``.
+        out_dir: Root (created); sub-folders ``bedlam``, ``posedreamer``, ``coco``, ``mpii``, ``ubody``,
+            ``generated``.
         num: People (= images) per dataset (one per image).
         seed: Poses, colours.
         smplx_model_dir: SMPL-X model dir used to pose and render; default: a stand-in written to
@@ -181,7 +203,8 @@ def write_hmr_fixtures(out_dir: str | os.PathLike, num: int = 4, seed: int = 0,
 
     Returns:
         ``{'smplx_model_dir': str, 'bodies': {kind: params}, 'bedlam': {label_root, img_root},
-        'posedreamer': {label_root}, 'coco'|'mpii'|'ubody': {ann_file, smplx_file, img_root}}`` (the keyword
+        'posedreamer': {label_root}, 'coco'|'mpii'|'ubody': {ann_file, smplx_file, img_root},
+        'generated': {data_root}}`` (the keyword
         arguments of each dataset, see :func:`hmr_dataset_cfgs`).
     """
     out = Path(out_dir)
@@ -195,7 +218,7 @@ def write_hmr_fixtures(out_dir: str | os.PathLike, num: int = 4, seed: int = 0,
     hands_mean = tuple(m.detach().numpy().reshape(45).astype(np.float32)
                        for m in _file_hand_means(model))
     paths: dict = dict(smplx_model_dir=str(smplx_model_dir), bodies={})
-    for k, kind in enumerate(('bedlam', 'posedreamer', 'coco', 'mpii', 'ubody')):
+    for k, kind in enumerate(('bedlam', 'posedreamer', 'coco', 'mpii', 'ubody', 'generated')):
         bodies = fixture_bodies(num, seed * 10 + k)
         items = _pose_and_render(model, bodies, seed * 10 + k)
         paths['bodies'][kind] = bodies
@@ -204,6 +227,8 @@ def write_hmr_fixtures(out_dir: str | os.PathLike, num: int = 4, seed: int = 0,
             paths[kind] = _write_bedlam(root, bodies, items)
         elif kind == 'posedreamer':
             paths[kind] = _write_posedreamer(root, bodies, items)
+        elif kind == 'generated':
+            paths[kind] = _write_generated(root, bodies, items)
         else:
             paths[kind] = _write_coco_like(root, kind, bodies, items, hands_mean)
     return paths
@@ -227,7 +252,8 @@ def hmr_dataset_cfgs(paths: dict, pipeline: list | None = None, test_mode: bool 
         mpii=dict(type='NeuralAnnotHMRDataset', dataset_name='mpii', keypoint_format='mpii16',
                   smplx_model_path=paths['smplx_model_dir'], **paths['mpii'], **common),
         ubody=dict(type='NeuralAnnotHMRDataset', dataset_name='ubody', smplx_model_path=paths['smplx_model_dir'],
-                   **paths['ubody'], **common))
+                   **paths['ubody'], **common),
+        generated=dict(type='GeneratedHMRDataset', **paths['generated'], **common))
     return cfgs
 
 

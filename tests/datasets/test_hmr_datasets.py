@@ -11,7 +11,7 @@ import pytest
 from posedreamer_mm.registry import DATASETS
 from posedreamer_mm.testing.hmr_fixtures import FOCAL, IMG_WH, hmr_dataset_cfgs
 
-KINDS = ('bedlam', 'posedreamer', 'coco', 'mpii', 'ubody')
+KINDS = ('bedlam', 'posedreamer', 'coco', 'mpii', 'ubody', 'generated')
 LOAD = [dict(type='LoadHMRImage')]
 
 
@@ -43,8 +43,10 @@ def test_data_info_matches_written_labels(hmr_paths, kind):
     assert has['body_pose'] and has['transl']
     assert has['face'] == (kind != 'bedlam')
     assert has['hands'] == (kind != 'ubody')  # the fixture's second UBody person has righthand_valid=False
-    if kind == 'posedreamer':
+    if kind in ('posedreamer', 'generated'):
         assert ds.get_data_info(0)['joints_3d'].shape == (127, 3)
+    if kind == 'generated':
+        assert ds.get_data_info(0)['scores'] == {'oks': 0.9}
 
 
 def test_neuralannot_without_model_marks_hands_unlabelled(hmr_paths):
@@ -126,3 +128,14 @@ def test_image_at_half_resolution_rescales_labels(hmr_paths, tmp_path):
     with pytest.raises(FileNotFoundError, match='different aspect ratio'):
         DATASETS.build(dict(hmr_dataset_cfgs(hmr_paths, pipeline=LOAD, test_mode=True)['posedreamer'],
                             label_root=str(root)))[0]
+
+
+def test_generated_dataset_pickles_for_workers_and_runs_the_pipeline(hmr_paths):
+    import pickle
+    pipeline = [dict(type='LoadHMRImage'), dict(type='HMRBBoxCenterScale'),
+                dict(type='HMRTopdownAffine', input_size=(48, 64)), dict(type='PackHMRInputs')]
+    ds = DATASETS.build(hmr_dataset_cfgs(hmr_paths, pipeline=pipeline)['generated'])
+    clone = pickle.loads(pickle.dumps(ds))
+    out = clone[3]
+    assert out['inputs'].shape == (3, 64, 48)
+    assert out['data_samples'].metainfo['id'] == 'gen_00003'
