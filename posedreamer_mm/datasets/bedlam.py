@@ -59,7 +59,8 @@ class BEDLAMHMRDataset(HMRBaseDataset):
             scene = osp.splitext(osp.basename(sample.meta['file']))[0]
             img_path = osp.join(self.img_root, self.img_subdir.format(scene=scene), sample.meta['imgname'])
             box = None
-            if sample.joints_2d is None and 'center' in sample.meta and 'scale' in sample.meta:
+            has_kpts = sample.joints_2d is not None and len(sample.joints_2d) >= 127
+            if not has_kpts and 'center' in sample.meta and 'scale' in sample.meta:
                 c, half = np.asarray(sample.meta['center'], np.float32), 100.0 * float(sample.meta['scale'])
                 box = np.concatenate([c - half, c + half])
             try:

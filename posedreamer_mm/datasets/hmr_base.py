@@ -81,21 +81,29 @@ def make_data_info(*, img_path: str, sample_id: str, dataset_name: str, focal, p
         gender: Body model of the label.
 
     Raises:
-        ValueError: No usable box (no ``bbox_xyxy`` and fewer than two labelled keypoints).
+        ValueError: No usable box (none given, fewer than two labelled keypoints, or degenerate), a non-positive
+            or non-finite camera, or NaN/inf in a parameter or keypoint (the message names the sample).
     """
     kpts = np.zeros((17, 3), np.float32) if keypoints_coco17 is None else np.asarray(keypoints_coco17, np.float32)
     if bbox_xyxy is None:
         bbox_xyxy = bbox_from_keypoints(kpts)
         if bbox_xyxy is None:
             raise ValueError(f'sample {sample_id!r}: no person box and fewer than two labelled keypoints')
+    focal, princpt = np.asarray(focal, np.float32).reshape(2), np.asarray(princpt, np.float32).reshape(2)
+    if not (np.isfinite(focal).all() and (focal > 0).all() and np.isfinite(princpt).all()):
+        raise ValueError(f'sample {sample_id!r}: bad camera focal={focal.tolist()} princpt={princpt.tolist()}')
+    params = {k: _fit(smplx.get(k, np.zeros(n)), n) for k, n in SMPLX_KEYS.items()}
+    bad = [k for k, v in params.items() if not np.isfinite(v).all()]
+    if bad or not np.isfinite(kpts).all():
+        raise ValueError(f'sample {sample_id!r}: NaN or inf in {bad or "keypoints_coco17"}')
     bbox = np.asarray(bbox_xyxy, np.float32).reshape(4)
     if not np.isfinite(bbox).all() or bbox[2] <= bbox[0] or bbox[3] <= bbox[1]:
         raise ValueError(f'sample {sample_id!r}: degenerate person box {bbox.tolist()} (xyxy)')
     info = dict(
         img_path=img_path, id=str(sample_id), dataset_name=dataset_name, bbox=bbox,
-        focal=np.asarray(focal, np.float32).reshape(2), princpt=np.asarray(princpt, np.float32).reshape(2),
+        focal=focal, princpt=princpt,
         img_shape_full=np.array([int(img_wh[1]), int(img_wh[0])], np.int64),
-        smplx={k: _fit(smplx.get(k, np.zeros(n)), n) for k, n in SMPLX_KEYS.items()},
+        smplx=params,
         has_smplx={k: bool(has_smplx.get(k, False)) for k in HAS_SMPLX_KEYS},
         keypoints_coco17=kpts, gender=str(gender))
     if joints_3d is not None:

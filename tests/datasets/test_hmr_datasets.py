@@ -139,3 +139,19 @@ def test_generated_dataset_pickles_for_workers_and_runs_the_pipeline(hmr_paths):
     out = clone[3]
     assert out['inputs'].shape == (3, 64, 48)
     assert out['data_samples'].metainfo['id'] == 'gen_00003'
+
+
+def test_nan_and_degenerate_labels_are_bad_labels(hmr_paths, tmp_path):
+    coco = json.load(open(hmr_paths['coco']['ann_file']))
+    fits = json.load(open(hmr_paths['coco']['smplx_file']))
+    fits['100']['smplx_param']['shape'][3] = float('nan')
+    coco['annotations'][2]['bbox'] = [10.0, 10.0, 0.0, 40.0]
+    ann, smplx = tmp_path / 'ann.json', tmp_path / 'fits.json'
+    ann.write_text(json.dumps(coco))
+    smplx.write_text(json.dumps(fits).replace('NaN', 'NaN'))
+    cfg = dict(hmr_dataset_cfgs(hmr_paths)['coco'], ann_file=str(ann), smplx_file=str(smplx))
+    ds = DATASETS.build(cfg)
+    assert len(ds) == 2 and len(ds.skipped) == 2
+    assert any('NaN' in reason for _, reason in ds.skipped) and any('degenerate' in r for _, r in ds.skipped)
+    with pytest.raises(ValueError, match='annotation 100'):
+        DATASETS.build(dict(cfg, test_mode=True))
