@@ -73,3 +73,17 @@ def test_wrong_vertex_count_is_an_error(model, metric):
     params = {k: v[0] for k, v in fixture_bodies(1).items()}
     with pytest.raises(ValueError, match='same body model'):
         metric.process({}, [_sample(params, np.zeros((100, 3)), 'x')])
+
+
+def test_hand_and_face_errors_only_where_labelled(model, metric):
+    params = {k: v[0] for k, v in fixture_bodies(1, seed=9).items()}
+    flat = dict(params, left_hand_pose=0 * params['left_hand_pose'], right_hand_pose=0 * params['right_hand_pose'])
+    sample = _sample(params, _verts(model, flat), 'mpii')
+    sample['gt_instances']['has_smplx_hands'] = torch.zeros(1)
+    sample['gt_instances']['has_smplx_face'] = torch.zeros(1)
+    metric.results.clear()
+    metric.process({}, [sample])
+    out = metric.compute_metrics(metric.results)
+    assert 'mpii/pve_mm' in out and not any('hand' in k or 'face' in k for k in out)
+    # Without hand labels the ground-truth mesh has flat hands, like this prediction.
+    assert out['mpii/pve_mm'] < 1e-3

@@ -83,35 +83,42 @@ class SMPLXMeshMetric(BaseMetric):
             self._models[gender] = BODY_MODELS.build(dict(self.body_model_cfg, gender=gender)).eval()
         return self._models[gender]
 
-    def _gt_vertices(self, gt: dict, gender: str) -> np.ndarray:
-        params = {k: torch.as_tensor(_np(gt[f'smplx_{k}']), dtype=torch.float32).reshape(1, -1) for k in _PARAMS}
-        if not _flag(gt, 'has_smplx_hands'):
-            params.pop('left_hand_pose'), params.pop('right_hand_pose')
+    def _gt_vertices(self, gts: list[dict], gender: str) -> np.ndarray:
+        """``(B, V, 3)`` ground-truth meshes of one gender's samples, one batched forward (hands zero = flat where
+        a sample has no hand labels)."""
+        params = {k: torch.as_tensor(np.stack([_np(gt[f'smplx_{k}']).reshape(-1) for gt in gts]),
+                                     dtype=torch.float32) for k in _PARAMS}
+        no_hands = torch.as_tensor([not _flag(gt, 'has_smplx_hands') for gt in gts])
+        for key in ('left_hand_pose', 'right_hand_pose'):
+            params[key][no_hands] = 0.0
         with torch.no_grad():
-            return self._model(gender)(**params).vertices[0].numpy()
+            return self._model(gender)(**params).vertices.numpy()
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
-        """Computes each sample's errors (small dicts are stored, not meshes)."""
-        for sample in data_samples:
-            gt, pred = sample['gt_instances'], sample['pred_instances']
-            name = str(sample.get('dataset_name', 'hmr'))
+        """Computes each sample's errors, batched per gender (small dicts are stored, not meshes)."""
+        by_gender: dict[str, list[int]] = defaultdict(list)
+        rows: list[dict] = []
+        for i, sample in enumerate(data_samples):
+            gt, name = sample['gt_instances'], str(sample.get('dataset_name', 'hmr'))
+            rows.append(dict(dataset_name=name, skipped=True))
             if not all(_flag(gt, k) for k in _NEEDED):
-                self.results.append(dict(dataset_name=name, skipped=True))
                 continue
-            pred_verts = _np(pred['vertices']).reshape(-1, 3)
-            if pred_verts.shape[0] != self.num_verts:
-                raise ValueError(f'sample {sample.get("id")!r}: predicted vertices {pred_verts.shape} but the metric\'s '
-                                 f'body model has {self.num_verts} vertices (same body model for both)')
-            gt_verts = self._gt_vertices(gt, str(sample.get('gender', 'neutral')))
-            errors = smplx_errors_mm(pred_verts[None], gt_verts[None], self.j_regressor, self.hand_ids, self.face_ids,
-                                     self.body_regressor)
-            has_hands, has_face = _flag(gt, 'has_smplx_hands'), _flag(gt, 'has_smplx_face')
-            row = {}
-            for key, value in errors.items():
-                if ('hand' in key and not has_hands) or ('face' in key and not has_face):
-                    continue
-                row[key] = float(value[0])
-            self.results.append(dict(dataset_name=name, skipped=False, errors=row))
+            shape = _np(sample['pred_instances']['vertices']).reshape(-1, 3).shape
+            if shape[0] != self.num_verts:
+                raise ValueError(f'sample {sample.get("id")!r}: predicted vertices {shape} but the metric\'s body '
+                                 f'model has {self.num_verts} vertices (same body model for both)')
+            by_gender[str(sample.get('gender', 'neutral'))].append(i)
+        for gender, index in by_gender.items():
+            gts = [data_samples[i]['gt_instances'] for i in index]
+            pred = np.stack([_np(data_samples[i]['pred_instances']['vertices']).reshape(-1, 3) for i in index])
+            errors = smplx_errors_mm(pred, self._gt_vertices(gts, gender), self.j_regressor, self.hand_ids,
+                                     self.face_ids, self.body_regressor)
+            for b, (i, gt) in enumerate(zip(index, gts)):
+                has_hands, has_face = _flag(gt, 'has_smplx_hands'), _flag(gt, 'has_smplx_face')
+                rows[i] = dict(dataset_name=rows[i]['dataset_name'], skipped=False, errors={
+                    key: float(value[b]) for key, value in errors.items()
+                    if not (('hand' in key and not has_hands) or ('face' in key and not has_face))})
+        self.results.extend(rows)
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         groups: dict[str, list] = defaultdict(list)
