@@ -97,10 +97,19 @@ def run_filter(data_root: str, out_dir: str, stages: list[dict] | None = None, m
                     failures[type(err).__name__] += 1
                     scores_file.write(json.dumps(dict(id=sid, index=i, kept=False, error=str(err))) + '\n')
             if scorer is not None and chunk:
-                for res, det in zip(chunk, scorer.predict_batch([r['img'] for r in chunk])):
-                    res['pose_detections'] = det
+                try:
+                    for res, det in zip(chunk, scorer.predict_batch([r['img'] for r in chunk])):
+                        res['pose_detections'] = det
+                except ValueError:
+                    pass  # a bad sample in the batch: ScorePose scores each one alone and the bad one is counted
             for res in chunk:
-                record = _run_stages(pipeline, names, counts, res)
+                try:
+                    record = _run_stages(pipeline, names, counts, res)
+                except (ValueError, FloatingPointError) as err:   # bad label/image content: skipped and counted
+                    failures[type(err).__name__] += 1
+                    scores_file.write(json.dumps(dict(id=res['id'], index=res['index'], kept=False,
+                                                      error=str(err))) + '\n')
+                    continue
                 scores_file.write(json.dumps(record) + '\n')
                 if 'oks' in record['scores']:
                     oks_values.append(record['scores']['oks'])
@@ -136,18 +145,24 @@ def run_filter(data_root: str, out_dir: str, stages: list[dict] | None = None, m
 
 
 def _run_stages(pipeline: list, names: list[str], counts: dict, results: dict) -> dict:
-    """Runs one sample through the stages; returns its ``scores.jsonl`` record and updates ``counts``."""
-    stage_hit, kept = None, True
+    """Runs one sample through the stages; returns its ``scores.jsonl`` record and updates ``counts``.
+
+    ``counts`` changes only when every stage ran (a sample that raises is counted as a failure, not a drop).
+    """
+    stage_hit, kept, passed = None, True, []
     for name, stage in zip(names, pipeline):
-        counts[name]['entered'] += 1
         out = stage(results)
         if out is None:
-            reason = results.get('drop_reason') or 'dropped'
-            counts[name]['dropped'][reason] += 1
             stage_hit, kept = name, False
             break
-        counts[name]['kept'] += 1
+        passed.append(name)
         results = out
+    for name in passed:
+        counts[name]['entered'] += 1
+        counts[name]['kept'] += 1
+    if stage_hit is not None:
+        counts[stage_hit]['entered'] += 1
+        counts[stage_hit]['dropped'][results.get('drop_reason') or 'dropped'] += 1
     record = dict(id=results['id'], index=results['index'], kept=kept, stage=stage_hit,
                   drop_reason=None if kept else results.get('drop_reason') or 'dropped',
                   scores={k: round(float(v), 6) for k, v in results.get('scores', {}).items()})

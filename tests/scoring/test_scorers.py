@@ -107,3 +107,15 @@ def test_detections_reject_nan_and_round_trip():
     assert back.image_size == (8, 8) and back.scorer == 'x'
     with pytest.raises(ValueError, match='NaN'):
         PoseDetections(np.full((1, 17, 2), np.nan), np.ones((1, 17)), [[0, 0, 1, 1]], [1.0], (8, 8))
+
+
+@pytest.mark.timeout(60)
+def test_mediapipe_scorer_shared_across_threads(mediapipe_scorer):
+    from concurrent.futures import ThreadPoolExecutor
+    from skimage.data import astronaut
+    img = astronaut()
+    ref = mediapipe_scorer(img).keypoints
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda _: mediapipe_scorer(img).keypoints, range(8)))
+    for out in outs:
+        np.testing.assert_allclose(out, ref, atol=1e-3)

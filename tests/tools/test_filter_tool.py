@@ -22,7 +22,8 @@ def load_tool():
 
 @pytest.fixture(scope='module')
 def dataset(tmp_path_factory):
-    """astronaut() with a label it follows, the same with a shifted label, a blank image, a corrupt image."""
+    """astronaut() with a label it follows, the same with a shifted label, a blank image, a corrupt image, a NaN
+    label."""
     pytest.importorskip('mediapipe')
     from skimage.data import astronaut
     from posedreamer_mm.generation.writer import ShardedDatasetWriter
@@ -32,8 +33,11 @@ def dataset(tmp_path_factory):
     good = np.concatenate([seen, np.full((17, 1), 2.0)], 1)
     shifted = good.copy()
     shifted[:, 0] += 45
+    nan_label = good.copy()
+    nan_label[3, 1] = np.nan
     rows = [('astro_good', img, good), ('astro_shifted', img, shifted),
-            ('blank', np.full((512, 512, 3), 128, np.uint8), good), ('astro_corrupt', img, good)]
+            ('blank', np.full((512, 512, 3), 128, np.uint8), good), ('astro_corrupt', img, good),
+            ('astro_nan', img, nan_label)]
     root = tmp_path_factory.mktemp('generated')
     writer = ShardedDatasetWriter(shard_size=2, image_format='png', save_controls=False)
     writer.prepare_output(str(root), dict(fingerprint='filter-tool-test', config={}, num_samples=len(rows)))
@@ -62,16 +66,18 @@ def test_filter_tool_end_to_end(dataset, tmp_path):
     out = dataset / 'filter'
     assert digest(dataset) == before                          # originals untouched
     records = {r['id']: r for r in map(json.loads, (out / 'scores.jsonl').read_text().splitlines())}
-    assert set(records) == {'astro_good', 'astro_shifted', 'blank', 'astro_corrupt'}
+    assert set(records) == {'astro_good', 'astro_shifted', 'blank', 'astro_corrupt', 'astro_nan'}
     assert records['astro_good']['kept'] and records['astro_good']['scores']['oks'] > 0.99
     assert records['astro_good']['match']['index'] == 0 and len(records['astro_good']['detections']['keypoints']) == 1
     assert not records['astro_shifted']['kept'] and records['astro_shifted']['drop_reason'] == 'oks_below_thr'
     assert records['astro_shifted']['stage'] == 'FilterByOKS'
     assert records['blank']['drop_reason'] == 'oks_no_match' and records['blank']['match']['distance'] is None
     assert 'cannot read image' in records['astro_corrupt']['error']
+    assert 'NaN' in records['astro_nan']['error'] and not records['astro_nan']['kept']
     kept = [json.loads(line) for line in (out / 'manifest_filtered.jsonl').read_text().splitlines()]
     assert [k['id'] for k in kept] == ['astro_good'] and (dataset / kept[0]['image']).is_file()
-    assert summary['num_failed'] == 1 and summary['num_kept'] == 1 and summary['num_scored'] == 3
+    assert summary['num_failed'] == 2 and summary['num_kept'] == 1 and summary['num_scored'] == 3
+    assert summary['failures'] == {'ValueError': 2}
     by_stage = {s['stage']: s for s in summary['stage_counts']}
     assert by_stage['ScorePose']['entered'] == 3
     assert by_stage['FilterByOKS']['dropped'] == {'oks_below_thr': 1, 'oks_no_match': 1}
