@@ -23,6 +23,33 @@ from .geometry import DEFAULT_FAR_M, DEFAULT_NEAR_M, check_render_geometry, vali
 from .rasterizer import MeshRasterizer, default_rasterizer
 
 
+#: Whether this process was forked (after this module was imported) from one that may have run torch.
+_FORKED = False
+
+
+def _mark_forked() -> None:
+    global _FORKED
+    _FORKED = True
+
+
+os.register_at_fork(after_in_child=_mark_forked)
+
+
+def torch_safe_after_fork() -> None:
+    """In a forked child, makes torch run its CPU ops on one thread, as torch's own DataLoader workers do.
+
+    A parent that ran a parallel torch op (an SMPL-X forward) leaves an OpenMP thread pool behind; a forked
+    child inherits its state but not its threads, and its next parallel op waits for them forever (a fork
+    ``multiprocessing.Pool`` worker hung in the PNCC colours or a projection). One intra-op thread never enters
+    that pool. Called by the renderers before any torch op; a no-op outside forked children.
+    """
+    global _FORKED
+    if _FORKED:
+        import torch
+        torch.set_num_threads(1)
+        _FORKED = False
+
+
 def to_numpy(x: Any, dtype=np.float64) -> np.ndarray | None:
     """Numpy copy of an array-like or (detached, CPU) torch tensor; ``None`` stays ``None``."""
     if x is None:
@@ -141,6 +168,7 @@ class BaseControlRenderer:
         Raises:
             geometry.GeometryError: a camera or body that cannot be rendered (the message names the values).
         """
+        torch_safe_after_fork()
         verts = to_numpy(vertices, np.float32)
         if verts.ndim != 2:
             raise ValueError(f'render() takes one body (V, 3), got {verts.shape}; loop over a batch')

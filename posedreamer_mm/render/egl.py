@@ -1,6 +1,14 @@
-"""Headless EGL OpenGL contexts, one per process and EGL device, safe across ``fork``; EGL device queries.
+"""Headless EGL OpenGL contexts, one per thread and EGL device, safe across threads and ``fork``; EGL queries.
 
-A context is created on first use (:func:`get_context`) and cached for the process. Forked children (mmengine
+**Threads.** An OpenGL context is current on one thread at a time, and GL objects (framebuffers, vertex
+arrays) belong to their context. So every thread gets its own context per EGL device, created on its first
+render (:func:`get_context`; ~10 ms on llvmpipe) and kept for the thread's life; ``MeshRasterizer`` keeps its
+GL objects per thread too. A render from any thread, one after another or concurrently, therefore equals the
+main thread's render byte for byte (tests/render/test_threads_and_workers.py). A thread whose Python ``ident``
+is reused by a new thread never sees the old thread's context: the context is retired (kept referenced, never
+used). :func:`release_thread_context` frees the calling thread's contexts early (a thread pool that is done).
+
+**Processes.** A context is created on first use and cached for the (thread, process). Forked children (mmengine
 and torch dataloader workers default to ``fork``) inherit the parent's GL state as a copy of its memory but not
 its threads, so they must neither use nor release it:
 
@@ -28,10 +36,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from typing import Any
 
-#: This process's contexts by EGL device index.
-_CONTEXTS: dict[int, Any] = {}
+#: This process's contexts by (thread ident, EGL device index) -> (thread, context).
+_CONTEXTS: dict[tuple[int, int], tuple[threading.Thread, Any]] = {}
+#: Guards _CONTEXTS and _DISPLAYS (threads create contexts concurrently).
+_LOCK = threading.RLock()
 #: EGL displays initialised in this address space, (device index, kind) -> who initialised it and how. Inherited
 #: by forked children, which is how they know which displays they cannot use.
 _DISPLAYS: dict[tuple[int, str], dict[str, Any]] = {}
@@ -66,7 +77,9 @@ def _after_fork_in_child() -> None:
     global _PID
     if _PID == os.getpid():
         return
-    _INHERITED.extend(_CONTEXTS.values())
+    global _LOCK
+    _LOCK = threading.RLock()  # a lock held by a parent thread that does not exist here would never be released
+    _INHERITED.extend(ctx for _, ctx in _CONTEXTS.values())
     _CONTEXTS.clear()
     _PID = os.getpid()
 
@@ -255,14 +268,15 @@ def _create(device_index: int):
 
 
 def get_context(device_index: int | str | None = None):
-    """This process's headless EGL context for one EGL device, created on first use.
+    """The calling thread's headless EGL context for one EGL device, created on first use.
 
     Args:
         device_index: EGL device (see :func:`resolve_device_index`; ``None``: ``$POSEDREAMER_EGL_DEVICE`` or 0).
 
     Returns:
-        A ``moderngl.Context``, current on the calling thread when created (call :func:`make_current` before
-        using it when several contexts exist). A forked child gets its own, never the parent's.
+        A ``moderngl.Context`` of this thread and process, current on the calling thread when created (call
+        :func:`make_current` before using it when several contexts exist). Another thread gets another
+        context; a forked child gets its own, never the parent's.
 
     Raises:
         ForkedContextError: in a forked child that cannot get a working context (see the module docstring).
@@ -270,10 +284,39 @@ def get_context(device_index: int | str | None = None):
     if _PID != os.getpid():  # a fork that bypassed os.register_at_fork (e.g. from C)
         _after_fork_in_child()
     index = resolve_device_index(device_index)
-    ctx = _CONTEXTS.get(index)
-    if ctx is None:
-        ctx = _CONTEXTS[index] = _create(index)
+    thread = threading.current_thread()
+    key = (threading.get_ident(), index)
+    with _LOCK:
+        owner, ctx = _CONTEXTS.get(key, (None, None))
+        if ctx is not None and owner is not thread:  # the ident of a finished thread, reused: never touch it
+            _INHERITED.append(ctx)
+            ctx = None
+        if ctx is None:
+            ctx = _create(index)
+            _CONTEXTS[key] = (thread, ctx)
     return ctx
+
+
+def thread_contexts() -> dict[int, Any]:
+    """The calling thread's contexts by EGL device index (none before its first render)."""
+    ident, thread = threading.get_ident(), threading.current_thread()
+    with _LOCK:
+        return {dev: ctx for (tid, dev), (owner, ctx) in _CONTEXTS.items() if tid == ident and owner is thread}
+
+
+def release_thread_context() -> int:
+    """Releases the calling thread's contexts (a worker thread that is done rendering); returns how many.
+
+    Rasterisers used from this thread must not be used from it again without rebuilding their GL objects, which
+    they do by themselves: their per-thread state notices the new context.
+    """
+    ident, thread = threading.get_ident(), threading.current_thread()
+    released = 0
+    with _LOCK:
+        for key in [k for k, (owner, _) in _CONTEXTS.items() if k[0] == ident and owner is thread]:
+            _CONTEXTS.pop(key)[1].release()
+            released += 1
+    return released
 
 
 def make_current(ctx) -> None:
@@ -314,7 +357,7 @@ def egl_devices(max_devices: int = 16) -> list[dict[str, Any]]:
     found = []
     for index, handle in enumerate(_egl().devices()[:max_devices]):
         entry = dict(index=index, **_device_queries(handle))
-        ctx = _CONTEXTS.get(index) if _PID == os.getpid() else None
+        ctx = thread_contexts().get(index) if _PID == os.getpid() else None
         probe = None
         if ctx is None:
             try:

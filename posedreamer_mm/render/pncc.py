@@ -25,7 +25,7 @@ import numpy as np
 
 from posedreamer_mm.registry import RENDERERS
 
-from .base import BaseControlRenderer, to_numpy
+from .base import BaseControlRenderer, to_numpy, torch_safe_after_fork
 
 #: Colours of body models known by their file, by file, gender and hand-pose parametrisation.
 _COLOR_CACHE: dict[tuple, np.ndarray] = {}
@@ -117,6 +117,7 @@ def canonical_vertices(body_model, pose: str = 'A') -> np.ndarray:
     """
     import torch
     from posedreamer_mm.body.body_model import canonical_body_pose
+    torch_safe_after_fork()
     body_pose = canonical_body_pose(kind=pose)
     param = next(iter(body_model.parameters()), None) if hasattr(body_model, 'parameters') else None
     buf = next(iter(body_model.buffers()), None) if hasattr(body_model, 'buffers') else None
@@ -167,9 +168,14 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 class PNCCRenderer(BaseControlRenderer):
     """PNCC control image (H, W, 3) uint8; ``render()`` adds ``mask`` and metric ``depth`` (same pass).
 
+    The colours are computed when the renderer is built (one SMPL-X forward in the building process, cached
+    per model file), never lazily in a worker: a renderer is then cheap to pickle (the colours, not the body
+    model) and a fork or forkserver worker runs no body-model forward. Thread safe: one renderer may be shared
+    by a thread pool (see ``egl``).
+
     Args:
         body_model: the body model whose canonical A-pose defines the colours: a module, a config dict
-            (``dict(type='SMPLXBodyModel', model_path=...)``) or a model directory. Built lazily.
+            (``dict(type='SMPLXBodyModel', model_path=...)``) or a model directory.
         colors: (V, 3) colours in [0, 1] to use instead of a body model (any mesh).
         pose: canonical pose kind (``body.body_model.canonical_body_pose``).
         with_depth: also return the metric depth and mask of the same rasterisation.
@@ -183,19 +189,18 @@ class PNCCRenderer(BaseControlRenderer):
         super().__init__(**kwargs)
         if body_model is None and colors is None:
             raise ValueError('PNCCRenderer needs a body_model (its canonical pose defines the colours) or colors')
-        self._body_model_cfg = body_model
-        self._body_model = None
-        self._colors = None if colors is None else to_numpy(colors, np.float32)
         self.pose = pose
         self.with_depth = with_depth
+        if colors is None:
+            colors = canonical_pncc_colors(build_body_model(body_model), pose)
+        colors = to_numpy(colors, np.float32)
+        if colors.ndim != 2 or colors.shape[1] != 3 or not np.isfinite(colors).all():
+            raise ValueError(f'PNCC colours must be finite (V, 3) values, got shape {colors.shape}')
+        self._colors = colors
 
     @property
     def colors(self) -> np.ndarray:
-        """(V, 3) float32 PNCC colours (from the body model on first use)."""
-        if self._colors is None:
-            if self._body_model is None:
-                self._body_model = build_body_model(self._body_model_cfg)
-            self._colors = canonical_pncc_colors(self._body_model, self.pose)
+        """(V, 3) float32 PNCC colours (computed when the renderer was built)."""
         return self._colors
 
     def draw(self, vertices, faces, focal, princpt, img_size, joints, planes):

@@ -23,6 +23,7 @@ Conventions (``docs/rendering.md``):
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from collections import OrderedDict
 from typing import Sequence
@@ -132,6 +133,25 @@ def _per_sample(x, batch: int, width: int, name: str) -> np.ndarray:
     return np.broadcast_to(a, (batch, width))
 
 
+class _GLState:
+    """One thread's GL objects of a rasteriser: its context and what was made in it (never shared)."""
+
+    def __init__(self, ctx, thread: threading.Thread) -> None:
+        self.ctx, self.thread, self.pid = ctx, thread, os.getpid()
+        self.programs: dict = {}
+        self.fbos: OrderedDict = OrderedDict()  # (size, with_normal) -> (framebuffer, attachments), LRU order
+        self.buffers: dict = {}
+        self.vao = None
+        self.vao_key = None
+        self.faces = None
+        self.num_indices = 0
+
+    def objects(self) -> list:
+        """Every GL object made here except the (shared per-thread) context."""
+        fbos = [o for fbo, atts in self.fbos.values() for o in (fbo, *atts)]
+        return [*fbos, *self.buffers.values(), *self.programs.values(), self.vao]
+
+
 class MeshRasterizer:
     """Renders triangle meshes with vertex attributes into numpy arrays (no MSAA, no culling, z-buffered).
 
@@ -139,130 +159,141 @@ class MeshRasterizer:
     written to the vertex buffers; framebuffers are cached per image size and output set, the
     ``max_framebuffers`` most recently used ones (older ones are released).
 
+    Thread safe: GL objects belong to a context, and a context to a thread (``egl.get_context`` gives each thread
+    its own), so each thread that renders gets its own set of GL objects here. One rasteriser can be shared by a
+    thread pool; renders are byte-identical to the main thread's.
+
     Fork and pickle safe: GL objects belong to the process that made them. A forked child drops the ones it
     inherited without touching them (``os.register_at_fork`` plus a pid check) and makes its own on first use;
     pickling (``spawn`` workers) drops them too, and the copy rebuilds them lazily.
 
     Args:
-        near: near clipping distance in metres (surface closer than this is cut).
-        far: far clipping distance in metres.
+        near: near clipping distance in metres (surface closer than this is cut), unless a render passes
+            ``planes``.
+        far: far clipping distance in metres, likewise.
         device_index: EGL device (see ``egl.resolve_device_index``: an index, ``'cuda:N'`` or None).
         color_dtype: ``'f1'`` (uint8 colours, rounded by GL) or ``'f4'`` (float32 colours).
-        max_framebuffers: framebuffers kept (one per image size and output set). Six hold a generation run's
-            working set: the crop with and without normals plus the skeleton's 64/128 px face windows.
+        max_framebuffers: framebuffers kept per thread (one per image size and output set). Six hold a
+            generation run's working set: the crop with and without normals plus the skeleton's 64/128 px face
+            windows.
     """
 
     def __init__(self, near: float = 0.01, far: float = 100.0, device_index: int | str | None = None,
                  color_dtype: str = 'f1', max_framebuffers: int = 6) -> None:
         if color_dtype not in ('f1', 'f4'):
             raise ValueError(f"color_dtype must be 'f1' or 'f4', got {color_dtype!r}")
+        if not (0 < float(near) < float(far) < np.inf):
+            raise ValueError(f'clip planes must satisfy 0 < near < far < inf, got near={near}, far={far}')
         self.near, self.far = float(near), float(far)
         self.device_index = device_index
         self.color_dtype = color_dtype
         self.max_framebuffers = max(1, int(max_framebuffers))
-        self._reset_gl()
+        self._states: dict[int, _GLState] = {}
+        self._lock = threading.Lock()
         _LIVE.add(self)
 
-    def _reset_gl(self) -> None:
-        self._ctx = None
-        self._pid = None
-        self._programs = {}
-        self._fbos: OrderedDict = OrderedDict()  # (size, with_normal) -> (framebuffer, attachments), LRU order
-        self._buffers = {}
-        self._vao = None
-        self._vao_key = None
-        self._faces = None
-        self._num_indices = 0
-
-    def _gl_objects(self) -> list:
-        fbos = [o for fbo, atts in self._fbos.values() for o in (fbo, *atts)]
-        return [*fbos, *self._buffers.values(), *self._programs.values(), self._vao, self._ctx]
+    def _state(self) -> _GLState:
+        """The calling thread's GL objects in this process (made on first use; stale ones are parked)."""
+        ctx = get_context(self.device_index)
+        ident, thread = threading.get_ident(), threading.current_thread()
+        with self._lock:
+            if any(st.pid != os.getpid() for st in self._states.values()):
+                self._drop_inherited()
+            st = self._states.get(ident)
+            if st is not None and (st.thread is not thread or st.ctx is not ctx):
+                # A finished thread's ident reused, or this thread's context was released: never touch them.
+                keep_inherited(self._states.pop(ident).objects())
+                st = None
+            if st is None:
+                st = self._states[ident] = _GLState(ctx, thread)
+        return st
 
     def _drop_inherited(self) -> None:
         """Forgets GL objects made by another process (a fork's parent) without calling into GL."""
-        keep_inherited(self._gl_objects())
-        self._reset_gl()
+        for st in self._states.values():
+            keep_inherited([*st.objects(), st.ctx])
+        self._states = {}
 
     @property
     def ctx(self):
-        """This process's GL context (a forked child never gets its parent's)."""
-        if self._pid != os.getpid():
-            if self._pid is not None:
-                self._drop_inherited()
-            self._ctx = get_context(self.device_index)
-            self._pid = os.getpid()
-        return self._ctx
+        """The calling thread's GL context (a forked child never gets its parent's, another thread never this
+        thread's)."""
+        return self._state().ctx
+
+    @property
+    def _fbos(self) -> OrderedDict:
+        """The calling thread's framebuffer cache (tests inspect it)."""
+        return self._state().fbos
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.update(_ctx=None, _pid=None, _programs={}, _fbos=OrderedDict(), _buffers={}, _vao=None, _vao_key=None,
-                     _faces=None, _num_indices=0)
+        state.update(_states={}, _lock=None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self._lock = threading.Lock()
         _LIVE.add(self)
 
-    # --- GL object caches --------------------------------------------------------------------------------
-    def _program(self, with_normal: bool):
-        if with_normal not in self._programs:
+    # --- GL object caches (of one thread's state) ---------------------------------------------------------
+    def _program(self, st: _GLState, with_normal: bool):
+        if with_normal not in st.programs:
             frag = _FRAGMENT_SHADER.replace('#version 330', '#version 330\n#define WITH_NORMAL' if with_normal
                                             else '#version 330', 1)
-            self._programs[with_normal] = self.ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=frag)
-        return self._programs[with_normal]
+            st.programs[with_normal] = st.ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=frag)
+        return st.programs[with_normal]
 
-    def _fbo(self, size: tuple[int, int], with_normal: bool):
+    def _fbo(self, st: _GLState, size: tuple[int, int], with_normal: bool):
         key = (size, with_normal)
-        if key in self._fbos:
-            self._fbos.move_to_end(key)
-            return self._fbos[key][0]
-        ctx = self.ctx
+        if key in st.fbos:
+            st.fbos.move_to_end(key)
+            return st.fbos[key][0]
+        ctx = st.ctx
         attachments = [ctx.renderbuffer(size, components=4, dtype=self.color_dtype),
                        ctx.renderbuffer(size, components=1, dtype='f4')]
         if with_normal:
             attachments.append(ctx.renderbuffer(size, components=4, dtype='f4'))
         attachments.append(ctx.depth_renderbuffer(size))
         fbo = ctx.framebuffer(color_attachments=attachments[:-1], depth_attachment=attachments[-1])
-        self._fbos[key] = (fbo, attachments)
-        while len(self._fbos) > self.max_framebuffers:  # e.g. size=None over images of many sizes
-            old, old_attachments = self._fbos.popitem(last=False)[1]
+        st.fbos[key] = (fbo, attachments)
+        while len(st.fbos) > self.max_framebuffers:  # e.g. size=None over images of many sizes
+            old, old_attachments = st.fbos.popitem(last=False)[1]
             for obj in (old, *old_attachments):
                 obj.release()
         return fbo
 
-    def _buffer(self, name: str, data: np.ndarray):
+    def _buffer(self, st: _GLState, name: str, data: np.ndarray):
         data = np.ascontiguousarray(data, dtype=np.uint32 if name == 'index' else np.float32)
-        buf = self._buffers.get(name)
+        buf = st.buffers.get(name)
         if buf is None or buf.size != data.nbytes:
             if buf is not None:
                 buf.release()
-            buf = self._buffers[name] = self.ctx.buffer(data.tobytes(), dynamic=True)
-            self._vao_key = None  # VAOs bind buffer objects: rebuild
+            buf = st.buffers[name] = st.ctx.buffer(data.tobytes(), dynamic=True)
+            st.vao_key = None  # VAOs bind buffer objects: rebuild
         else:
             buf.write(data)
         return buf
 
-    def _set_faces(self, faces: np.ndarray) -> None:
+    def _set_faces(self, st: _GLState, faces: np.ndarray) -> None:
         faces = np.asarray(faces)
-        if self._faces is None or self._faces.shape != faces.shape or not np.array_equal(self._faces, faces):
-            self._faces = faces.copy()
-            self._buffer('index', faces.reshape(-1))
-            self._num_indices = faces.size
+        if st.faces is None or st.faces.shape != faces.shape or not np.array_equal(st.faces, faces):
+            st.faces = faces.copy()
+            self._buffer(st, 'index', faces.reshape(-1))
+            st.num_indices = faces.size
 
-    def _bind(self, with_normal: bool):
-        key = (with_normal, id(self._buffers['index']), id(self._buffers['pos']), id(self._buffers['color']),
-               id(self._buffers.get('normal')))
-        if self._vao_key != key:
-            prog = self._program(with_normal)
-            content = [(self._buffers['pos'], '3f', 'in_pos'), (self._buffers['color'], '3f', 'in_color')]
+    def _bind(self, st: _GLState, with_normal: bool):
+        key = (with_normal, id(st.buffers['index']), id(st.buffers['pos']), id(st.buffers['color']),
+               id(st.buffers.get('normal')))
+        if st.vao_key != key:
+            prog = self._program(st, with_normal)
+            content = [(st.buffers['pos'], '3f', 'in_pos'), (st.buffers['color'], '3f', 'in_color')]
             if with_normal:
-                content.append((self._buffers['normal'], '3f', 'in_normal'))
-            if self._vao is not None:
-                self._vao.release()
-            self._vao = self.ctx.vertex_array(prog, content, index_buffer=self._buffers['index'],
-                                              index_element_size=4)
-            self._vao_key = key
-        return self._vao
+                content.append((st.buffers['normal'], '3f', 'in_normal'))
+            if st.vao is not None:
+                st.vao.release()
+            st.vao = st.ctx.vertex_array(prog, content, index_buffer=st.buffers['index'], index_element_size=4)
+            st.vao_key = key
+        return st.vao
 
     # --- rendering -----------------------------------------------------------------------------------------
     def render(self, vertices: np.ndarray, faces: np.ndarray, focal, princpt, img_size: Sequence[int],
@@ -318,14 +349,15 @@ class MeshRasterizer:
         cols = None if colors is None else np.asarray(colors, dtype=np.float32).reshape(-1, nv, 3)
         nrms = None if normals is None else np.asarray(normals, dtype=np.float32).reshape(-1, nv, 3)
 
-        ctx = self.ctx
+        st = self._state()
+        ctx = st.ctx
         make_current(ctx)  # another context (another device, a probe) may be current on this thread
-        fbo = self._fbo((w, h), with_normal)
-        self._set_faces(faces)
+        fbo = self._fbo(st, (w, h), with_normal)
+        self._set_faces(st, faces)
         if cols is None:
-            self._buffer('color', np.ones((nv, 3), np.float32))
+            self._buffer(st, 'color', np.ones((nv, 3), np.float32))
         elif len(cols) == 1:
-            self._buffer('color', cols[0])
+            self._buffer(st, 'color', cols[0])
         np_dtype = np.uint8 if self.color_dtype == 'f1' else np.float32
         # The mask comes from depth > 0 when depth is read, else from the colour's alpha. RGB is read straight
         # into the output when alpha is not needed (cheaper than RGBA plus a strided copy).
@@ -340,20 +372,20 @@ class MeshRasterizer:
         ctx.viewport = (0, 0, w, h)
         ctx.disable(ctx.CULL_FACE | ctx.BLEND)
         ctx.enable(ctx.DEPTH_TEST)
-        prog = self._program(with_normal)
+        prog = self._program(st, with_normal)
         for i in range(b):
-            self._buffer('pos', verts[i])
+            self._buffer(st, 'pos', verts[i])
             if cols is not None and len(cols) > 1:
-                self._buffer('color', cols[i])
+                self._buffer(st, 'color', cols[i])
             if with_normal:
                 n = nrms[0 if len(nrms) == 1 else i] if nrms is not None else vertex_normals(verts[i], faces)
-                self._buffer('normal', n)
+                self._buffer(st, 'normal', n)
             xy, z = projection_coefficients(focal[i], princpt[i], (w, h), near, far)
             prog['proj_xy'].value = xy
             prog['proj_z'].value = z
-            vao = self._bind(with_normal)
+            vao = self._bind(st, with_normal)
             fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
-            vao.render(mode=ctx.TRIANGLES, vertices=self._num_indices)
+            vao.render(mode=ctx.TRIANGLES, vertices=st.num_indices)
             if rgba is not None:
                 fbo.read_into(rgba[i], components=n_col, attachment=0, dtype=self.color_dtype, alignment=1)
             if depth is not None:
@@ -372,28 +404,36 @@ class MeshRasterizer:
         return out if batched else {k: v[0] for k, v in out.items()}
 
     def release(self) -> None:
-        """Frees this rasteriser's GL objects (the shared context stays); a forked child only forgets them."""
-        if self._pid != os.getpid():
-            self._drop_inherited()
+        """Frees the calling thread's GL objects of this rasteriser (the thread's context stays); other threads'
+        objects are left to them (a thread cannot release another's). A forked child only forgets them."""
+        with self._lock:
+            if any(st.pid != os.getpid() for st in self._states.values()):
+                self._drop_inherited()
+                return
+            st = self._states.pop(threading.get_ident(), None)
+        if st is None:
             return
-        if self._ctx is None:
+        if st.thread is not threading.current_thread():
+            keep_inherited(st.objects())
             return
-        make_current(self._ctx)
-        for obj in self._gl_objects()[:-1]:
+        make_current(st.ctx)
+        for obj in st.objects():
             if obj is not None:
                 obj.release()
-        self._reset_gl()
 
 
 #: Every live rasteriser, so a forked child can drop what they inherited.
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 _DEFAULT: dict[tuple, MeshRasterizer] = {}
+_DEFAULT_LOCK = threading.Lock()
 
 
 def _after_fork_in_child() -> None:
     for rast in list(_LIVE):
-        if rast._pid is not None and rast._pid != os.getpid():
-            rast._drop_inherited()
+        rast._lock = threading.Lock()  # a parent thread may have held it at the fork
+        rast._drop_inherited()
+    global _DEFAULT_LOCK
+    _DEFAULT_LOCK = threading.Lock()
     keep_inherited(_DEFAULT.values())
     _DEFAULT.clear()
 
@@ -405,6 +445,7 @@ def default_rasterizer(near: float = 0.01, far: float = 100.0, device_index: int
                        color_dtype: str = 'f1') -> MeshRasterizer:
     """A process-wide rasteriser per settings, so renderers built from configs share GL objects."""
     key = (os.getpid(), near, far, device_index, color_dtype)
-    if key not in _DEFAULT:
-        _DEFAULT[key] = MeshRasterizer(near, far, device_index, color_dtype)
-    return _DEFAULT[key]
+    with _DEFAULT_LOCK:
+        if key not in _DEFAULT:
+            _DEFAULT[key] = MeshRasterizer(near, far, device_index, color_dtype)
+        return _DEFAULT[key]
