@@ -1,4 +1,4 @@
-"""SMPLXMeshMetric: GT meshes from GT parameters through its own body model, per-dataset keys, skip counting."""
+"""HMRMetric: GT meshes from GT parameters through its own body model, per-dataset keys, skip counting."""
 import numpy as np
 import pytest
 import torch
@@ -27,7 +27,7 @@ def hmr_paths(standin_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def metric(standin_model_dir):
-    return METRICS.build(dict(type='SMPLXMeshMetric',
+    return METRICS.build(dict(type='HMRMetric',
                               body_model=dict(type='SMPLXBodyModel', model_path=str(standin_model_dir))))
 
 

@@ -37,7 +37,7 @@ def _flag(gt: dict, key: str) -> bool:
 
 
 @METRICS.register_module()
-class SMPLXMeshMetric(BaseMetric):
+class HMRMetric(BaseMetric):
     """SMPLer-X-protocol mesh errors in millimetres, reported per ``dataset_name``.
 
     Keys: ``<dataset>/pve_mm``, ``pa_pve_mm``, ``mpjpe_mm``, ``pa_mpjpe_mm`` (body joints), ``mpjpe_hand_mm``,
@@ -131,7 +131,7 @@ class SMPLXMeshMetric(BaseMetric):
             kept = [r['errors'] for r in rows if not r['skipped']]
             skipped = len(rows) - len(kept)
             if skipped:
-                print_log(f'SMPLXMeshMetric: {name}: skipped {skipped} sample(s) without SMPL-X ground truth',
+                print_log(f'HMRMetric: {name}: skipped {skipped} sample(s) without SMPL-X ground truth',
                           logger='current', level=logging.WARNING)
             metrics[f'{name}/num_samples'] = float(len(kept))
             metrics[f'{name}/num_skipped'] = float(skipped)
