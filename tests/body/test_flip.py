@@ -1,12 +1,13 @@
 """body/flip.py: the mirror and roll of SMPL-X bodies, checked against body-model forwards.
 
 The mirror is exact only for a left/right-symmetric body model. The stand-in's template and skinning weights are
-mirror-symmetric (asserted below), but it has two measured asymmetries: its pelvis sits 3.1 mm off the mirror
-plane (copied from the real SMPL-X) and the ear keypoint vertices ``smplx.vertex_ids`` picks (6 and 616) are not
-mirror twins (16.7 mm); its 51 face landmarks are not placed symmetrically either (not used by COCO-17). The test keeps the pelvis offset (the translation formula must absorb it exactly) and
-symmetrises everything else in a copy of the stand-in: the other joint regressor rows, the shape and expression
-directions, and the right ear vertex
-(swapped with the left ear's mirror twin). With that the flipped body must equal the mirrored body to float precision.
+mirror-symmetric (asserted below), but it has measured asymmetries: its pelvis sits 3.1 mm off the mirror plane
+(copied from the real SMPL-X), the ear keypoint vertices ``smplx.vertex_ids`` picks (6 and 616) are not mirror
+twins (16.7 mm), and its 51 face landmarks are not placed symmetrically (COCO-17 does not use them). The test
+keeps the pelvis offset (the translation formula must absorb it exactly) and symmetrises everything else in a
+copy of the stand-in: the other joint regressor rows, the shape and expression directions, and the right ear
+vertex (swapped with the left ear's mirror twin). With that the flipped body must equal the mirrored body to
+float precision.
 """
 import numpy as np
 import pytest
