@@ -153,9 +153,27 @@ def test_filter_by_image_quality():
         TRANSFORMS.build(dict(type='FilterByImageQuality', min_aesthetic=5.0))
 
 
+def test_stored_scores_in_dataset_pipelines():
+    """Without ScorePose (an HMR dataset pipeline), the pose filters threshold the scores stored with the data."""
+    oks = TRANSFORMS.build(dict(type='FilterByOKS', thr=0.85))
+    assert oks(dict(scores=dict(oks=0.85))) is not None                                        # tie kept
+    res = dict(scores=dict(oks=0.84))
+    assert oks(res) is None and res['drop_reason'] == 'oks_below_thr'
+    count = TRANSFORMS.build(dict(type='FilterByPersonCount', max_people=4))
+    assert count(dict(scores=dict(num_people=4.0))) is not None
+    assert count(dict(scores=dict(num_people=5.0))) is None
+    head = TRANSFORMS.build(dict(type='FilterByHeadPose', max_diff=1.0))
+    assert head(dict(scores=dict(head_facing_diff=1.0, head_facing_label=-1.0))) is not None
+    res = dict(scores=dict(head_facing_diff=1.8, head_facing_label=-1.0))
+    assert head(res) is None and res['drop_reason'] == 'head_pose_mismatch'
+    assert head(dict(scores=dict(head_facing_label=-1.0))) is not None       # stored unmatched: kept
+    with pytest.raises(ValueError, match='nan'):
+        oks(dict(scores=dict(oks=float('nan'))))
+
+
 def test_missing_inputs_name_the_key():
     for t in ('FilterByOKS', 'FilterByPersonCount', 'FilterByHeadPose'):
-        with pytest.raises(KeyError, match='ScorePose first'):
+        with pytest.raises(KeyError, match='ScorePose first.*stored'):
             TRANSFORMS.build(dict(type=t))(dict(img=np.zeros((4, 4, 3), np.uint8), keypoints_coco17=label(FRONT, 2)))
     with pytest.raises(KeyError, match='keypoints_coco17'):
         TRANSFORMS.build(dict(type='ScorePose', scorer=dict(type='MediaPipeScorer')))(dict(img=np.zeros((4, 4, 3))))

@@ -51,6 +51,26 @@ def test_matches_pycocotools_on_random_images():
         np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6)
 
 
+def test_zero_visibility_and_out_of_image_against_pycocotools():
+    """Named cases: a ground truth with no labelled keypoint (COCO's 3x-box ignore region), predictions inside,
+    partly outside and far outside that region, and keypoints outside a 100x100 image on both sides."""
+    gt = np.zeros((3, 17, 3))
+    gt[0, :, :2] = 50.0                                    # all unlabelled, box (40, 40, 20, 20)
+    gt[1, :, :2] = np.linspace(-30, 130, 17)[:, None]      # labelled, half of it outside the image
+    gt[1, :, 2] = 2
+    gt[2, :, :2] = 60.0
+    gt[2, ::2, 2] = 1                                      # every other keypoint labelled
+    boxes = np.array([[40, 40, 20, 20], [-30, -30, 160, 160], [50, 50, 20, 20]], np.float64)
+    areas = np.array([400.0, 160.0 * 160.0, 300.0])
+    dt = np.stack([np.full((17, 2), 50.0), np.tile([90.0, 50.0], (17, 1)), np.full((17, 2), -500.0),
+                   np.linspace(-30, 130, 17)[:, None] * np.ones((1, 2)) + 2.0])
+    dt = np.concatenate([dt, np.ones((4, 17, 1))], -1)   # pycocotools reads x, y, v triplets
+    ours = keypoint_oks(gt, areas, dt, gt_bboxes=boxes)
+    ref = reference_oks(gt, areas, boxes, dt)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6)
+    assert ours[0, 0] == 1.0 and 0 < ours[1, 0] < 1 and ours[2, 0] == 0.0   # inside / partly / far outside
+
+
 def test_batched_equals_per_image():
     rng = np.random.default_rng(1)
     images = [random_image(rng, 3, 2) for _ in range(16)]

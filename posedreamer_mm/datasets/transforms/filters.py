@@ -11,6 +11,10 @@ result, so OKS, person count and head pose never re-run the estimator::
         dict(type='FilterByImageQuality'),
     ]
 
+In a dataset pipeline (e.g. ``GeneratedHMRDataset``, whose items carry the ``scores`` the generator or
+``tools/filter.py`` stored), the pose filters without a ``ScorePose`` before them threshold the stored score
+instead (``oks``, ``num_people``, ``head_facing_diff``), so training never re-runs the estimator.
+
 Each filter records what it measured in ``results['scores']`` and, when it drops a sample, sets
 ``results['drop_reason']`` (a short stable code, listed per class) right before returning ``None``
 (docs/conventions.md). Thresholds are inclusive on the keeping side: a value equal to a threshold is kept.
@@ -33,10 +37,22 @@ def _build(cfg):
     return SCORERS.build(cfg) if isinstance(cfg, dict) else cfg
 
 
-def _require(results: dict, key: str, who: str, hint: str = '') -> object:
+def _require(results: dict, key: str, who: str) -> object:
     if key not in results:
-        raise KeyError(f'{who} needs results[{key!r}]{hint}; present keys: {sorted(results)}')
+        raise KeyError(f'{who} needs results[{key!r}]; present keys: {sorted(results)}')
     return results[key]
+
+
+def _stored(results: dict, key: str, who: str) -> float:
+    """A score stored by an earlier run (``results['scores'][key]``), when no ``ScorePose`` ran in this pipeline."""
+    scores = results.get('scores') or {}
+    if key not in scores:
+        raise KeyError(f"{who} needs results['pose_match'] (put ScorePose first) or a stored scores[{key!r}] "
+                       f'(from a generated dataset\'s metadata); scores present: {sorted(scores)}')
+    value = float(scores[key])
+    if not np.isfinite(value):
+        raise ValueError(f'{who}: stored scores[{key!r}] is {value}')
+    return value
 
 
 def _drop(results: dict, reason: str) -> None:
@@ -96,7 +112,7 @@ class FilterByPersonCount(BaseTransform):
     ``>= keypoint_thr``. Use a multi-person scorer (``MMPoseScorer``); ``MediaPipeScorer`` finds one person at most.
 
     Required Keys:
-        - pose_detections (from ``ScorePose``)
+        - pose_detections (from ``ScorePose``), or a stored ``scores['num_people']``
 
     Modified Keys:
         - scores: adds ``num_people``.
@@ -118,9 +134,13 @@ class FilterByPersonCount(BaseTransform):
         self.bbox_thr, self.keypoint_thr, self.min_keypoints = bbox_thr, keypoint_thr, min_keypoints
 
     def transform(self, results: dict) -> dict | None:
-        dets: PoseDetections = _require(results, 'pose_detections', 'FilterByPersonCount', ': put ScorePose first')
-        counted = (dets.bbox_scores >= self.bbox_thr) & (dets.num_confident(self.keypoint_thr) >= self.min_keypoints)
-        n = int(counted.sum())
+        dets: PoseDetections | None = results.get('pose_detections')
+        if dets is None:
+            n = int(_stored(results, 'num_people', 'FilterByPersonCount'))
+        else:
+            counted = ((dets.bbox_scores >= self.bbox_thr)
+                       & (dets.num_confident(self.keypoint_thr) >= self.min_keypoints))
+            n = int(counted.sum())
         results.setdefault('scores', {})['num_people'] = float(n)
         if n > self.max_people:
             return _drop(results, 'too_many_people')
@@ -141,7 +161,7 @@ class FilterByOKS(BaseTransform):
     the label as prediction; no matched person means OKS 0.
 
     Required Keys:
-        - pose_match (from ``ScorePose``)
+        - pose_match (from ``ScorePose``), or a stored ``scores['oks']``
 
     Modified Keys:
         - scores: ``oks``.
@@ -157,11 +177,12 @@ class FilterByOKS(BaseTransform):
         self.thr = thr
 
     def transform(self, results: dict) -> dict | None:
-        match: LabelMatch = _require(results, 'pose_match', 'FilterByOKS', ': put ScorePose first')
-        results.setdefault('scores', {})['oks'] = match.oks
-        if match.oks >= self.thr:
+        match: LabelMatch | None = results.get('pose_match')
+        oks = match.oks if match is not None else _stored(results, 'oks', 'FilterByOKS')
+        results.setdefault('scores', {})['oks'] = oks
+        if oks >= self.thr:
             return results
-        return _drop(results, 'oks_no_match' if match.index is None else 'oks_below_thr')
+        return _drop(results, 'oks_no_match' if match is not None and match.index is None else 'oks_below_thr')
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(thr={self.thr})'
@@ -176,7 +197,8 @@ class FilterByHeadPose(BaseTransform):
     ``max_diff``. Samples without a matched person are kept (the OKS filter decides about them).
 
     Required Keys:
-        - img, keypoints_coco17, pose_detections, pose_match (from ``ScorePose``)
+        - img, keypoints_coco17, pose_detections, pose_match (from ``ScorePose``); without them a stored
+          ``scores['head_facing_diff']`` is thresholded (and a sample stored without one, i.e. unmatched, kept)
 
     Modified Keys:
         - scores: ``head_facing_label``; with a match also ``head_facing_image`` and ``head_facing_diff``.
@@ -194,8 +216,15 @@ class FilterByHeadPose(BaseTransform):
         self.max_diff = max_diff
 
     def transform(self, results: dict) -> dict | None:
-        match: LabelMatch = _require(results, 'pose_match', 'FilterByHeadPose', ': put ScorePose first')
+        match: LabelMatch | None = results.get('pose_match')
         scores = results.setdefault('scores', {})
+        if match is None:
+            if 'head_facing_diff' not in scores and 'head_facing_label' not in scores:
+                _stored(results, 'head_facing_diff', 'FilterByHeadPose')   # raises: nothing to decide on
+            if 'head_facing_diff' in scores and _stored(results, 'head_facing_diff', 'FilterByHeadPose') \
+                    > self.max_diff:
+                return _drop(results, 'head_pose_mismatch')
+            return results
         scores['head_facing_label'] = label = self.head_pose.label_facing(
             _require(results, 'keypoints_coco17', 'FilterByHeadPose'))
         if match.index is None:
