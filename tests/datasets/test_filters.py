@@ -29,11 +29,11 @@ def dets(people, scores, bbox_scores=None):
     scores = np.broadcast_to(np.asarray(scores, np.float64), (len(people), 17))
     boxes = np.concatenate([people.min(1) - 10, people.max(1) + 10], -1)
     return PoseDetections(people, scores, boxes, np.ones(len(people)) if bbox_scores is None else bbox_scores,
-                          (200, 300), 'test')
+                          (200, 300), 'mediapipe')
 
 
 def scored(detections, label_kpts, img=None):
-    """Runs ScorePose on precomputed detections (the batched-caller path); the scorer itself is not called."""
+    """Runs ScorePose on precomputed detections (the batched-caller path: same scorer name, so not re-run)."""
     score = TRANSFORMS.build(dict(type='ScorePose', scorer=dict(type='MediaPipeScorer')))
     results = dict(img=np.zeros((300, 200, 3), np.uint8) if img is None else img, keypoints_coco17=label_kpts,
                    pose_detections=detections)
@@ -56,6 +56,14 @@ def test_score_pose_with_mediapipe_on_a_photograph():
     out = score(dict(img=img, keypoints_coco17=bad))
     assert out['scores']['oks'] < 0.85
     assert keep(out) is None and out['drop_reason'] == 'oks_below_thr'
+
+
+def test_score_pose_reruns_on_another_scorers_detections():
+    pytest.importorskip('mediapipe')
+    other = dets(FRONT, 0.9)
+    other.scorer = 'mmpose'
+    res = scored(other, label(FRONT, 2))                    # a blank image: mediapipe itself finds nobody
+    assert len(res['pose_detections']) == 0 and res['pose_detections'].scorer == 'mediapipe'
 
 
 def test_filter_by_oks_tie_and_no_match():
@@ -86,7 +94,7 @@ def test_filter_by_person_count():
     res = scored(dets(people, scores, bbox_scores=np.array([.9, .9, .9, .4, .9])), label(FRONT, 2))
     assert f(res) is res and res['scores']['num_people'] == 4
     g = TRANSFORMS.build(dict(type='FilterByPersonCount', min_people=1))
-    res = scored(PoseDetections.empty((200, 300)), label(FRONT, 2))
+    res = scored(PoseDetections.empty((200, 300), 'mediapipe'), label(FRONT, 2))
     assert g(res) is None and res['drop_reason'] == 'too_few_people'
 
 

@@ -70,7 +70,8 @@ class ScorePose(BaseTransform):
 
     Added Keys:
         - pose_detections (:class:`~posedreamer_mm.scoring.base.PoseDetections`): everyone the scorer found. A
-          caller that scored images in batches may set it beforehand; it is then used as is.
+          caller that scored images in batches with the same scorer may set it beforehand; detections whose
+          ``scorer`` name is this scorer's are then used as is.
         - pose_match (:class:`~posedreamer_mm.scoring.matching.LabelMatch`): the matched person, its OKS, or why
           nothing matched.
 
@@ -91,7 +92,7 @@ class ScorePose(BaseTransform):
         img = _require(results, 'img', 'ScorePose')
         label = _require(results, 'keypoints_coco17', 'ScorePose')
         dets = results.get('pose_detections')
-        if not isinstance(dets, PoseDetections):
+        if not isinstance(dets, PoseDetections) or dets.scorer != self.scorer.name:
             dets = self.scorer(img)
         results['pose_detections'] = dets
         match = match_label(dets, label, self.keypoint_thr, self.min_keypoints)
