@@ -62,6 +62,22 @@ def _check_checkpoint(path, what: str) -> str:
     return path
 
 
+def _check_weights_cover(model, path: str, what: str) -> None:
+    """Raises if the checkpoint left any model weight unset.
+
+    mmengine's ``load_checkpoint`` (used by ``init_detector``/``init_model``) is not strict: a checkpoint of another
+    architecture only logs a warning and leaves random weights, which would score every image with noise.
+    """
+    from mmengine.runner import CheckpointLoader
+    ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
+    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    missing = [k for k in model.state_dict() if k not in state and not k.endswith('num_batches_tracked')]
+    if missing:
+        raise ValueError(f'{what} checkpoint {path} does not fit the {what} config: {len(missing)} weights missing '
+                         f'(e.g. {missing[:3]}); is it the checkpoint of another model?')
+
+
 @SCORERS.register_module()
 class MMPoseScorer(BasePoseScorer):
     """Top-down 2D pose scoring: mmdet person boxes, then an mmpose estimator on each box. Multi-person.
@@ -120,18 +136,29 @@ class MMPoseScorer(BasePoseScorer):
                 from mmdet.apis import init_detector
                 from mmdet.utils import get_test_pipeline_cfg
                 with DefaultScope.overwrite_default_scope('mmdet'):
-                    det = init_detector(self.det_cfg, self.det_checkpoint, device=device)
+                    det = self._init(init_detector, self.det_cfg, self.det_checkpoint, device, 'detector')
                     pipeline_cfg = get_test_pipeline_cfg(det.cfg.copy())
                     pipeline_cfg[0].type = 'mmdet.LoadImageFromNDArray'
                     det_pipeline = Compose(pipeline_cfg)
             from mmpose.apis import init_model
             with DefaultScope.overwrite_default_scope('mmpose'):
-                pose = init_model(self.pose_cfg, self.pose_checkpoint, device=device)
+                pose = self._init(init_model, self.pose_cfg, self.pose_checkpoint, device, 'pose')
                 pose_pipeline = Compose(pose.cfg.test_dataloader.dataset.pipeline)
             if pose.dataset_meta.get('num_keypoints', 17) < 17:
                 raise ValueError(f'the pose model predicts {pose.dataset_meta["num_keypoints"]} keypoints; '
                                  'COCO-17 scoring needs a COCO (or COCO-WholeBody) estimator')
             self._models = (det, det_pipeline, pose, pose_pipeline)
+
+    @staticmethod
+    def _init(init_fn, cfg, checkpoint: str, device: str, what: str):
+        """Builds a model with ``init_fn`` (mmdet's/mmpose's), naming the files in every loading error."""
+        try:
+            model = init_fn(cfg, checkpoint, device=device)
+        except Exception as err:  # torch/mmengine raise many kinds for unreadable or foreign files
+            raise RuntimeError(f'cannot build the {what} model from its config with checkpoint {checkpoint}: '
+                               f'{type(err).__name__}: {err}') from err
+        _check_weights_cover(model, checkpoint, what)
+        return model
 
     def _detect(self, bgr_images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Person boxes ``(n, 4)`` xyxy and scores ``(n,)`` per image."""

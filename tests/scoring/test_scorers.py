@@ -100,6 +100,20 @@ def test_mmpose_scorer_bad_paths(tiny_models, tmp_path):
                            pose_checkpoint=tiny_models['pose_checkpoint']))
 
 
+def test_mmpose_scorer_refuses_corrupt_or_foreign_checkpoints(tiny_models, tmp_path):
+    corrupt = tmp_path / 'corrupt.pth'
+    corrupt.write_bytes(b'not a checkpoint')
+    scorer = SCORERS.build(dict(type='MMPoseScorer', device='cpu', pose_config=tiny_models['pose_config'],
+                                pose_checkpoint=str(corrupt)))
+    with pytest.raises(RuntimeError, match='corrupt.pth'):
+        scorer(np.zeros((64, 48, 3), np.uint8))
+    # The detector's checkpoint for the pose model: mmengine would only warn and keep random weights.
+    scorer = SCORERS.build(dict(type='MMPoseScorer', device='cpu', pose_config=tiny_models['pose_config'],
+                                pose_checkpoint=tiny_models['det_checkpoint']))
+    with pytest.raises(ValueError, match='does not fit the pose config'):
+        scorer(np.zeros((64, 48, 3), np.uint8))
+
+
 def test_detections_reject_nan_and_round_trip():
     det = PoseDetections(np.ones((1, 17, 2)), np.full((1, 17), .5), [[0, 0, 4, 4]], [0.9], (8, 8), 'x')
     back = PoseDetections.from_dict(det.to_dict())
