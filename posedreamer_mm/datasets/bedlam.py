@@ -31,6 +31,10 @@ class BEDLAMHMRDataset(HMRBaseDataset):
     else BEDLAM's ``center``/``scale`` square (``scale * 200`` px). Fits are neutral SMPL-X with 11 betas; the
     first 10 are kept (docs/conventions.md). All parts are labels except the face (no expression).
 
+    Rows are turned into samples on access (``lazy``: the label tables are read once and shared by the
+    workers, so a million-row set starts in seconds); bad files and NaN rows are found when loading (the label
+    policy of docs/hmr_data.md), a row without a usable box on access.
+
     Args:
         label_root: Directory of label npz files (all ``*.npz`` under it) or None with ``label_files``.
         img_root: Directory of the scenes' image folders.
@@ -39,6 +43,7 @@ class BEDLAMHMRDataset(HMRBaseDataset):
         **kwargs: :class:`~posedreamer_mm.datasets.hmr_base.HMRBaseDataset` arguments.
     """
     default_name = 'bedlam'
+    lazy = True
 
     def __init__(self, label_root: str | None = None, img_root: str = '', label_files: Sequence[str] | None = None,
                  img_subdir: str = '{scene}/png', **kwargs):
@@ -47,26 +52,23 @@ class BEDLAMHMRDataset(HMRBaseDataset):
         super().__init__(**kwargs)
 
     def load_data_list(self) -> list[dict]:
-        expected = 'BEDLAM label npz files (see posedreamer_mm/body/sources/bedlam.py)'
         try:
-            source = BEDLAMSource(label_file=self.label_files, data_root=self.label_root, load_keypoints=True)
+            self.source = BEDLAMSource(label_file=self.label_files, data_root=self.label_root, load_keypoints=True)
         except NoValidSamplesError as err:
             raise ValueError(f'{type(self).__name__}: {err}') from err
-        skipped = list(source.skipped)
-        data_list = []
-        for i in range(len(source)):
-            sample = source[i]
-            scene = osp.splitext(osp.basename(sample.meta['file']))[0]
-            img_path = osp.join(self.img_root, self.img_subdir.format(scene=scene), sample.meta['imgname'])
-            box = None
-            has_kpts = sample.joints_2d is not None and len(sample.joints_2d) >= 127
-            if not has_kpts and 'center' in sample.meta and 'scale' in sample.meta:
-                c, half = np.asarray(sample.meta['center'], np.float32), 100.0 * float(sample.meta['scale'])
-                box = np.concatenate([c - half, c + half])
-            try:
-                data_list.append(data_info_from_sample(sample, img_path, self.dataset_name, bbox_xyxy=box,
-                                                       has_smplx=_HAS))
-            except ValueError as err:
-                skipped.append((f'{sample.meta["file"]} row {sample.meta["row"]}', str(err)))
-        self.skip_labels(skipped, expected)
-        return data_list
+        self.skip_labels(self.source.skipped, 'BEDLAM label npz files (see posedreamer_mm/body/sources/bedlam.py)')
+        return [dict(index=i) for i in range(len(self.source))]
+
+    def build_data_info(self, entry: dict) -> dict:
+        sample = self.source[entry['index']]
+        scene = osp.splitext(osp.basename(sample.meta['file']))[0]
+        img_path = osp.join(self.img_root, self.img_subdir.format(scene=scene), sample.meta['imgname'])
+        box = None
+        has_kpts = sample.joints_2d is not None and len(sample.joints_2d) >= 127
+        if not has_kpts and 'center' in sample.meta and 'scale' in sample.meta:
+            c, half = np.asarray(sample.meta['center'], np.float32), 100.0 * float(sample.meta['scale'])
+            box = np.concatenate([c - half, c + half])
+        try:
+            return data_info_from_sample(sample, img_path, self.dataset_name, bbox_xyxy=box, has_smplx=_HAS)
+        except ValueError as err:
+            raise ValueError(f'{sample.meta["file"]} row {sample.meta["row"]}: {err}') from err

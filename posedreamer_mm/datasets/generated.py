@@ -21,7 +21,7 @@ class GeneratedHMRDataset(HMRBaseDataset):
     Labels are read lazily per item from the memory-mapped shard labels (the data list holds only row numbers,
     so a million-row dataset starts in seconds and workers share nothing large). A row whose label cannot be
     turned into a sample (no box and no keypoints) raises in test mode and is dropped (mmengine draws another
-    index) and counted in :attr:`num_bad_labels` in training. ``data_info['scores']`` carries the scores the
+    index) and counted in ``num_bad_labels`` in training. ``data_info['scores']`` carries the scores the
     generator's filters wrote, for the filter transforms.
 
     Args:
@@ -30,13 +30,13 @@ class GeneratedHMRDataset(HMRBaseDataset):
             to ``'generated'``).
     """
     default_name = 'generated'
+    lazy = True
 
     def __init__(self, data_root: str = '', **kwargs):
         if not osp.isdir(data_root):
             raise FileNotFoundError(f'GeneratedHMRDataset: data_root {data_root!r} is not a directory (expected the '
                                     'output directory of tools/generate.py, with manifest.json)')
         self.reader = GeneratedDataReader(data_root)
-        self.num_bad_labels = 0
         super().__init__(data_root=data_root, **kwargs)
 
     def load_data_list(self) -> list[dict]:
@@ -44,20 +44,8 @@ class GeneratedHMRDataset(HMRBaseDataset):
             raise ValueError(f'GeneratedHMRDataset: {self.reader.root} has no committed samples yet')
         return [dict(row=i) for i in range(len(self.reader))]
 
-    def get_data_info(self, idx: int) -> dict:
-        row = super().get_data_info(idx)['row']
-        sample = self.reader.sample(row)
-        info = data_info_from_sample(sample, self.reader.image_path(row), self.dataset_name)
-        info.update(row=row, scores=self.reader.meta(row).get('scores', {}), sample_idx=idx)
+    def build_data_info(self, entry: dict) -> dict:
+        row = entry['row']
+        info = data_info_from_sample(self.reader.sample(row), self.reader.image_path(row), self.dataset_name)
+        info.update(row=row, scores=self.reader.meta(row).get('scores', {}))
         return info
-
-    def prepare_data(self, idx: int):
-        try:
-            info = self.get_data_info(idx)
-        except ValueError as err:  # the label of this row is unusable
-            if self.test_mode:
-                raise ValueError(f'GeneratedHMRDataset ({self.reader.root}): row {idx}: {err}') from err
-            self.num_bad_labels += 1
-            return None
-        info['test_mode'] = self.test_mode
-        return self.pipeline(info)

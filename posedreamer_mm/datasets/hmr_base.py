@@ -137,7 +137,10 @@ class HMRBaseDataset(BaseDataset):
     """Base of the HMR datasets (not registered): label policy and the ``test_mode`` hand-off to the loader.
 
     Subclasses implement :meth:`load_data_list` returning :func:`make_data_info` dicts and report bad labels
-    through :meth:`skip_labels` before returning.
+    through :meth:`skip_labels` before returning. Large sources set :attr:`lazy`: their data list holds only
+    what locates a label (a row number), :meth:`build_data_info` turns it into a ``data_info`` on access, and a
+    row that turns out bad raises in test mode and is dropped and counted (:attr:`num_bad_labels`, mmengine then
+    draws another index) in training.
 
     Args:
         dataset_name: Name in ``data_info``, ``metainfo['dataset_name']`` and metric prefixes; default the
@@ -146,10 +149,12 @@ class HMRBaseDataset(BaseDataset):
     """
     METAINFO = HMR_METAINFO
     default_name = 'hmr'
+    lazy = False
 
     def __init__(self, dataset_name: str | None = None, **kwargs):
         self.dataset_name = dataset_name or self.default_name
         self.skipped: list[tuple[str, str]] = []
+        self.num_bad_labels = 0
         super().__init__(**kwargs)
         self._metainfo['dataset_name'] = self.dataset_name
 
@@ -166,9 +171,29 @@ class HMRBaseDataset(BaseDataset):
         print_log(f'{type(self).__name__} ({self.dataset_name}): skipped {len(skipped)} bad or missing label(s): '
                   f'{shown}{more}', logger='current', level=logging.WARNING)
 
+    def build_data_info(self, entry: dict) -> dict:
+        """``data_info`` of one data-list entry of a :attr:`lazy` dataset (raise ``ValueError`` for a bad label)."""
+        raise NotImplementedError(f'{type(self).__name__} sets lazy=True but does not implement build_data_info')
+
+    def get_data_info(self, idx: int) -> dict:
+        info = super().get_data_info(idx)
+        if self.lazy:
+            info = dict(self.build_data_info(info), sample_idx=info['sample_idx'])
+        return info
+
     def prepare_data(self, idx: int):
         """``data_info`` plus ``test_mode`` (read by the image loader's error policy) through the pipeline."""
-        info = self.get_data_info(idx)
+        try:
+            info = self.get_data_info(idx)
+        except ValueError as err:
+            if not self.lazy:
+                raise
+            if self.test_mode:
+                raise ValueError(f'{type(self).__name__} ({self.dataset_name}, test mode): item {idx}: {err}') from err
+            self.num_bad_labels += 1
+            print_log(f'{type(self).__name__} ({self.dataset_name}): dropped item {idx}: {err} ({self.num_bad_labels} '
+                      'bad labels so far in this process)', logger='current', level=logging.WARNING)
+            return None
         info['test_mode'] = self.test_mode
         return self.pipeline(info)
 

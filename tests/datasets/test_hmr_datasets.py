@@ -155,3 +155,17 @@ def test_nan_and_degenerate_labels_are_bad_labels(hmr_paths, tmp_path):
     assert any('NaN' in reason for _, reason in ds.skipped) and any('degenerate' in r for _, r in ds.skipped)
     with pytest.raises(ValueError, match='annotation 100'):
         DATASETS.build(dict(cfg, test_mode=True))
+
+
+def test_lazy_rows_without_a_box_error_in_test_mode_and_are_dropped_in_training(hmr_paths, tmp_path):
+    src = os.path.join(hmr_paths['bedlam']['label_root'], 'scene0.npz')
+    data = dict(np.load(src))
+    data['gtkps'][1] = np.nan  # no keypoints and no center/scale: no person box for row 1
+    (tmp_path / 'labels').mkdir()
+    np.savez(tmp_path / 'labels' / 'scene0.npz', **data)
+    cfg = dict(hmr_dataset_cfgs(hmr_paths, pipeline=LOAD)['bedlam'], label_root=str(tmp_path / 'labels'))
+    with pytest.raises(ValueError, match=r'scene0.npz row 1: .*no person box'):
+        DATASETS.build(dict(cfg, test_mode=True))[1]
+    ds = DATASETS.build(cfg)
+    assert not ds[1]['id'].endswith('_000001')  # another index was drawn
+    assert ds.num_bad_labels >= 1  # (the random redraw may hit row 1 again)
