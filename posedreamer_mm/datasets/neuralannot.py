@@ -83,21 +83,24 @@ class NeuralAnnotHMRDataset(HMRBaseDataset):
     table exported to json).
 
     Args:
-        ann_file: COCO-format keypoint json.
-        smplx_file: NeuralAnnot json.
+        ann_file: COCO-format keypoint json, or a list of them (e.g. UBody's one per scene).
+        smplx_file: NeuralAnnot json, or a list pairing ``ann_file``'s (ids then get the file's position:
+            ``<dataset>_<k>_<ann_id>``, since annotation ids are unique per file only).
         img_root: Image directory (``file_name`` is relative to it).
         keypoint_format: ``'coco17'`` (COCO, COCO-WholeBody/UBody: the first 17) or ``'mpii16'``.
         smplx_model_path: SMPL-X model directory or ``SMPLX_NEUTRAL.npz`` (the body-model path variable of a
             config) whose ``hands_meanl``/``hands_meanr`` convert the hands; None marks hands unlabelled.
         hand_pose_mean: ``'mean'`` (NeuralAnnot's convention) or ``'flat'`` (fits already relative to the flat
             hand; no body model needed).
-        attributes: ``{key: pattern or [patterns]}`` subset filter.
+        attributes: ``{key: pattern or [patterns]}`` subset filter (``file_name`` globs select scenes/videos).
         attribute_file: Optional json of per-image attributes.
-        **kwargs: :class:`~posedreamer_mm.datasets.hmr_base.HMRBaseDataset` arguments.
+        **kwargs: :class:`~posedreamer_mm.datasets.hmr_base.HMRBaseDataset` arguments; ``data_root`` is the base
+            of relative ``ann_file``, ``smplx_file`` and ``img_root``.
     """
     default_name = 'neuralannot'
 
-    def __init__(self, ann_file: str = '', smplx_file: str = '', img_root: str = '', keypoint_format: str = 'coco17',
+    def __init__(self, ann_file: str | Sequence[str] = '', smplx_file: str | Sequence[str] = '', img_root: str = '',
+                 keypoint_format: str = 'coco17',
                  smplx_model_path: str | None = None, hand_pose_mean: str = 'mean',
                  attributes: Mapping[str, str | Sequence[str]] | None = None, attribute_file: str | None = None,
                  **kwargs):
@@ -105,10 +108,15 @@ class NeuralAnnotHMRDataset(HMRBaseDataset):
             raise ValueError(f'keypoint_format must be one of {KEYPOINT_FORMATS}, got {keypoint_format!r}')
         if hand_pose_mean not in ('mean', 'flat'):
             raise ValueError(f"hand_pose_mean must be 'mean' or 'flat', got {hand_pose_mean!r}")
-        self.smplx_file, self.img_root, self.keypoint_format = smplx_file, img_root, keypoint_format
+        self.ann_files = [ann_file] if isinstance(ann_file, str) else list(ann_file)
+        self.smplx_files = [smplx_file] if isinstance(smplx_file, str) else list(smplx_file)
+        if len(self.ann_files) != len(self.smplx_files):
+            raise ValueError(f'{len(self.ann_files)} ann_file(s) but {len(self.smplx_files)} smplx_file(s): give one '
+                             'NeuralAnnot json per keypoint json')
+        self.img_root, self.keypoint_format = img_root, keypoint_format
         self.smplx_model_path, self.hand_pose_mean = smplx_model_path, hand_pose_mean
         self.attributes, self.attribute_file = dict(attributes or {}), attribute_file
-        super().__init__(ann_file=ann_file, **kwargs)
+        super().__init__(**kwargs)
 
     def _hand_means(self) -> tuple[np.ndarray, np.ndarray] | None:
         """``(left, right)`` ``(45,)`` means to add to NeuralAnnot's hand poses, or None (hands unlabelled)."""
@@ -126,19 +134,32 @@ class NeuralAnnotHMRDataset(HMRBaseDataset):
                     np.asarray(npz['hands_meanr'], np.float32).reshape(45))
 
     def load_data_list(self) -> list[dict]:
-        coco = _load_json(self.ann_file, 'COCO-format keypoint json')
-        fits = _load_json(self.smplx_file, 'NeuralAnnot SMPL-X json')
         attr_table = _load_json(self.attribute_file, 'attribute json') if self.attribute_file else {}
-        if not isinstance(coco, dict) or 'annotations' not in coco or 'images' not in coco:
-            raise ValueError(f'{self.ann_file!r} is not a COCO-format json (needs "images" and "annotations")')
-        images = {img['id']: img for img in coco['images']}
         means = self._hand_means()
         data_list, skipped = [], []
+        root = self.data_root or ''  # BaseDataset's data_root: the base of relative file names
+        self.img_root = osp.join(root, self.img_root)
+        for k, (ann_file, smplx_file) in enumerate(zip(self.ann_files, self.smplx_files)):
+            ann_file, smplx_file = osp.join(root, ann_file), osp.join(root, smplx_file)
+            tag = f'{k}_' if len(self.ann_files) > 1 else ''  # ann ids are unique per file only
+            data_list += self._load_pair(ann_file, smplx_file, tag, attr_table, means, skipped)
+        self.skip_labels(skipped, 'a NeuralAnnot fit {smplx_param, cam_param} per annotation id')
+        return data_list
+
+    def _load_pair(self, ann_file: str, smplx_file: str, tag: str, attr_table: dict, means, skipped: list) -> list:
+        coco = _load_json(ann_file, 'COCO-format keypoint json')
+        fits = _load_json(smplx_file, 'NeuralAnnot SMPL-X json')
+        if not isinstance(coco, dict) or 'annotations' not in coco or 'images' not in coco:
+            raise ValueError(f'{ann_file!r} is not a COCO-format json (needs "images" and "annotations")')
+        if not isinstance(fits, dict):
+            raise ValueError(f'{smplx_file!r} is not a NeuralAnnot json ({{ann_id: {{smplx_param, cam_param}}}})')
+        images = {img['id']: img for img in coco['images']}
+        out = []
         for ann in coco['annotations']:
             if ann.get('iscrowd', 0):
                 continue
             img = images.get(ann['image_id'])
-            where = f'{self.ann_file} annotation {ann.get("id")}'
+            where = f'{ann_file} annotation {ann.get("id")}'
             if img is None:
                 skipped.append((where, f'image_id {ann["image_id"]} not in "images"'))
                 continue
@@ -146,14 +167,13 @@ class NeuralAnnotHMRDataset(HMRBaseDataset):
                 continue
             fit = fits.get(str(ann['id']))
             if fit is None:
-                skipped.append((where, f'no NeuralAnnot fit for ann id {ann["id"]} in {self.smplx_file}'))
+                skipped.append((where, f'no NeuralAnnot fit for ann id {ann["id"]} in {smplx_file}'))
                 continue
             try:
-                data_list.append(self._parse(ann, img, fit, means))
+                out.append(self._parse(ann, img, fit, means, f'{self.dataset_name}_{tag}{ann["id"]}'))
             except (KeyError, ValueError, TypeError) as err:
                 skipped.append((where, f'malformed label: {err!r}'))
-        self.skip_labels(skipped, 'a NeuralAnnot fit {smplx_param, cam_param} per annotation id')
-        return data_list
+        return out
 
     def _keep(self, ann: dict, img: dict, attr_table: dict) -> bool:
         for key, patterns in self.attributes.items():
@@ -162,7 +182,7 @@ class NeuralAnnotHMRDataset(HMRBaseDataset):
                 return False
         return True
 
-    def _parse(self, ann: dict, img: dict, fit: dict, means) -> dict:
+    def _parse(self, ann: dict, img: dict, fit: dict, means, sample_id: str) -> dict:
         param, cam = fit['smplx_param'], fit['cam_param']
         smplx = {ours: np.asarray(param[theirs], np.float32).reshape(-1) for ours, theirs in _PARAM_KEYS.items()}
         for key in ('global_orient', 'body_pose', 'transl'):
@@ -174,7 +194,7 @@ class NeuralAnnotHMRDataset(HMRBaseDataset):
             smplx['right_hand_pose'] = smplx['right_hand_pose'] + means[1]
         x, y, w, h = (float(v) for v in ann['bbox'])
         return make_data_info(
-            img_path=osp.join(self.img_root, img['file_name']), sample_id=f'{self.dataset_name}_{ann["id"]}',
+            img_path=osp.join(self.img_root, img['file_name']), sample_id=sample_id,
             dataset_name=self.dataset_name, focal=np.asarray(cam['focal'], np.float32).reshape(-1)[[0, -1]],
             princpt=cam['princpt'], img_wh=(img['width'], img['height']), smplx=smplx,
             has_smplx=dict(global_orient=True, body_pose=True, hands=hands, face=bool(ann.get('face_valid', True)),

@@ -169,3 +169,18 @@ def test_lazy_rows_without_a_box_error_in_test_mode_and_are_dropped_in_training(
     ds = DATASETS.build(cfg)
     assert not ds[1]['id'].endswith('_000001')  # another index was drawn
     assert ds.num_bad_labels >= 1  # (the random redraw may hit row 1 again)
+
+
+def test_neuralannot_several_files_and_data_root(hmr_paths):
+    root = os.path.dirname(hmr_paths['ubody']['img_root'])
+    rel = dict(ann_file='annotations/train.json', smplx_file='annotations/train_smplx.json')
+    cfg = dict(hmr_dataset_cfgs(hmr_paths)['ubody'], data_root=root, img_root='images',
+               ann_file=[rel['ann_file']] * 2, smplx_file=[rel['smplx_file']] * 2)
+    ds = DATASETS.build(cfg)
+    ids = [ds.get_data_info(i)['id'] for i in range(len(ds))]
+    assert len(ds) == 8 and len(set(ids)) == 8 and ids[0] == 'ubody_0_100' and ids[4] == 'ubody_1_100'
+    assert os.path.isfile(ds.get_data_info(5)['img_path'])
+    scene = DATASETS.build(dict(cfg, attributes=dict(file_name='ubody_00000[13].jpg')))
+    assert len(scene) == 4
+    with pytest.raises(ValueError, match='one NeuralAnnot json per keypoint json'):
+        DATASETS.build(dict(cfg, smplx_file=rel['smplx_file']))
