@@ -4,3 +4,4 @@ from .launch import (build_runner, load_config, merge_cfg_options, merge_test_ar
 
 __all__ = ['build_runner', 'load_config', 'merge_cfg_options', 'merge_train_args', 'merge_test_args', 'parse_tool_args',
            'setup_cpu_distributed']
+from .inference import default_camera, inference_hmr, init_hmr_model  # noqa: F401  (HMR inference)
