@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 
 
-def tiny_vit_backbone(img_size: tuple[int, int] = (64, 48), embed_dims: int = 32, num_layers: int = 2) -> dict:
+def tiny_vit_backbone(img_size: tuple[int, int] = (64, 48), embed_dims: int = 32, num_layers: int = 2,
+                      patch_size: int = 16) -> dict:
     """An ``mmpretrain.VisionTransformer`` config of width 32, depth 2, with ViTPose's settings (16-pixel
     patches padded by 2, no class token, feature-map output), so it loads the same checkpoints a ViTPose does.
 
@@ -12,25 +13,29 @@ def tiny_vit_backbone(img_size: tuple[int, int] = (64, 48), embed_dims: int = 32
         img_size: ``(H, W)`` of the input crops.
         embed_dims: Token width.
         num_layers: Transformer layers.
+        patch_size: Patch side in pixels (ViTPose: 16; the patch padding stays 2).
     """
     return dict(type='mmpretrain.VisionTransformer',
                 arch=dict(embed_dims=embed_dims, num_layers=num_layers, num_heads=2,
                           feedforward_channels=2 * embed_dims),
-                img_size=img_size, patch_size=16, qkv_bias=True, drop_path_rate=0.0, with_cls_token=False,
+                img_size=img_size, patch_size=patch_size, qkv_bias=True, drop_path_rate=0.0, with_cls_token=False,
                 out_type='featmap', patch_cfg=dict(padding=2))
 
 
 def tiny_head(in_channels: int = 32, **kwargs) -> dict:
-    """A :class:`~posedreamer_mm.models.SMPLXTransformerHead` config of width 32, one layer."""
-    return dict(type='SMPLXTransformerHead', in_channels=in_channels, embed_dims=32, num_layers=1, num_heads=2,
-                feedforward_channels=64, **kwargs)
+    """A :class:`~posedreamer_mm.models.SMPLXTransformerHead` config of width 32, one layer (``kwargs`` override)."""
+    cfg = dict(type='SMPLXTransformerHead', in_channels=in_channels, embed_dims=32, num_layers=1, num_heads=2,
+               feedforward_channels=64)
+    cfg.update(kwargs)
+    return cfg
 
 
-def tiny_hmr_model(body_model_dir: str | os.PathLike, img_size: tuple[int, int] = (64, 48), **head_kwargs) -> dict:
+def tiny_hmr_model(body_model_dir: str | os.PathLike, img_size: tuple[int, int] = (64, 48), patch_size: int = 16,
+                   **head_kwargs) -> dict:
     """A complete tiny :class:`~posedreamer_mm.models.HMREstimator` config with every loss."""
     return dict(
         type='HMREstimator',
-        backbone=tiny_vit_backbone(img_size),
+        backbone=tiny_vit_backbone(img_size, patch_size=patch_size),
         head=tiny_head(**head_kwargs),
         body_model=dict(type='SMPLXBodyModel', model_path=str(body_model_dir)),
         losses=dict(keypoints_2d=dict(type='HMRKeypoint2DLoss', loss_weight=1.0),
