@@ -62,7 +62,8 @@ def test_metric_is_zero_for_the_gt_mesh_and_matches_functional(model, metric):
     assert out['all/num_samples'] == 6
     gt = np.stack([_verts(model, p) for p in rows])
     pred = np.stack([_verts(model, q) for q in noisy_params])
-    ref = smplx_errors_mm(pred, gt, metric.j_regressor, metric.hand_ids, metric.face_ids)
+    ref = smplx_errors_mm(pred, gt, metric.j_regressor, metric.hand_ids, metric.face_ids,
+                          hand_joint_regressors=metric.hand_regressors)
     for key, value in ref.items():
         np.testing.assert_allclose(out[f'coco/{key}_mm'], value.mean(), rtol=1e-4, err_msg=key)
     assert out['coco/pve_mm'] > 10

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from posedreamer_mm.evaluation.functional.mesh import (LEFT_HAND_JOINTS, RIGHT_HAND_JOINTS, pa_point_error_mm,
-                                                       procrustes_align, smplx_errors_mm)
+from posedreamer_mm.evaluation.functional.mesh import (hand_regressors, pa_point_error_mm, procrustes_align,
+                                                       smplx_errors_mm)
 
 V = 300
 
@@ -32,7 +32,21 @@ def rigid_align(A, B):
     return np.transpose(np.dot(c * R, np.transpose(A))) + t
 
 
-def reference(mesh_out, mesh_gt, J_regressor, lhand, rhand, face):
+def make_hand_regressor(regressor, tips):
+    """SMPLer-X ``SMPLX.make_hand_regressor`` with the fingertip vertex ids as an argument (random meshes here)."""
+    eye = np.eye(regressor.shape[1])
+    left = np.concatenate((regressor[[20, 37, 38, 39], :], eye[tips[0][0], None], regressor[[25, 26, 27], :],
+                           eye[tips[0][1], None], regressor[[28, 29, 30], :], eye[tips[0][2], None],
+                           regressor[[34, 35, 36], :], eye[tips[0][3], None], regressor[[31, 32, 33], :],
+                           eye[tips[0][4], None]))
+    right = np.concatenate((regressor[[21, 52, 53, 54], :], eye[tips[1][0], None], regressor[[40, 41, 42], :],
+                            eye[tips[1][1], None], regressor[[43, 44, 45], :], eye[tips[1][2], None],
+                            regressor[[49, 50, 51], :], eye[tips[1][3], None], regressor[[46, 47, 48], :],
+                            eye[tips[1][4], None]))
+    return {'left': left, 'right': right}
+
+
+def reference(mesh_out, mesh_gt, J_regressor, lhand, rhand, face, hand_regressor):
     r = {}
     pelvis, neck, lwrist, rwrist = 0, 12, 20, 21
     mesh_out_align = mesh_out - np.dot(J_regressor, mesh_out)[pelvis, None, :] \
@@ -55,8 +69,8 @@ def reference(mesh_out, mesh_gt, J_regressor, lhand, rhand, face):
     r['mpjpe'] = np.sqrt(np.sum((bo - bo[0] + bg[0] - bg) ** 2, 1)).mean() * 1000
     r['pa_mpjpe'] = np.sqrt(np.sum((rigid_align(bo, bg) - bg) ** 2, 1)).mean() * 1000
     mp, pa = [], []
-    for j in (list(LEFT_HAND_JOINTS), list(RIGHT_HAND_JOINTS)):
-        o, g = jo[j], jg[j]
+    for side in ('left', 'right'):
+        o, g = np.dot(hand_regressor[side], mesh_out), np.dot(hand_regressor[side], mesh_gt)
         mp.append(np.sqrt(np.sum((o - o[0] + g[0] - g) ** 2, 1)).mean() * 1000)
         pa.append(np.sqrt(np.sum((rigid_align(o, g) - g) ** 2, 1)).mean() * 1000)
     r['mpjpe_hand'], r['pa_mpjpe_hand'] = np.mean(mp), np.mean(pa)
@@ -102,9 +116,10 @@ def test_equals_numpy_transcription_of_the_protocol(setup):
     rng, reg, gt, (hands, face) = setup
     pred = gt + rng.normal(0, 0.05, gt.shape) + [0.1, 0.0, 0.3]
     pred[2] = pred[2] * [-1, 1, 1]  # a mirrored prediction: the reflection case of the alignment
-    errors = smplx_errors_mm(pred, gt, reg, hands, face)
+    tips = ((200, 201, 202, 203, 204), (210, 211, 212, 213, 214))
+    errors = smplx_errors_mm(pred, gt, reg, hands, face, hand_joint_regressors=hand_regressors(reg, tips))
     for b in range(len(gt)):
-        ref = reference(pred[b], gt[b], reg, hands[0], hands[1], face)
+        ref = reference(pred[b], gt[b], reg, hands[0], hands[1], face, make_hand_regressor(reg, tips))
         for key, value in ref.items():
             np.testing.assert_allclose(errors[key][b], value, rtol=1e-9, atol=1e-9, err_msg=f'{key} sample {b}')
 
@@ -124,3 +139,13 @@ def test_shape_mismatch_is_an_error(setup):
     _, reg, gt, _ = setup
     with pytest.raises(ValueError, match='same body model'):
         smplx_errors_mm(gt[:, :-1], gt, reg)
+
+
+def test_fingertip_vertices_are_smplx_vertex_ids():
+    from smplx.vertex_ids import vertex_ids
+
+    from posedreamer_mm.evaluation.functional.mesh import LEFT_TIP_VERTICES, RIGHT_TIP_VERTICES
+    ids = vertex_ids['smplx']
+    fingers = ('thumb', 'index', 'middle', 'ring', 'pinky')
+    assert LEFT_TIP_VERTICES == tuple(ids['l' + f] for f in fingers)
+    assert RIGHT_TIP_VERTICES == tuple(ids['r' + f] for f in fingers)

@@ -10,13 +10,15 @@ Protocol, per sample, with meshes in metres (camera frame; any frame works, the 
   averaged over the two hands; PA: Procrustes per hand. **Face** (``mpvpe_face``): face vertices aligned at the
   neck joint; PA: Procrustes on the face.
 - **MPJPE / PA-MPJPE** on body joints regressed from the meshes (SMPLer-X: its J14 regressor; default here the
-  22 SMPL-X body-skeleton joints of ``J_regressor``), pelvis-aligned / Procrustes-aligned; hand joints likewise
-  per hand.
+  22 SMPL-X body-skeleton joints of ``J_regressor``), pelvis-aligned / Procrustes-aligned; hand joints (SMPLer-X's
+  21 per hand: wrist, 15 finger joints, 5 fingertip vertices) wrist-aligned / Procrustes per hand.
 
 The Procrustes alignment is SMPLer-X's ``rigid_align`` (Umeyama: scale, rotation with the reflection fixed,
 translation), batched. All functions take numpy arrays with a leading batch axis and return ``(B,)`` float64 in mm.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -27,6 +29,24 @@ BODY_JOINTS = tuple(range(22))
 #: Hand joints: wrist then the 15 finger joints (``smplx.joint_names`` order).
 LEFT_HAND_JOINTS = (LEFT_WRIST,) + tuple(range(25, 40))
 RIGHT_HAND_JOINTS = (RIGHT_WRIST,) + tuple(range(40, 55))
+#: SMPL-X fingertip vertices (thumb, index, middle, ring, pinky; ``smplx.vertex_ids['smplx']``), which SMPLer-X adds
+#: to the 16 hand joints for its 21-joint (MANO-style) hand regressor.
+LEFT_TIP_VERTICES = (5361, 4933, 5058, 5169, 5286)
+RIGHT_TIP_VERTICES = (8079, 7669, 7794, 7905, 8022)
+
+
+def hand_regressors(j_regressor: np.ndarray, tips: tuple[Sequence[int], Sequence[int]] | None = (
+        LEFT_TIP_VERTICES, RIGHT_TIP_VERTICES)) -> tuple[np.ndarray, np.ndarray]:
+    """``(left, right)`` ``(21, V)`` hand-joint regressors as SMPLer-X builds them: the wrist and 15 finger rows of
+    ``j_regressor (55, V)`` plus one-hot rows of the 5 fingertip vertices (the wrist stays row 0; the protocol's
+    errors do not depend on the order). ``tips=None``: the 16 skeleton rows only."""
+    j_regressor = np.asarray(j_regressor, np.float64)
+    out = []
+    for joints, tip in zip((LEFT_HAND_JOINTS, RIGHT_HAND_JOINTS), tips or ((), ())):
+        onehot = np.zeros((len(tip), j_regressor.shape[1]))
+        onehot[np.arange(len(tip)), list(tip)] = 1.0
+        out.append(np.concatenate([j_regressor[list(joints)], onehot]))
+    return out[0], out[1]
 
 
 def procrustes_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -91,7 +111,8 @@ def mpjpe_mm(pred_joints, gt_joints, pred_root, gt_root) -> np.ndarray:
 def smplx_errors_mm(pred_verts: np.ndarray, gt_verts: np.ndarray, j_regressor: np.ndarray,
                     hand_vertex_ids: tuple[np.ndarray, np.ndarray] | None = None,
                     face_vertex_ids: np.ndarray | None = None,
-                    body_regressor: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                    body_regressor: np.ndarray | None = None,
+                    hand_joint_regressors: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Every error of the protocol (module docstring) for a batch of SMPL-X meshes.
 
     Args:
@@ -102,10 +123,12 @@ def smplx_errors_mm(pred_verts: np.ndarray, gt_verts: np.ndarray, j_regressor: n
         face_vertex_ids: Face vertex indices; None skips the face errors.
         body_regressor: ``(J, V)`` body-joint regressor (SMPLer-X's J14); default the 22 body-skeleton rows of
             ``j_regressor``.
+        hand_joint_regressors: ``(left, right)`` ``(K, V)`` hand-joint regressors whose row 0 is the wrist
+            (:func:`hand_regressors`: SMPLer-X's 21 joints with fingertips); default the 16 skeleton rows.
 
     Returns:
         ``{name: (B,) mm}``: ``pve``, ``pa_pve``, ``mpjpe``, ``pa_mpjpe`` (body joints), ``mpjpe_hand``,
-        ``pa_mpjpe_hand`` (hand skeleton joints, wrist-aligned / per-hand Procrustes, mean of both hands) and,
+        ``pa_mpjpe_hand`` (hand joints, wrist-aligned / per-hand Procrustes, mean of both hands) and,
         when the vertex sets are given, ``pve_hand``, ``pa_pve_hand``, ``pve_face``, ``pa_pve_face``.
     """
     pred_verts, gt_verts = np.asarray(pred_verts, np.float64), np.asarray(gt_verts, np.float64)
@@ -118,9 +141,10 @@ def smplx_errors_mm(pred_verts: np.ndarray, gt_verts: np.ndarray, j_regressor: n
     out = dict(pve=point_error_mm(pred_verts, gt_verts, pj[:, PELVIS], gj[:, PELVIS]),
                pa_pve=pa_point_error_mm(pred_verts, gt_verts),
                mpjpe=point_error_mm(pb, gb, pj[:, PELVIS], gj[:, PELVIS]), pa_mpjpe=pa_point_error_mm(pb, gb))
-    hands = [(list(LEFT_HAND_JOINTS), LEFT_WRIST), (list(RIGHT_HAND_JOINTS), RIGHT_WRIST)]
-    out['mpjpe_hand'] = np.mean([point_error_mm(pj[:, j], gj[:, j], pj[:, w], gj[:, w]) for j, w in hands], 0)
-    out['pa_mpjpe_hand'] = np.mean([pa_point_error_mm(pj[:, j], gj[:, j]) for j, _ in hands], 0)
+    regs = hand_joint_regressors or hand_regressors(j_regressor, tips=None)
+    hands = [(regress(r, pred_verts), regress(r, gt_verts)) for r in regs]
+    out['mpjpe_hand'] = np.mean([point_error_mm(p, g, p[:, 0], g[:, 0]) for p, g in hands], 0)
+    out['pa_mpjpe_hand'] = np.mean([pa_point_error_mm(p, g) for p, g in hands], 0)
     if hand_vertex_ids is not None:
         pairs = [(np.asarray(ids), w) for ids, w in zip(hand_vertex_ids, (LEFT_WRIST, RIGHT_WRIST))]
         out['pve_hand'] = np.mean([point_error_mm(pred_verts[:, i], gt_verts[:, i], pj[:, w], gj[:, w])
@@ -150,5 +174,6 @@ def part_vertex_ids(weights: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray],
 
 
 __all__ = ['PELVIS', 'NECK', 'LEFT_WRIST', 'RIGHT_WRIST', 'BODY_JOINTS', 'LEFT_HAND_JOINTS', 'RIGHT_HAND_JOINTS',
+           'LEFT_TIP_VERTICES', 'RIGHT_TIP_VERTICES', 'hand_regressors',
            'procrustes_align', 'point_error_mm', 'pa_point_error_mm', 'regress', 'pve_mm', 'mpjpe_mm',
            'smplx_errors_mm', 'part_vertex_ids']

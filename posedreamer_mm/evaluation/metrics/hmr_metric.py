@@ -17,7 +17,7 @@ import torch
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
-from posedreamer_mm.evaluation.functional.mesh import part_vertex_ids, smplx_errors_mm
+from posedreamer_mm.evaluation.functional.mesh import hand_regressors, part_vertex_ids, smplx_errors_mm
 from posedreamer_mm.registry import BODY_MODELS, METRICS
 
 _PARAMS = ('global_orient', 'body_pose', 'left_hand_pose', 'right_hand_pose', 'jaw_pose', 'betas', 'expression',
@@ -76,6 +76,7 @@ class HMRMetric(BaseMetric):
             face = np.load(face_vertex_ids)
         self.hand_ids, self.face_ids = hands, face
         self.body_regressor = None if body_joint_regressor is None else np.load(body_joint_regressor)
+        self.hand_regressors = hand_regressors(self.j_regressor)  # SMPLer-X's 21 joints per hand
         self.num_verts = model.num_verts
 
     def _model(self, gender: str):
@@ -112,7 +113,7 @@ class HMRMetric(BaseMetric):
             gts = [data_samples[i]['gt_instances'] for i in index]
             pred = np.stack([_np(data_samples[i]['pred_instances']['vertices']).reshape(-1, 3) for i in index])
             errors = smplx_errors_mm(pred, self._gt_vertices(gts, gender), self.j_regressor, self.hand_ids,
-                                     self.face_ids, self.body_regressor)
+                                     self.face_ids, self.body_regressor, self.hand_regressors)
             for b, (i, gt) in enumerate(zip(index, gts)):
                 has_hands, has_face = _flag(gt, 'has_smplx_hands'), _flag(gt, 'has_smplx_face')
                 rows[i] = dict(dataset_name=rows[i]['dataset_name'], skipped=False, errors={
