@@ -24,6 +24,8 @@ import numpy as np
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data', help='generated dataset to measure detection rates on')
+    p.add_argument('--make-render-data', type=int, metavar='N',
+                   help='first write N render-backend samples to --data (without tools/generate.py)')
     p.add_argument('--max-samples', type=int, default=None)
     p.add_argument('--seconds', type=float, default=3.0, help='time budget per speed measurement')
     p.add_argument('--device', default='cpu')
@@ -59,6 +61,42 @@ def random_weight_mmpose(device: str, tmp: str):
                               pose_config=pose_cfg, pose_checkpoint=os.path.join(tmp, 'pose.pth'), device=device,
                               det_score_thr=0.0, max_people=4,
                               det_cfg_options={'model.test_cfg.score_thr': 0.0}))
+
+
+def make_render_dataset(out: str, num: int, seed: int = 0) -> str:
+    """A generated dataset of ``num`` render-backend images without ``tools/generate.py``: the demo config's
+    procedural bodies -> the control stage's crop-frame labels -> ``RenderBackend`` -> ``ShardedDatasetWriter``."""
+    from pathlib import Path
+    import torch
+    from posedreamer_mm.apis.launch import load_config
+    from posedreamer_mm.body.sample import BodySample
+    from posedreamer_mm.generation.pipeline import run_demo, build_configured_body_model
+    from posedreamer_mm.generation.writer import ShardedDatasetWriter
+    from posedreamer_mm.registry import GENERATORS
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(str(root / 'configs' / 'demo' / 'controls_standin_procedural.py'))
+    cfg.controls = dict(depth=cfg.controls['depth'])   # labels at the crop camera; depth gives the visibility flags
+    cfg.source['seed'] = cfg.source['source']['seed'] = seed
+    labels_dir = Path(out + '_labels')
+    run_demo(cfg, labels_dir, num_samples=num)
+    body_model = build_configured_body_model(cfg, labels_dir)
+    backend = GENERATORS.build(dict(type='RenderBackend', body_model=body_model))
+    backend.setup()
+    samples = [BodySample.load_npz(str(p)) for p in sorted((labels_dir / 'labels').glob('*.npz'))]
+    writer = ShardedDatasetWriter(shard_size=max(1, len(samples)), save_controls=False)
+    writer.prepare_output(out, dict(fingerprint=f'bench-render-{num}-{seed}', config={}, num_samples=len(samples)))
+    builder = writer.open_shard(out, 0, len(samples))
+    for i, sample in enumerate(samples):
+        with torch.no_grad():
+            body = body_model(**BodySample.stack([sample]))
+        results = dict(sample=sample, seed=seed * 100003 + i, vertices=body.vertices[0].numpy(),
+                       joints=body.joints[0].numpy(), faces=np.asarray(body_model.faces))
+        results['img'] = backend.generate([results])[0]
+        results['backend'] = backend.name
+        builder.add(i, results)
+    builder.commit()
+    writer.finalize(out, len(samples))
+    return out
 
 
 def detection_rates(scorer, data: str, max_samples: int | None) -> dict:
@@ -101,6 +139,8 @@ def main():
             print(f'{"MMPoseScorer RTMDet-tiny+RTMPose-t (random w.)":<44}{t * 1e3:>20.1f}')
             t4 = rate(lambda: mm.predict_batch([img] * 4), args.seconds) / 4
             print(f'{"  same, batches of 4 images":<44}{t4 * 1e3:>20.1f}')
+    if args.make_render_data:
+        make_render_dataset(args.data, args.make_render_data)
     if args.data:
         print(f'\n# detection on {args.data} (label matched = a detection with >= 4 keypoints scoring >= 0.3)')
         print(f'{"scorer":<18}{"subset":<22}{"n":>5}{"found":>8}{"matched":>9}{"mean OKS":>10}{"OKS>=.85":>10}')

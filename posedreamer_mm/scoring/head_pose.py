@@ -7,11 +7,15 @@ estimator on the image sees a nose and two eyes. :func:`facing_score` turns eith
 
 ``facing = face_weight * (2 * face_seen - 1) + (1 - face_weight) * order``
 
+- ``order`` in ``(-1, 1)``: the person's left/right order across the image of the face: facing the camera, the
+  person's left eye and ear are on the image's right (``x_left > x_right``). The mean over the eye and ear pairs
+  present of ``(x_left - x_right) / (|x_left - x_right| + 0.02 * person height)``, a smooth sign; shoulders, then
+  hips, stand in when no face pair is present. A face painted on the back of the head puts the eyes in front
+  order over a back-view body, which is exactly what this term sees.
 - ``face_seen`` in ``[0, 1]``: the mean "seen" weight of nose, left eye and right eye (the detector's confidence;
-  for the label 1 where visibility is 2, else 0);
-- ``order`` in ``(-1, 1)``: the person's left/right order across the image of the first pair present among ears,
-  eyes, shoulders, hips: facing the camera, the person's left side is on the image's right (``x_left > x_right``).
-  ``(x_left - x_right) / (|x_left - x_right| + 0.05 * person height)``, a smooth sign.
+  for the label 1 where visibility is 2, else 0). Weighted low by default (0.3): mediapipe's BlazePose reports
+  face visibility near 1 even on the back of a head (measured on the render backend's back views), whereas
+  heatmap estimators lower it.
 
 :class:`KeypointHeadPose` (registered in ``SCORERS``) gives the image's facing from the scorer's face keypoints;
 a learned head-pose estimator can take its place behind the same ``image_facing`` method (``FilterByHeadPose``
@@ -25,10 +29,11 @@ from posedreamer_mm.registry import SCORERS
 from .base import PoseDetections
 
 _FACE = (0, 1, 2)                                        # nose, left eye, right eye
-_LR_PAIRS = ((3, 4), (1, 2), (5, 6), (11, 12))           # ears, eyes, shoulders, hips: (left, right)
+_HEAD_PAIRS = ((1, 2), (3, 4))                            # eyes, ears: (left, right)
+_BODY_PAIRS = ((5, 6), (11, 12))                          # shoulders, hips: stand-ins without a face pair
 
 
-def facing_score(xy: np.ndarray, seen: np.ndarray, present: np.ndarray, face_weight: float = 0.7) -> float:
+def facing_score(xy: np.ndarray, seen: np.ndarray, present: np.ndarray, face_weight: float = 0.3) -> float:
     """Facing direction in ``[-1, 1]`` of one person (see the module docstring).
 
     Args:
@@ -43,17 +48,18 @@ def facing_score(xy: np.ndarray, seen: np.ndarray, present: np.ndarray, face_wei
     xy, seen, present = np.asarray(xy, np.float64), np.asarray(seen, np.float64), np.asarray(present, bool)
     face_term = 2.0 * float(np.clip(seen[list(_FACE)], 0, 1).mean()) - 1.0
     order = 0.0
-    if present.any():
-        height = float(np.ptp(xy[present, 1])) if present.sum() > 1 else 0.0
-        for left, right in _LR_PAIRS:
-            if present[left] and present[right]:
-                dx = float(xy[left, 0] - xy[right, 0])
-                order = dx / (abs(dx) + 0.05 * height + 1e-6)
-                break
+    if present.sum() > 1:
+        scale = 0.02 * float(np.ptp(xy[present, 1])) + 1e-6
+        signs = [(xy[a, 0] - xy[b, 0]) / (abs(xy[a, 0] - xy[b, 0]) + scale)
+                 for a, b in _HEAD_PAIRS if present[a] and present[b]]
+        if not signs:
+            signs = [(xy[a, 0] - xy[b, 0]) / (abs(xy[a, 0] - xy[b, 0]) + scale)
+                     for a, b in _BODY_PAIRS if present[a] and present[b]][:1]
+        order = float(np.mean(signs)) if signs else 0.0
     return float(face_weight * face_term + (1.0 - face_weight) * order)
 
 
-def label_facing(label_keypoints: np.ndarray, face_weight: float = 0.7) -> float:
+def label_facing(label_keypoints: np.ndarray, face_weight: float = 0.3) -> float:
     """Facing of the label's COCO-17 keypoints ``(17, 3)``: seen = visibility 2, present = visibility > 0."""
     label = np.asarray(label_keypoints, np.float64)
     return facing_score(label[:, :2], (label[:, 2] >= 2).astype(np.float64), label[:, 2] > 0, face_weight)
@@ -68,7 +74,7 @@ class KeypointHeadPose:
         face_weight: see :func:`facing_score`.
     """
 
-    def __init__(self, keypoint_thr: float = 0.3, face_weight: float = 0.7) -> None:
+    def __init__(self, keypoint_thr: float = 0.3, face_weight: float = 0.3) -> None:
         if not 0 <= face_weight <= 1:
             raise ValueError(f'face_weight must be in [0, 1], got {face_weight}')
         self.keypoint_thr, self.face_weight = keypoint_thr, face_weight

@@ -11,18 +11,26 @@ def test_facing_score_formula():
     xy = np.zeros((17, 2))
     xy[:, 1] = np.linspace(0, 100, 17)                      # person height 100 px
     xy[3, 0], xy[4, 0] = 60, 40                              # left ear right of the right ear: faces the camera
+    xy[1, 0], xy[2, 0] = 47, 53                              # ...but the eyes in back order (a painted face)
+    xy[5, 0], xy[6, 0] = 10, 90                              # shoulders: ignored while a face pair is present
     seen = np.zeros(17)
     seen[[0, 1, 2]] = [1.0, 0.5, 0.0]
     present = np.zeros(17, bool)
-    present[[3, 4]] = True
-    height = np.ptp(xy[[3, 4], 1])
-    order = 20 / (20 + 0.05 * height + 1e-6)
-    expect = 0.7 * (2 * 0.5 - 1) + 0.3 * order
-    assert facing_score(xy, seen, present) == pytest.approx(expect)
-    assert facing_score(xy, np.zeros(17), np.zeros(17, bool)) == pytest.approx(-0.7)   # nothing seen
+    present[[1, 2, 3, 4, 5, 6]] = True
+    scale = 0.02 * np.ptp(xy[present, 1])
+    order = np.mean([-6 / (6 + scale), 20 / (20 + scale)])
+    expect = 0.3 * (2 * 0.5 - 1) + 0.7 * order
+    assert facing_score(xy, seen, present) == pytest.approx(expect, abs=1e-6)
+    # Without a face pair, the shoulders stand in.
+    present[[1, 2, 3, 4]] = False
+    scale = 0.02 * np.ptp(xy[present, 1])
+    assert facing_score(xy, seen, present) == pytest.approx(0.7 * -80 / (80 + scale), abs=1e-6)
+    assert facing_score(xy, np.zeros(17), np.zeros(17, bool)) == pytest.approx(-0.3)   # nothing seen
     # The label: visibility 2 = seen; occluded (1) counts for the order only.
     lab = np.concatenate([xy, np.full((17, 1), 1.0)], 1)
-    assert label_facing(lab) == pytest.approx(0.7 * -1 + 0.3 * 20 / (20 + 0.05 * 100 + 1e-6))  # all present
+    scale = 0.02 * 100
+    order = np.mean([-6 / (6 + scale), 20 / (20 + scale)])
+    assert label_facing(lab) == pytest.approx(0.3 * -1 + 0.7 * order, abs=1e-6)
     with pytest.raises(ValueError, match='face_weight'):
         KeypointHeadPose(face_weight=2)
 
