@@ -35,6 +35,8 @@ def parse_args():
     p.add_argument('--device-index', default=None,
                    help="EGL device index or 'cuda:N' to benchmark (default: device 0, then every GPU EGL device)")
     p.add_argument('--batch', type=int, default=16, help='bodies per forward call')
+    p.add_argument('--threads', type=int, default=2,
+                   help='threads sharing one renderer for the thread-pool line (each gets its own GL context)')
     return p.parse_args()
 
 
@@ -119,7 +121,30 @@ def run(args, bench) -> list[str]:
             what = 'PNCC + depth + mask' if with_depth else 'PNCC only'
             lines.append(f'{size}x{size} {what} (size=None, input camera): {rate:.1f} renders/s')
     lines += _other_controls(args, bench)
+    lines += _threads_and_checks(args, bench)
     return lines
+
+
+def _threads_and_checks(args, bench) -> list[str]:
+    """Thread-pool throughput (one shared renderer, a GL context per thread), renderer build time (the PNCC
+    colours are computed then) and the cost of the geometry check every render runs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from posedreamer_mm.render.geometry import check_render_geometry
+    size, verts, faces = args.sizes[0], bench['verts'], bench['faces']
+    cam = ((1500, 1500), (960, 540), (1920, 1080))
+    t0 = time.perf_counter()
+    crop = bench['PNCCRenderer'](size=size, device_index=args.device_index, **bench['renderer_kw'])
+    build = time.perf_counter() - t0
+    n = args.threads
+    with ThreadPoolExecutor(n) as pool:
+        def batch():
+            list(pool.map(lambda k: crop.render(verts[k % len(verts)], faces, *cam), range(4 * n)))
+        rate = _rate(batch, args.seconds) * 4 * n
+    check = _rate(lambda: check_render_geometry(verts[0], *cam), min(args.seconds, 1.0))
+    return [f'{size}x{size} PNCC + depth, body crop, {n} threads sharing one renderer: {rate:.1f} renders/s',
+            f'PNCCRenderer build (colours from the body model, cached per model file): {1000 * build:.1f} ms',
+            f'geometry check per render (check_render_geometry, {verts.shape[1]} vertices): {1e6 / check:.0f} us']
 
 
 def _other_controls(args, bench) -> list[str]:

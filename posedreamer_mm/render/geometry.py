@@ -157,11 +157,12 @@ def check_render_geometry(vertices: Any, focal: Any, princpt: Any, img_size: Any
         GeometryError: with ``reason`` and a message naming the offending values.
     """
     cam = validate_camera(focal, princpt, img_size)
-    v = validate_vertices(vertices)
-    zmin, zmax = float(v[:, 2].min()), float(v[:, 2].max())
+    x, y, z = np.ascontiguousarray(validate_vertices(vertices).T)  # row reductions: ~10x faster than axis 0
+    zmin, zmax = float(z.min()), float(z.max())
     plane_near, plane_far = clip_planes(zmin, zmax, near, far)
-    uv = v[:, :2] / v[:, 2:] * cam.focal + cam.princpt
-    extent = uv.max(0) - uv.min(0)
+    u, v = x / z * cam.focal[0] + cam.princpt[0], y / z * cam.focal[1] + cam.princpt[1]
+    lo, hi = np.array([u.min(), v.min()]), np.array([u.max(), v.max()])
+    extent = hi - lo
     if not np.isfinite(extent).all() or extent.max() < 1e-3:
         raise GeometryError('degenerate', f'the projected body is {extent[0]:.3g} x {extent[1]:.3g} px: nothing '
                                           'to crop or draw')
@@ -169,11 +170,10 @@ def check_render_geometry(vertices: Any, focal: Any, princpt: Any, img_size: Any
         if cam.img_size is None:
             raise ValueError('require_in_view needs img_size')
         w, h = cam.img_size
-        inside = (uv[:, 0] >= -0.5) & (uv[:, 0] < w - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < h - 0.5)
+        inside = (u >= -0.5) & (u < w - 0.5) & (v >= -0.5) & (v < h - 0.5)
         if not inside.any():
             raise GeometryError('out_of_view', f'no vertex of the body projects into the {w}x{h} image (projected '
-                                               f'box x {uv[:, 0].min():.4g}..{uv[:, 0].max():.4g}, y '
-                                               f'{uv[:, 1].min():.4g}..{uv[:, 1].max():.4g} px)')
+                                               f'box x {lo[0]:.4g}..{hi[0]:.4g}, y {lo[1]:.4g}..{hi[1]:.4g} px)')
     return RenderGeometry(cam, (zmin, zmax), plane_near, plane_far)
 
 
