@@ -1,8 +1,15 @@
-"""Generation: bodies -> control images -> (diffusion) images, written as a labelled dataset.
+"""Generation: bodies -> control images -> images, written as a labelled, sharded dataset (docs/generation.md).
 
-Today: the control stage (:mod:`.control_stage`), which the diffusion ``DatasetGenerator`` builds on.
+:class:`DatasetGenerator` is the main job; :class:`GeneratedDataReader` reads what it wrote
+(format: docs/dataset_format.md); the backends live in :mod:`posedreamer_mm.generation.backends`.
 """
-from .control_stage import ControlStageResult, coco17_keypoints, run_control_stage
-from .contact_sheet import make_contact_sheet
+from .coco_export import export_coco_keypoints
+from .generator import DatasetGenerator, GenerationError, config_fingerprint
+from .prompts import PROMPT_PRESETS, PromptSampler
+from .reader import GeneratedDataReader
+from .transforms import BodyCropCamera, BodyForward, COCO17Visibility, RenderControls, SamplePrompt
+from .writer import OutputConflictError, ShardedDatasetWriter, ShardWriteError
 
-__all__ = ['ControlStageResult', 'coco17_keypoints', 'run_control_stage', 'make_contact_sheet']
+__all__ = ['DatasetGenerator', 'GenerationError', 'config_fingerprint', 'PROMPT_PRESETS', 'PromptSampler',
+           'GeneratedDataReader', 'export_coco_keypoints', 'BodyCropCamera', 'BodyForward', 'COCO17Visibility',
+           'RenderControls', 'SamplePrompt', 'OutputConflictError', 'ShardedDatasetWriter', 'ShardWriteError']

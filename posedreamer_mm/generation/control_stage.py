@@ -1,5 +1,7 @@
 """The control stage: pose source -> SMPL-X forward -> control images + per-sample labels on disk.
 
+DEPRECATED: kept only for ``benchmarks/bench_scorers.py``; the main job is ``DatasetGenerator``.
+
 Every sample's label is a :class:`~posedreamer_mm.body.sample.BodySample` in the frame of the control image
 (the renderers' square body crop): ``focal``, ``princpt``, ``img_size`` describe the crop camera, and the
 derived ``joints_3d`` (camera frame, metres), ``joints_2d`` (pixels), ``keypoints_coco17`` (17, 3) with
@@ -28,46 +30,8 @@ import torch
 from mmengine.logging import print_log
 from tqdm import tqdm
 
-from posedreamer_mm.body.joint_maps import SMPLX_TO_COCO17
 from posedreamer_mm.body.sample import BodySample
-
-#: A keypoint counts as occluded when the rendered surface at its pixel is nearer than the keypoint by more
-#: than its margin (metres). COCO's face keypoints (nose, eyes, ears) are SMPL-X surface vertices, so a few
-#: centimetres is enough; the other keypoints are joints inside the body (a shoulder joint is ~5-8 cm under the
-#: skin), so their margin must exceed half a limb's thickness. A heuristic, good for visibility flags.
-FACE_OCCLUSION_MARGIN_M = 0.02
-JOINT_OCCLUSION_MARGIN_M = 0.15
-#: Per COCO-17 keypoint: the first five are the face's surface points.
-OCCLUSION_MARGINS_M = np.array([FACE_OCCLUSION_MARGIN_M] * 5 + [JOINT_OCCLUSION_MARGIN_M] * 12)
-
-
-def coco17_keypoints(joints_2d: np.ndarray, joints_3d: np.ndarray, img_size, depth: np.ndarray | None,
-                     margins: np.ndarray = OCCLUSION_MARGINS_M) -> np.ndarray:
-    """COCO-17 keypoints with visibility from SMPL-X joints.
-
-    Args:
-        joints_2d: (J, 2) projected SMPL-X joints, pixels (J = 127 or 144).
-        joints_3d: (J, 3) camera-frame joints, metres.
-        img_size: (W, H) pixels.
-        depth: (H, W) rendered metric depth (0 = background), or None to skip the occlusion test.
-        margins: (17,) metres, see :data:`OCCLUSION_MARGINS_M`.
-
-    Returns:
-        (17, 3) float32: x, y, visibility (2 visible, 1 occluded by the body, 0 outside the image), as COCO.
-    """
-    uv = joints_2d[SMPLX_TO_COCO17]
-    z = joints_3d[SMPLX_TO_COCO17, 2]
-    w, h = int(img_size[0]), int(img_size[1])
-    px = np.round(uv).astype(np.int64)
-    inside = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h) & (z > 0)
-    vis = np.where(inside, 2.0, 0.0)
-    if depth is not None:
-        for k in np.nonzero(inside)[0]:
-            d = depth[px[k, 1], px[k, 0]]
-            if d > 0 and d < z[k] - margins[k]:
-                vis[k] = 1.0
-    return np.concatenate([uv, vis[:, None]], axis=1).astype(np.float32)
-
+from posedreamer_mm.render.visibility import coco17_keypoints
 
 @dataclasses.dataclass
 class ControlStageResult:

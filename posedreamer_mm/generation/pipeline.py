@@ -1,4 +1,6 @@
-"""Builds the main job's stages from a config and runs them (``tools/demo.py`` is a thin wrapper)."""
+"""DEPRECATED, kept only for benchmarks/bench_scorers.py (tools/demo.py runs ``DatasetGenerator``).
+
+Builds the main job's stages from a config and runs them (``tools/demo.py`` is a thin wrapper)."""
 from __future__ import annotations
 
 import logging

@@ -1,9 +1,6 @@
-"""The control stage: labels agree with the control images; bad samples are skipped and counted."""
+"""The deprecated control stage (kept for benchmarks/bench_scorers.py): labels agree with the control images;
+bad samples are skipped and counted."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -11,10 +8,10 @@ import pytest
 
 from posedreamer_mm.body.camera import project_points
 from posedreamer_mm.body.sample import BodySample
-from posedreamer_mm.generation import coco17_keypoints, make_contact_sheet, run_control_stage
+from posedreamer_mm.generation.contact_sheet import make_contact_sheet
+from posedreamer_mm.generation.control_stage import run_control_stage
+from posedreamer_mm.render.visibility import coco17_keypoints
 from posedreamer_mm.registry import BODY_MODELS, POSE_SOURCES, RENDERERS
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope='module')
@@ -105,16 +102,3 @@ def test_face_keypoints_of_a_back_view_are_occluded(tmp_path, body_model):
     assert (kp_back[:3, 2] == 1).all()
     assert (kp_back[5:, 2] >= 1).all()  # the body's joints stay in the image
 
-
-def test_demo_tool_end_to_end(tmp_path):
-    res = subprocess.run([sys.executable, str(ROOT / 'tools' / 'demo.py'), '--out', str(tmp_path / 'demo'),
-                          '--num-samples', '3'],
-                         capture_output=True, text=True, timeout=600,
-                         env={**os.environ, 'PYTHONPATH': str(ROOT)})
-    assert res.returncode == 0, res.stderr[-3000:]
-    summary = json.loads((tmp_path / 'demo' / 'summary.json').read_text())
-    assert summary['written'] == 3 and summary['skipped'] == 0
-    assert (tmp_path / 'demo' / 'contact_sheet.png').stat().st_size > 0
-    assert 'STAND-IN' in res.stderr + res.stdout
-    pncc = cv2.imread(str(next((tmp_path / 'demo' / 'controls' / 'pncc').glob('*.png'))))
-    assert pncc.shape == (512, 512, 3)

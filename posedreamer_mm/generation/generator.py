@@ -1,0 +1,283 @@
+"""The main job: bodies in, images with exact SMPL-X labels out, as a sharded, resumable dataset.
+
+::
+
+    generator = GENERATORS.build(dict(type='DatasetGenerator', body_model=..., source=..., controls=[...],
+                                      prompts=dict(type='PromptSampler', preset='generic'),
+                                      backend=dict(type='RenderBackend'), stages=[...],
+                                      writer=dict(type='ShardedDatasetWriter', shard_size=1000),
+                                      num_samples=500_000, seed=0, crop_size=512, num_workers=8))
+    summary = generator.run('outputs/run')
+
+Flow per source index (docs/conventions.md, "Data flow"): the pre-backend transforms
+(:mod:`posedreamer_mm.generation.transforms`) run in spawn worker processes; the backend gets batches of
+``backend.batch_size`` in the main thread and is kept busy; stages and writing run in a thread
+(:class:`~posedreamer_mm.generation.sink.ShardSink`). What a sample becomes depends only on its index (its id,
+its seed ``stable_seed(seed, id)``), so shards are assigned to ranks (``shard % world_size == rank``) and any
+number of ranks, kills and re-runs produce the same dataset. Details: docs/generation.md.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os.path as osp
+import time
+from typing import Any
+
+import numpy as np
+from mmengine import dist
+from mmengine.logging import print_log
+from tqdm import tqdm
+
+from posedreamer_mm.registry import GENERATORS, POSE_SOURCES, TRANSFORMS
+from posedreamer_mm.utils.fileio import atomic_write_text
+from .preparer import PreparedStream, SamplePreparer
+from .sink import ShardSink
+from .transforms import BodyModelSet
+from .writer import SHARD_INFO, SHARDS_DIR, SUMMARY, OutputConflictError
+
+
+class GenerationError(RuntimeError):
+    """The run cannot continue (a missing body-model file, a broken backend, a failed worker set-up)."""
+
+
+def plain(value: Any) -> Any:
+    """JSON-able copy of a config value (ConfigDicts -> dicts, tuples -> lists, objects -> their type name)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return f'<{type(value).__module__}.{type(value).__qualname__}>'
+
+
+def config_fingerprint(config: dict) -> str:
+    """sha256 (16 hex digits) of the canonical JSON of ``config``."""
+    return hashlib.sha256(json.dumps(plain(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@GENERATORS.register_module()
+class DatasetGenerator:
+    """Generates a labelled image dataset from a pose source with a backend (docs/generation.md).
+
+    Args:
+        body_model: ``BODY_MODELS`` config; the generator builds one model per gender the source yields (same
+            directory) and gives the config's own gender model to the renderers.
+        source: ``POSE_SOURCES`` config.
+        controls: Renderer configs (``RENDERERS``) without ``size``/``margin``: every control is rendered at the
+            generator's crop camera. Stored under each renderer's ``control_type``.
+        backend: Backend config (``GENERATORS``; ``BaseGenerationBackend`` API) or a backend object.
+        prompts: ``PromptSampler`` config.
+        stages: Post-backend transforms (scoring, filters), configs of ``TRANSFORMS`` or objects.
+        writer: ``ShardedDatasetWriter`` config.
+        num_samples: Source indices to generate, ``[0, num_samples)``; ``None`` = the whole source.
+        seed: Global seed; a sample's seed is ``stable_seed(seed, sample id)``.
+        crop_size: Side of the square crop camera (control images and generated images), pixels.
+        crop_margin: Crop side = ``max(w, h) * (1 + crop_margin)`` of the body's projected box.
+        min_visible_keypoints: Drop a sample with fewer COCO-17 keypoints inside the image.
+        num_workers: Spawn worker processes for the pre-backend work (0: in the main process).
+        custom_imports: Modules the workers import before building (the config's ``custom_imports``).
+        progress: Show a progress bar.
+    """
+
+    def __init__(self, body_model: dict, source: dict, controls: list[dict] | dict[str, dict], backend: Any,
+                 prompts: dict | None = None, stages: list | tuple = (), writer: dict | None = None,
+                 num_samples: int | None = None, seed: int = 0, crop_size: int = 512, crop_margin: float = 0.1,
+                 min_visible_keypoints: int = 0, num_workers: int = 0, custom_imports: list[str] | None = None,
+                 progress: bool = True) -> None:
+        controls = list(controls.values()) if isinstance(controls, dict) else list(controls)
+        prompts = prompts if prompts is not None else dict(type='PromptSampler', preset='generic')
+        self.prep_cfg = dict(source=plain(source) if isinstance(source, dict) else source,
+                             body_model=plain(body_model), controls=[plain(c) for c in controls],
+                             prompts=plain(prompts) if isinstance(prompts, dict) else prompts,
+                             crop_size=int(crop_size), crop_margin=float(crop_margin), seed=int(seed),
+                             min_visible_keypoints=int(min_visible_keypoints))
+        self.source = POSE_SOURCES.build(source) if isinstance(source, dict) else source
+        if num_samples is None:
+            num_samples = len(self.source)
+        if not 0 < int(num_samples) <= len(self.source):
+            raise ValueError(f'num_samples={num_samples} but the source has {len(self.source)} samples; generate '
+                             'at most that many (AugmentedSource(repeats=...) makes more variants per pose)')
+        self.num_samples, self.seed = int(num_samples), int(seed)
+        self.backend_cfg = backend
+        self.backend = GENERATORS.build(backend) if isinstance(backend, dict) else backend
+        self.stage_cfgs = list(stages)
+        self.stages = [TRANSFORMS.build(s) if isinstance(s, dict) else s for s in stages]
+        self.writer = GENERATORS.build(writer if writer is not None else dict(type='ShardedDatasetWriter'))
+        self.num_workers, self.custom_imports = int(num_workers), list(custom_imports or [])
+        self.progress = progress
+        self._faces = BodyModelSet(self.prep_cfg['body_model'])
+
+    # --- identity of the output ---------------------------------------------------------------------------------
+    def content_config(self) -> dict:
+        """Everything that decides what is written (not how fast): hashed into the manifest's fingerprint."""
+        backend = self.backend_cfg
+        if isinstance(backend, dict):
+            backend = {k: v for k, v in plain(backend).items() if k != 'batch_size'}  # images never depend on it
+        else:
+            backend = dict(type=type(backend).__name__, record=plain(backend.record()))
+        cfg = {k: v for k, v in self.prep_cfg.items()}
+        cfg['source'] = plain(cfg['source']) if isinstance(cfg['source'], dict) else type(cfg['source']).__name__
+        cfg['prompts'] = plain(cfg['prompts']) if isinstance(cfg['prompts'], dict) else repr(cfg['prompts'])
+        return dict(cfg, num_samples=self.num_samples, backend=backend, writer=self.writer.content_config(),
+                    stages=[plain(s) if isinstance(s, dict) else repr(s) for s in self.stage_cfgs])
+
+    # --- the run ------------------------------------------------------------------------------------------------
+    def _prepare_output(self, root: str, header: dict) -> None:
+        """Rank 0 creates or checks the output; every rank learns the outcome (no rank hangs on an error)."""
+        rank, world = dist.get_dist_info()
+        message = [None]
+        if rank == 0:
+            try:
+                self.writer.prepare_output(root, header)
+            except OutputConflictError as err:
+                message = [str(err)]
+        if world > 1:
+            dist.broadcast_object_list(message, src=0)
+        if message[0] is not None:
+            raise OutputConflictError(message[0])
+        if rank != 0:
+            self.writer.check_output(root, header)
+
+    def run(self, out_dir: str) -> dict:
+        """Generates every missing shard this rank owns; returns the summary (``<out_dir>/summary.json``).
+
+        Raises:
+            OutputConflictError: ``out_dir`` holds another config's dataset.
+            GenerationError: a fatal error (missing body-model file, worker set-up, backend failure).
+            posedreamer_mm.generation.writer.ShardWriteError: a write failed (no half shard is left visible).
+        """
+        root = osp.abspath(out_dir)
+        rank, world = dist.get_dist_info()
+        content = self.content_config()
+        header = dict(fingerprint=config_fingerprint(content), config=content, num_samples=self.num_samples,
+                      seed=self.seed)
+        self._prepare_output(root, header)
+        num_shards = self.writer.num_shards(self.num_samples)
+        owned = [s for s in range(num_shards) if s % world == rank]
+        complete = self.writer.complete_shards(root)
+        todo = [s for s in owned if s not in complete]
+        self.writer.remove_partial(root, set(todo))
+        indices = [i for s in todo for i in self.writer.shard_range(s, self.num_samples)]
+        print_log(f'rank {rank}/{world}: {len(owned)} shards owned, {len(owned) - len(todo)} already complete, '
+                  f'{len(indices)} samples to generate -> {root}', logger='current')
+        stats = self._generate(root, todo, indices) if indices else dict(written=0, dropped=0, failed=0,
+                                                                         wall_s=0.0, timings_s={},
+                                                                         backend_busy_s=0.0)
+        stats['shards_skipped_complete'] = len(owned) - len(todo)
+        gathered = dist.all_gather_object(stats) if world > 1 else [stats]
+        summary = None
+        if rank == 0:
+            manifest = self.writer.finalize(root, self.num_samples,
+                                            extra=dict(backend_record=plain(self.backend.record())))
+            summary = self._summary(root, manifest, gathered)
+            atomic_write_text(osp.join(root, SUMMARY), json.dumps(summary, indent=1, sort_keys=True))
+        if world > 1:
+            holder = [summary]
+            dist.broadcast_object_list(holder, src=0)
+            summary = holder[0]
+        return summary
+
+    def _generate(self, root: str, shards: list[int], indices: list[int]) -> dict:
+        self.backend.setup()
+        sink = ShardSink(self.writer, root, shards, self.num_samples, self.stages,
+                         max_queue=4 * self.backend.batch_size + 8).start()
+        timings: dict[str, float] = collections.defaultdict(float)
+        busy, batch, start = 0.0, [], time.perf_counter()
+        stream = PreparedStream(self.prep_cfg, self.num_workers, imports=self.custom_imports,
+                                preparer=None if self.num_workers else SamplePreparer(**self.prep_cfg))
+        bar = tqdm(total=len(indices), unit='img', desc='generate', disable=not self.progress, smoothing=0.1)
+
+        def flush() -> None:
+            nonlocal busy
+            t = time.perf_counter()
+            try:
+                images = self.backend.generate(batch)
+            except Exception as err:
+                raise GenerationError(f'backend {type(self.backend).__name__} failed on samples '
+                                      f'{[r["id"] for r in batch][:4]}: {type(err).__name__}: {err}') from err
+            busy += time.perf_counter() - t
+            if len(images) != len(batch):
+                raise GenerationError(f'backend {type(self.backend).__name__} returned {len(images)} images for '
+                                      f'{len(batch)} samples')
+            for results, img in zip(batch, images):
+                img = np.asarray(img)
+                want = (int(results['sample'].img_size[1]), int(results['sample'].img_size[0]), 3)
+                if img.shape != want or img.dtype != np.uint8:
+                    sink.put(results['index'], 'fail', (results['id'], 'backend:bad_image',
+                                                        f'image {img.shape} {img.dtype}, expected {want} uint8'))
+                else:
+                    results.update(img=img, backend=self.backend.name)
+                    sink.put(results['index'], 'ok', results)
+            bar.update(len(batch))
+            bar.set_postfix(backend_busy=f'{busy / max(time.perf_counter() - start, 1e-9):.0%}', refresh=False)
+            batch.clear()
+
+        try:
+            with stream:
+                for item in stream(indices):
+                    for name, seconds in item.timings.items():
+                        timings[name] += seconds
+                    if item.status == 'fatal':
+                        raise GenerationError(f'sample index {item.index}: {item.payload}')
+                    if item.status != 'ok':
+                        sink.put(item.index, item.status, item.payload)
+                        bar.update(1)
+                        continue
+                    results = item.payload
+                    results.setdefault('faces', self._faces[results['sample'].gender].faces)
+                    batch.append(results)
+                    if len(batch) == self.backend.batch_size:
+                        flush()
+                if batch:
+                    flush()
+            sink.close()
+        except BaseException:
+            bar.close()
+            sink.cancel()
+            raise
+        bar.close()
+        wall = time.perf_counter() - start
+        for name, seconds in sink.timings.items():
+            timings[name] += seconds
+        timings['backend'] += busy
+        return dict(sink.counts, dropped_by_reason=dict(sink.dropped), failed_by_reason=dict(sink.failed),
+                    wall_s=wall, backend_busy_s=busy, timings_s=dict(timings), shards_committed=len(sink.committed))
+
+    def _summary(self, root: str, manifest: dict, per_rank: list[dict]) -> dict:
+        """Dataset totals (from every committed shard) plus this run's throughput and timings."""
+        dropped, failed = collections.Counter(), collections.Counter()
+        for entry in manifest.get('shards', []):
+            with open(osp.join(root, SHARDS_DIR, entry['name'], SHARD_INFO)) as f:
+                info = json.load(f)
+            dropped.update(d['reason'] for d in info['dropped'])
+            failed.update(d['reason'].split(': ', 1)[0] for d in info['failed'])
+        run_written = sum(r['written'] for r in per_rank)
+        wall = max(r['wall_s'] for r in per_rank)
+        busy = sum(r['backend_busy_s'] for r in per_rank)
+        timings = collections.Counter()
+        for r in per_rank:
+            timings.update(r['timings_s'])
+        handled = sum(r['written'] + r['dropped'] + r['failed'] for r in per_rank)
+        return dict(
+            out_dir=root, status=manifest['status'], num_samples=self.num_samples, written=manifest['counts']['written'],
+            dropped=dict(dropped), failed=dict(failed), shards=len(manifest.get('shards', [])),
+            shards_total=self.writer.num_shards(self.num_samples), world_size=len(per_rank),
+            this_run=dict(written=run_written, dropped=sum(r['dropped'] for r in per_rank),
+                          failed=sum(r['failed'] for r in per_rank),
+                          shards_skipped_complete=sum(r['shards_skipped_complete'] for r in per_rank),
+                          wall_s=round(wall, 3), images_per_s=round(run_written / wall, 3) if wall else 0.0,
+                          backend_busy_s=round(busy, 3),
+                          backend_busy_fraction=round(busy / (wall * len(per_rank)), 4) if wall else 0.0),
+            timings_s={k: round(v, 4) for k, v in sorted(timings.items())},
+            timings_ms_per_sample={k: round(1000 * v / max(handled, 1), 3) for k, v in sorted(timings.items())},
+            backend=self.backend.name)
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(num_samples={self.num_samples}, seed={self.seed}, '
+                f'crop_size={self.prep_cfg["crop_size"]}, backend={self.backend!r}, writer={self.writer!r})')
+

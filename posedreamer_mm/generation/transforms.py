@@ -1,0 +1,242 @@
+"""The generator's per-sample transforms (keys: docs/conventions.md, "The per-sample results dict").
+
+Before the backend, in this order (built by :class:`~posedreamer_mm.generation.preparer.SamplePreparer`)::
+
+    BodyForward -> BodyCropCamera -> RenderControls -> COCO17Visibility -> SamplePrompt
+
+After the backend the config's ``stages`` (scoring and filter transforms) run, then the writer. A transform that
+returns ``None`` drops the sample; it sets ``results['drop_reason']`` first, and the generator counts the drop
+under that reason.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from mmcv.transforms import BaseTransform
+
+from posedreamer_mm.body.sample import BodySample
+from posedreamer_mm.registry import RENDERERS, TRANSFORMS
+from posedreamer_mm.render.base import body_crop_camera, project
+from posedreamer_mm.render.geometry import GeometryError, check_render_geometry
+from posedreamer_mm.render.visibility import coco17_keypoints
+
+
+def drop(results: dict, reason: str) -> None:
+    """Marks ``results`` as dropped for ``reason`` and returns ``None`` (``return drop(results, 'x')``)."""
+    results['drop_reason'] = reason
+    return None
+
+
+class BodyModelSet:
+    """One body model per gender, built on first use from one config (same directory, ``gender`` replaced).
+
+    Args:
+        cfg: ``BODY_MODELS`` config, e.g. ``dict(type='SMPLXBodyModel', model_path=..., num_betas=10)``; its
+            ``gender`` (default ``'neutral'``) is the :attr:`default` model, which renderers use (the PNCC colours
+            come from its canonical body).
+
+    Raises:
+        posedreamer_mm.body.body_model.BodyModelFileError: when a gender's file is missing (it names the file and
+            the expected layout); the generator stops on it, since every sample of that gender would fail.
+    """
+
+    def __init__(self, cfg: dict) -> None:
+        self.cfg = dict(cfg)
+        self.default_gender = self.cfg.pop('gender', None) or 'neutral'
+        self._models: dict[str, torch.nn.Module] = {}
+
+    def __getitem__(self, gender: str) -> torch.nn.Module:
+        if gender not in self._models:
+            from posedreamer_mm.registry import BODY_MODELS
+            self._models[gender] = BODY_MODELS.build(dict(self.cfg, gender=gender))
+        return self._models[gender]
+
+    @property
+    def default(self) -> torch.nn.Module:
+        return self[self.default_gender]
+
+
+def build_renderer(cfg: dict, body_model: torch.nn.Module):
+    """Builds a control renderer that renders at the camera it is given (``size=None``).
+
+    The generator owns the crop camera, so a renderer config must not set its own ``size``/``margin``. A renderer
+    whose constructor takes ``body_model`` (PNCC: the canonical body defines its colours) gets the generator's.
+    """
+    cfg = dict(cfg)
+    for key in ('size', 'margin'):
+        if cfg.get(key) is not None:
+            raise ValueError(f'control renderer {cfg.get("type")!r} sets {key}={cfg[key]!r}, but the generator owns '
+                             'the crop camera: set crop_size / crop_margin on the DatasetGenerator instead')
+    cls = RENDERERS.get(cfg['type']) if isinstance(cfg.get('type'), str) else cfg.get('type')
+    if cls is None:
+        raise KeyError(f'{cfg.get("type")!r} is not in the RENDERERS registry (see docs/components.md)')
+    if 'body_model' in inspect.signature(cls).parameters:
+        cfg.setdefault('body_model', body_model)
+    cfg['size'] = None
+    return RENDERERS.build(cfg)
+
+
+@TRANSFORMS.register_module()
+class BodyForward(BaseTransform):
+    """Poses the sample's body with the body model of its gender (SMPL-X or the stand-in).
+
+    Required Keys: ``sample``
+    Added Keys: ``vertices`` (V, 3) and ``joints`` (J, 3) float32, camera frame, metres; ``faces`` (F, 3) int64
+
+    Drops (``drop_reason``): ``invalid_sample`` (a field of the wrong shape, NaN, bad camera).
+    """
+
+    def __init__(self, body_models: BodyModelSet) -> None:
+        self.body_models = body_models
+
+    def transform(self, results: dict) -> dict | None:
+        sample: BodySample = results['sample']
+        try:
+            sample.validate()
+        except ValueError:
+            return drop(results, 'invalid_sample')
+        model = self.body_models[sample.gender]
+        with torch.no_grad():
+            out = model(**BodySample.stack([sample]))
+        results['vertices'] = out.vertices[0].cpu().numpy().astype(np.float32)
+        results['joints'] = out.joints[0].cpu().numpy().astype(np.float32)
+        results['faces'] = np.asarray(model.faces, np.int64)
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(default_gender={self.body_models.default_gender!r})'
+
+
+@TRANSFORMS.register_module()
+class BodyCropCamera(BaseTransform):
+    """Computes the square body crop's camera once; every control and the generated image use it.
+
+    Required Keys: ``sample`` (source camera), ``vertices``, ``joints``
+    Modified Keys: ``sample``: ``focal``, ``princpt``, ``img_size`` become the crop's; ``joints_3d``,
+        ``joints_2d`` (crop pixels) and ``bbox`` (projected mesh, crop pixels) are set; ``meta['source_camera']``
+        and ``meta['crop_box']`` (xywh in the source image) record where the crop came from
+    Added Keys: ``crop_box``
+
+    Drops: ``geometry_<reason>`` from ``render.geometry.check_render_geometry`` (NaN vertices, a body touching
+    or behind the camera plane, a degenerate projection...).
+
+    Args:
+        size: Crop side in pixels (the control and generated images' size).
+        margin: The crop side is ``max(w, h) * (1 + margin)`` of the body's projected box.
+    """
+
+    def __init__(self, size: int = 512, margin: float = 0.1) -> None:
+        self.size, self.margin = int(size), float(margin)
+
+    def transform(self, results: dict) -> dict | None:
+        sample: BodySample = results['sample']
+        try:
+            check_render_geometry(results['vertices'], sample.focal, sample.princpt, sample.img_size,
+                                  require_in_view=True)
+        except GeometryError as err:
+            return drop(results, f'geometry_{err.reason}')
+        cam = body_crop_camera(results['vertices'], sample.focal, sample.princpt, self.size, self.margin)
+        label = sample.copy()
+        label.meta['source_camera'] = dict(focal=sample.focal.tolist(), princpt=sample.princpt.tolist(),
+                                           img_size=sample.img_size.tolist())
+        label.meta['crop_box'] = np.asarray(cam['crop_box'], np.float64).tolist()
+        label.focal = np.asarray(cam['focal'], np.float32)
+        label.princpt = np.asarray(cam['princpt'], np.float32)
+        label.img_size = np.asarray(cam['img_size'], np.int64)
+        label.joints_3d = results['joints'].astype(np.float32)
+        label.joints_2d = project(results['joints'], label.focal, label.princpt).astype(np.float32)
+        label.bbox = np.asarray(cam['bbox'], np.float32)
+        results['sample'] = label
+        results['crop_box'] = label.meta['crop_box']
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(size={self.size}, margin={self.margin})'
+
+
+@TRANSFORMS.register_module()
+class RenderControls(BaseTransform):
+    """Renders every control image at the sample's (crop) camera.
+
+    Required Keys: ``sample`` (crop camera), ``vertices``, ``faces``, ``joints``
+    Added Keys: ``controls`` (``{control_type: (H, W, 3) uint8 RGB}``), ``depth`` ((H, W) metres, 0 background,
+        from the first renderer that returns one, else None)
+
+    Drops: ``render_<reason>`` when a renderer refuses the geometry.
+
+    Args:
+        renderers: Renderers built with ``size=None`` (:func:`build_renderer`); keyed by their ``control_type``.
+    """
+
+    def __init__(self, renderers: Mapping[str, object]) -> None:
+        self.renderers = dict(renderers)
+
+    def transform(self, results: dict) -> dict | None:
+        sample: BodySample = results['sample']
+        controls, depth = {}, None
+        for ctype, renderer in self.renderers.items():
+            try:
+                out = renderer.render(results['vertices'], results['faces'], sample.focal, sample.princpt,
+                                      sample.img_size, joints=results['joints'])
+            except GeometryError as err:
+                return drop(results, f'render_{err.reason}')
+            controls[ctype] = out['image']
+            if depth is None and out.get('depth') is not None:
+                depth = out['depth']
+        results['controls'], results['depth'] = controls, depth
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(controls={list(self.renderers)})'
+
+
+@TRANSFORMS.register_module()
+class COCO17Visibility(BaseTransform):
+    """COCO-17 keypoints with visibility of the label (``render.visibility.coco17_keypoints``, the rule the
+    skeleton control uses too).
+
+    Required Keys: ``sample`` (crop camera, ``joints_2d``, ``joints_3d``), ``depth`` (optional: without a
+        rendered depth no keypoint is flagged occluded)
+    Modified Keys: ``sample.keypoints_coco17``
+    Added Keys: ``keypoints_coco17`` (17, 3) float32: x, y in image pixels, visibility 2/1/0
+
+    Drops: ``too_few_keypoints`` when fewer than ``min_visible`` keypoints lie in the image (flag > 0).
+    """
+
+    def __init__(self, min_visible: int = 0) -> None:
+        self.min_visible = int(min_visible)
+
+    def transform(self, results: dict) -> dict | None:
+        sample: BodySample = results['sample']
+        kp = coco17_keypoints(sample.joints_2d, sample.joints_3d, sample.img_size, results.get('depth'))
+        if int((kp[:, 2] > 0).sum()) < self.min_visible:
+            return drop(results, 'too_few_keypoints')
+        sample.keypoints_coco17 = kp
+        results['keypoints_coco17'] = kp
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(min_visible={self.min_visible})'
+
+
+@TRANSFORMS.register_module()
+class SamplePrompt(BaseTransform):
+    """Draws the sample's caption from its seed (:class:`~posedreamer_mm.generation.prompts.PromptSampler`).
+
+    Required Keys: ``seed``, ``sample`` (its ``gender``)
+    Added Keys: ``prompt``, ``negative_prompt``, ``prompt_attributes``
+    """
+
+    def __init__(self, prompts) -> None:
+        self.prompts = prompts
+
+    def transform(self, results: dict) -> dict:
+        prompt, negative, attributes = self.prompts(results['seed'], results['sample'].gender)
+        results.update(prompt=prompt, negative_prompt=negative, prompt_attributes=attributes)
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}({self.prompts!r})'

@@ -1,0 +1,188 @@
+"""DatasetGenerator in-process: labels equal the source's, drops/failures counted, resume, refusals, write errors."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from posedreamer_mm.body.camera import project_points
+from posedreamer_mm.body.sources.base import stable_seed
+from posedreamer_mm.generation import (DatasetGenerator, GeneratedDataReader, OutputConflictError, PromptSampler,
+                                       ShardWriteError, export_coco_keypoints)
+from posedreamer_mm.generation.writer import ShardBuilder
+from posedreamer_mm.registry import GENERATORS, POSE_SOURCES
+from tests.generation.stub_backend import NoiseTestBackend
+
+CROP = 64
+SOURCE = dict(type='AugmentedSource', source=dict(type='ProceduralPoseSource', num_samples=40, seed=1), seed=3,
+              distance_range=(3.0, 4.0))
+
+
+def _generator(model_dir, n=6, shard_size=4, backend=None, **kw):
+    cfg = dict(type='DatasetGenerator', body_model=dict(type='SMPLXBodyModel', model_path=str(model_dir)),
+               source=SOURCE, controls=[dict(type='PNCCRenderer'), dict(type='DepthRenderer')],
+               backend=backend or dict(type='RenderBackend', batch_size=2),
+               writer=dict(type='ShardedDatasetWriter', shard_size=shard_size, image_format='png'),
+               num_samples=n, seed=7, crop_size=CROP, progress=False)
+    cfg.update(kw)
+    return GENERATORS.build(cfg)
+
+
+def _snapshot(root):
+    """ids, label arrays and image bytes of a dataset, for equality across runs."""
+    reader = GeneratedDataReader(root)
+    out = {}
+    for i, sid in enumerate(reader.ids):
+        s = reader.sample(i)
+        with open(reader.image_path(i), 'rb') as f:
+            out[sid] = (s.to_dict(), f.read(), reader.meta(i)['prompt'])
+    return out
+
+
+def _assert_same(a, b):
+    assert list(a) == list(b)
+    for sid in a:
+        la, lb = a[sid][0], b[sid][0]
+        assert sorted(la) == sorted(lb)
+        for key in la:
+            np.testing.assert_array_equal(la[key], lb[key], err_msg=f'{sid} {key}')
+        assert a[sid][1] == b[sid][1], f'{sid}: image bytes differ'
+        assert a[sid][2] == b[sid][2]
+
+
+def test_labels_equal_what_the_source_produced(tmp_path, standin_model_dir):
+    summary = _generator(standin_model_dir).run(str(tmp_path / 'out'))
+    assert summary['written'] == 6 and summary['status'] == 'complete' and summary['shards'] == 2
+    assert set(summary['timings_s']) >= {'source', 'BodyForward', 'RenderControls', 'backend', 'write'}
+    source = POSE_SOURCES.build(SOURCE)
+    reader = GeneratedDataReader(tmp_path / 'out')
+    assert reader.ids == [source[i].id for i in range(6)]
+    prompts = PromptSampler('generic')
+    for i in range(6):
+        want, got, meta = source[i], reader.sample(i), reader.meta(i)
+        for key in ('betas', 'global_orient', 'body_pose', 'left_hand_pose', 'transl', 'expression'):
+            np.testing.assert_array_equal(getattr(got, key), getattr(want, key), err_msg=key)
+        np.testing.assert_allclose(got.meta['source_camera']['focal'], want.focal)
+        assert tuple(got.img_size) == (CROP, CROP)
+        img = reader.load_image(i)
+        assert img.shape == (CROP, CROP, 3) and img.dtype == np.uint8
+        proj = np.asarray(project_points(got.joints_3d[None], got.focal[None], got.princpt[None]))[0]
+        np.testing.assert_allclose(got.joints_2d, proj, atol=1e-3)
+        # The stored bbox is the PNCC silhouette's box (within a pixel): label and control share one camera.
+        pncc = cv2.imread(reader.control_path(i, 'pncc'))
+        ys, xs = np.nonzero(pncc.sum(-1) > 0)
+        x, y, w, h = got.bbox
+        assert abs(xs.min() - x) <= 1.5 and abs(ys.max() + 1 - (y + h)) <= 1.5
+        assert (got.keypoints_coco17[:, 2] > 0).sum() >= 12
+        assert meta['seed'] == stable_seed(7, want.id) and meta['backend'] == 'render_baseline'
+        assert meta['prompt'] == prompts(meta['seed'], want.gender)[0]
+    coco_path = export_coco_keypoints(reader, tmp_path / 'coco.json')
+    from pycocotools.coco import COCO
+    coco = COCO(coco_path)
+    ann = coco.loadAnns(coco.getAnnIds(imgIds=[1]))[0]
+    np.testing.assert_allclose(np.reshape(ann['keypoints'], (17, 3))[:, 2], reader.sample(0).keypoints_coco17[:, 2])
+    assert os.path.isfile(os.path.join(reader.root, coco.loadImgs(1)[0]['file_name']))
+
+
+def test_rerun_loses_nothing_and_another_config_is_refused(tmp_path, standin_model_dir):
+    out = str(tmp_path / 'out')
+    _generator(standin_model_dir, n=5, shard_size=2).run(out)
+    before = _snapshot(out)
+    mtimes = {p: os.stat(os.path.join(dp, p)).st_mtime_ns for dp, _, fs in os.walk(out + '/shards') for p in fs}
+    again = _generator(standin_model_dir, n=5, shard_size=2).run(out)
+    assert again['this_run']['written'] == 0 and again['this_run']['shards_skipped_complete'] == 3
+    assert again['written'] == 5
+    _assert_same(before, _snapshot(out))
+    assert mtimes == {p: os.stat(os.path.join(dp, p)).st_mtime_ns for dp, _, fs in os.walk(out + '/shards')
+                      for p in fs}
+    with pytest.raises(OutputConflictError, match=r"different config or seed.*\['seed'\]"):
+        _generator(standin_model_dir, n=5, shard_size=2, seed=8).run(out)
+    with pytest.raises(OutputConflictError, match='num_samples'):
+        _generator(standin_model_dir, n=4, shard_size=2).run(out)
+    _assert_same(before, _snapshot(out))
+
+
+class _FlakySource:
+    """A source whose file vanishes for one index, with one behind-camera body and one hostile id."""
+
+    def __init__(self):
+        self.inner = POSE_SOURCES.build(SOURCE)
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        s = self.inner[i]
+        if i == 1:
+            s.transl = np.array([0, 0, -3.0], np.float32)
+        if i == 2:
+            raise FileNotFoundError('/data/amass/gone.npz vanished mid-run')
+        if i == 3:
+            s.id = '../../escape'
+        return s
+
+
+def test_drops_and_failures_are_counted_with_reasons(tmp_path, standin_model_dir):
+    gen = _generator(standin_model_dir, source=_FlakySource())
+    summary = gen.run(str(tmp_path / 'out'))
+    assert summary['written'] == 3
+    assert summary['dropped'] == {'geometry_near_plane': 1}
+    assert summary['failed'] == {'source:FileNotFoundError': 1, 'source:ValueError': 1}
+    assert not (tmp_path / 'escape.png').exists() and not list(tmp_path.glob('**/escape*'))
+    info = json.loads((tmp_path / 'out' / 'shards' / '000000' / 'shard.json').read_text())
+    assert 'gone.npz vanished' in info['failed'][0]['reason']
+
+
+def test_write_error_leaves_no_half_shard_and_the_rerun_completes(tmp_path, standin_model_dir, monkeypatch):
+    out = str(tmp_path / 'out')
+    real_add, calls = ShardBuilder.add, []
+
+    def failing_add(self, index, results):
+        calls.append(index)
+        if len(calls) == 3:
+            raise OSError(28, 'No space left on device')
+        return real_add(self, index, results)
+
+    monkeypatch.setattr(ShardBuilder, 'add', failing_add)
+    with pytest.raises(ShardWriteError, match='No space left on device.*resumes'):
+        _generator(standin_model_dir, n=6, shard_size=2).run(out)
+    assert not [n for n in os.listdir(os.path.join(out, 'shards')) if n.startswith('.')]
+    assert len(GeneratedDataReader(out)) == 2  # shard 0 only, complete
+    monkeypatch.setattr(ShardBuilder, 'add', real_add)
+    summary = _generator(standin_model_dir, n=6, shard_size=2).run(out)
+    assert summary['this_run']['shards_skipped_complete'] == 1 and summary['written'] == 6
+    _generator(standin_model_dir, n=6, shard_size=2).run(str(tmp_path / 'clean'))
+    _assert_same(_snapshot(str(tmp_path / 'clean')), _snapshot(out))
+
+
+def test_a_sample_in_a_batch_of_4_equals_it_alone(tmp_path, standin_model_dir):
+    _generator(standin_model_dir, n=4, backend=NoiseTestBackend(batch_size=4)).run(str(tmp_path / 'b4'))
+    _generator(standin_model_dir, n=4, backend=NoiseTestBackend(batch_size=1)).run(str(tmp_path / 'b1'))
+    _assert_same(_snapshot(str(tmp_path / 'b4')), _snapshot(str(tmp_path / 'b1')))
+
+
+@pytest.mark.timeout(300)
+def test_spawn_workers_write_the_same_dataset(tmp_path, standin_model_dir):
+    _generator(standin_model_dir, n=4, shard_size=2).run(str(tmp_path / 'inproc'))
+    _generator(standin_model_dir, n=4, shard_size=2, num_workers=1).run(str(tmp_path / 'spawn'))
+    _assert_same(_snapshot(str(tmp_path / 'inproc')), _snapshot(str(tmp_path / 'spawn')))
+
+
+def test_bad_configs_fail_clearly(tmp_path, standin_model_dir):
+    with pytest.raises(ValueError, match='owns the crop camera'):
+        _generator(standin_model_dir, controls=[dict(type='PNCCRenderer', size=128)]).run(str(tmp_path / 'a'))
+    with pytest.raises(ValueError, match='num_samples=99 but the source has 40'):
+        _generator(standin_model_dir, n=99)
+    # The stand-in directory holds only the neutral model: a male sample stops the run, naming the file.
+    gen = _generator(standin_model_dir, n=2, source=_MaleSource())
+    from posedreamer_mm.generation import GenerationError
+    with pytest.raises(GenerationError, match='SMPLX_MALE'):
+        gen.run(str(tmp_path / 'b'))
+
+
+class _MaleSource(_FlakySource):
+    def __getitem__(self, i):
+        s = self.inner[i]
+        s.gender = 'male'
+        return s
