@@ -2,7 +2,8 @@
 
 1. Speed on ``skimage.data.astronaut()`` (512x512): ``MediaPipeScorer`` (the bundled model), and ``MMPoseScorer``
    with the RTMDet-tiny + RTMPose-t architectures from the installed mmdet/mmpose configs at **random weights**
-   (timing only: no real weights ship offline; random boxes are capped at ``max_people``).
+   and their own test settings (timing only: no real weights ship offline; the number of random boxes that pass
+   the detector's own threshold, capped at 4, is printed), and RTMPose-t alone on one whole-image box.
 2. With ``--data ROOT`` (a generated dataset, e.g. from the render backend): per scorer, the fraction of images
    where it finds a person, where the label matches a detection (>= 4 keypoints scoring >= 0.3), the mean OKS
    and the fraction with OKS >= 0.85; split by the label's facing (front / back by its nose visibility).
@@ -57,10 +58,12 @@ def random_weight_mmpose(device: str, tmp: str):
             from mmengine.registry import MODELS
             model = MODELS.build(cfg.model)
         torch.save(dict(state_dict=model.state_dict()), os.path.join(tmp, f'{name}.pth'))
-    return SCORERS.build(dict(type='MMPoseScorer', det_config=det_cfg, det_checkpoint=os.path.join(tmp, 'det.pth'),
+    full = SCORERS.build(dict(type='MMPoseScorer', det_config=det_cfg, det_checkpoint=os.path.join(tmp, 'det.pth'),
                               pose_config=pose_cfg, pose_checkpoint=os.path.join(tmp, 'pose.pth'), device=device,
-                              det_score_thr=0.0, max_people=4,
-                              det_cfg_options={'model.test_cfg.score_thr': 0.0}))
+                              det_score_thr=0.0, max_people=4))
+    pose_only = SCORERS.build(dict(type='MMPoseScorer', pose_config=pose_cfg,
+                                   pose_checkpoint=os.path.join(tmp, 'pose.pth'), device=device))
+    return full, pose_only
 
 
 def make_render_dataset(out: str, num: int, seed: int = 0) -> str:
@@ -134,11 +137,14 @@ def main():
     print(f'{"MediaPipeScorer (BlazePose full, bundled)":<44}{rate(lambda: scorers[0](img), args.seconds) * 1e3:>20.1f}')
     if not args.skip_mmpose:
         with tempfile.TemporaryDirectory() as tmp:
-            mm = random_weight_mmpose(args.device, tmp)
-            t = rate(lambda: mm(img), args.seconds)
-            print(f'{"MMPoseScorer RTMDet-tiny+RTMPose-t (random w.)":<44}{t * 1e3:>20.1f}')
-            t4 = rate(lambda: mm.predict_batch([img] * 4), args.seconds) / 4
+            full, pose_only = random_weight_mmpose(args.device, tmp)
+            people = len(full(img))
+            t = rate(lambda: full(img), args.seconds)
+            print(f'{f"MMPoseScorer RTMDet-tiny+RTMPose-t ({people} boxes)":<44}{t * 1e3:>20.1f}')
+            t4 = rate(lambda: full.predict_batch([img] * 4), args.seconds) / 4
             print(f'{"  same, batches of 4 images":<44}{t4 * 1e3:>20.1f}')
+            t = rate(lambda: pose_only(img), args.seconds)
+            print(f'{"MMPoseScorer RTMPose-t alone, 1 box":<44}{t * 1e3:>20.1f}')
     if args.make_render_data:
         make_render_dataset(args.data, args.make_render_data)
     if args.data:
