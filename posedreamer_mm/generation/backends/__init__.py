@@ -4,6 +4,11 @@ Every backend implements :class:`BaseGenerationBackend` (``setup`` / ``generate`
 in ``GENERATORS``; configs and weights layouts: ``docs/backends.md``.
 """
 from .base import BaseGenerationBackend, sample_generators
+from .diffusers_backends import (FluxControlBackend, FluxControlNetBackend, SD15ControlNetBackend,
+                                 SDXLControlNetBackend, SDXLControlNetUnionBackend)
 from .render import RenderBackend
+from .weights import WeightsLayoutError
 
-__all__ = ['BaseGenerationBackend', 'sample_generators', 'RenderBackend']
+__all__ = ['BaseGenerationBackend', 'sample_generators', 'RenderBackend', 'SD15ControlNetBackend',
+           'SDXLControlNetBackend', 'SDXLControlNetUnionBackend', 'FluxControlNetBackend', 'FluxControlBackend',
+           'WeightsLayoutError']

@@ -1,0 +1,229 @@
+"""Loading diffusers weights for the backends: layout checks with clear errors, dtypes, schedulers, LoRA stacks.
+
+A weights location is either a ``from_pretrained`` folder (what ``save_pretrained`` writes and the Hugging Face
+repositories hold: ``model_index.json`` naming the pipeline in ``_class_name`` plus one subfolder per component
+for a pipeline, ``config.json`` plus ``diffusion_pytorch_model.safetensors`` for one model) or, where diffusers
+supports it, a single checkpoint file (``.safetensors``/``.ckpt``, loaded with ``from_single_file``; offline it
+needs ``config=`` a local folder of the same architecture). Layouts per backend: ``docs/backends.md``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+#: Single-file checkpoint suffixes ``from_single_file`` reads.
+SINGLE_FILE_SUFFIXES = ('.safetensors', '.ckpt', '.pt', '.pth', '.bin')
+DTYPES = {'float32': torch.float32, 'fp32': torch.float32, 'float16': torch.float16, 'fp16': torch.float16,
+          'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16}
+
+
+class WeightsLayoutError(FileNotFoundError, ValueError):
+    """A weights path that is missing or not laid out as the backend expects (the message names both)."""
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``'float16'``/``'fp16'``/``'bfloat16'``/``'bf16'``/``'float32'``/``'fp32'`` or a ``torch.dtype``."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype) not in DTYPES:
+        raise ValueError(f'dtype {dtype!r} is not one of {sorted(DTYPES)}')
+    return DTYPES[str(dtype)]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise WeightsLayoutError(f'{path} is not a readable JSON file ({err})') from err
+
+
+def check_pipeline_folder(path: str | os.PathLike, accepted: Sequence[str], subfolders: Sequence[str],
+                          what: str) -> Path:
+    """Checks a ``from_pretrained`` pipeline folder or a single-file checkpoint; returns the path.
+
+    Args:
+        path: folder with ``model_index.json`` or a checkpoint file.
+        accepted: ``model_index.json`` ``_class_name`` values that hold the right components.
+        subfolders: component subfolders that must exist (each with a config or tokenizer file).
+        what: the backend and model family, for the message (e.g. ``'SD15ControlNetBackend (SD1.5)'``).
+
+    Raises:
+        WeightsLayoutError: naming the path, what was found and the expected layout.
+    """
+    p = Path(os.fspath(path)).expanduser()
+    layout = (f'a diffusers folder with model_index.json (_class_name one of {list(accepted)}) and the '
+              f'subfolders {list(subfolders)}, or a single checkpoint file ({", ".join(SINGLE_FILE_SUFFIXES)})')
+    if p.is_file():
+        if p.suffix not in SINGLE_FILE_SUFFIXES:
+            raise WeightsLayoutError(f'{what}: weights {p} is a file but not a checkpoint; expected {layout}')
+        return p
+    if not p.is_dir():
+        raise WeightsLayoutError(f'{what}: weights path {p} does not exist; expected {layout}')
+    index = p / 'model_index.json'
+    if not index.is_file():
+        raise WeightsLayoutError(f'{what}: {p} has no model_index.json (is it a single model folder or a parent '
+                                 f'folder?); expected {layout}')
+    found = _read_json(index).get('_class_name')
+    if found not in accepted:
+        raise WeightsLayoutError(f'{what}: {p} holds a {found!r} pipeline (model_index.json _class_name), not '
+                                 f'one of {list(accepted)}; expected {layout}')
+    missing = [s for s in subfolders if not (p / s).is_dir() or not any((p / s).iterdir())]
+    if missing:
+        raise WeightsLayoutError(f'{what}: {p} lacks the component subfolders {missing}; expected {layout}')
+    return p
+
+
+def check_model_folder(path: str | os.PathLike, accepted: Sequence[str], what: str) -> Path:
+    """Checks a single-model folder (``config.json`` ``_class_name`` in ``accepted`` plus weights) or file."""
+    p = Path(os.fspath(path)).expanduser()
+    layout = (f'a folder with config.json (_class_name one of {list(accepted)}) and '
+              f'diffusion_pytorch_model.safetensors (or .bin, possibly sharded), or a single checkpoint file')
+    if p.is_file():
+        if p.suffix not in SINGLE_FILE_SUFFIXES:
+            raise WeightsLayoutError(f'{what}: {p} is a file but not a checkpoint; expected {layout}')
+        return p
+    if not p.is_dir():
+        raise WeightsLayoutError(f'{what}: weights path {p} does not exist; expected {layout}')
+    if not (p / 'config.json').is_file():
+        hint = ' (it is a pipeline folder: point at its model subfolder)' if (p / 'model_index.json').is_file() else ''
+        raise WeightsLayoutError(f'{what}: {p} has no config.json{hint}; expected {layout}')
+    found = _read_json(p / 'config.json').get('_class_name')
+    if found not in accepted:
+        raise WeightsLayoutError(f'{what}: {p} holds a {found!r} model (config.json _class_name), not one of '
+                                 f'{list(accepted)}; expected {layout}')
+    if not any(f.name.startswith('diffusion_pytorch_model') for f in p.iterdir()):
+        raise WeightsLayoutError(f'{what}: {p} has a config.json but no diffusion_pytorch_model.* weights; '
+                                 f'expected {layout}')
+    return p
+
+
+def load_model(cls, path: Path, dtype: torch.dtype, single_file_config: str | None = None, **kwargs):
+    """``cls.from_pretrained(folder)`` or ``cls.from_single_file(file, config=...)``, local files only."""
+    if path.is_file():
+        if not hasattr(cls, 'from_single_file'):
+            raise WeightsLayoutError(f'{cls.__name__} cannot load a single checkpoint file ({path}) in this diffusers '
+                                     'version: convert it to a from_pretrained folder')
+        extra = {} if single_file_config is None else dict(config=os.fspath(single_file_config))
+        return cls.from_single_file(os.fspath(path), torch_dtype=dtype, local_files_only=True, **extra, **kwargs)
+    return cls.from_pretrained(os.fspath(path), torch_dtype=dtype, local_files_only=True, **kwargs)
+
+
+def build_scheduler(spec: str | dict | None, current):
+    """A scheduler of the class ``spec`` names (``'UniPCMultistepScheduler'`` or ``dict(type=..., **overrides)``)
+    from the pipeline's scheduler config; ``None`` keeps ``current``.
+
+    Raises:
+        ValueError: for a name diffusers does not have, listing the schedulers compatible with the pipeline.
+    """
+    if spec is None:
+        return current
+    import diffusers
+    spec = dict(type=spec) if isinstance(spec, str) else dict(spec)
+    name = spec.pop('type')
+    cls = getattr(diffusers, name, None)
+    if cls is None or not isinstance(cls, type) or not issubclass(cls, diffusers.SchedulerMixin):
+        options = sorted(c.__name__ for c in getattr(current, 'compatibles', []))
+        raise ValueError(f'scheduler {name!r} is not a diffusers scheduler class; compatible with this pipeline: '
+                         f'{options}')
+    return cls.from_config(current.config, **spec)
+
+
+def lora_specs(loras: Sequence[dict] | None) -> list[dict]:
+    """Normalised LoRA specs: ``path``, ``weight`` (default 1.0), ``name`` (default ``lora<i>``), ``weight_name``,
+    ``target`` (``'pipeline'`` — UNet/transformer/text encoders as the file says — or ``'controlnet'``) and
+    ``controlnet_index`` (which ControlNet of several)."""
+    out = []
+    for i, spec in enumerate(loras or ()):
+        spec = dict(spec)
+        unknown = set(spec) - {'path', 'weight', 'name', 'weight_name', 'target', 'controlnet_index'}
+        if 'path' not in spec or unknown:
+            raise ValueError(f'LoRA #{i} {spec}: needs path and takes only weight, name, weight_name, target, '
+                             f'controlnet_index (unknown: {sorted(unknown)})')
+        target = spec.get('target', 'pipeline')
+        if target not in ('pipeline', 'controlnet'):
+            raise ValueError(f"LoRA #{i}: target must be 'pipeline' or 'controlnet', got {target!r}")
+        path = Path(os.fspath(spec['path'])).expanduser()
+        if not path.exists():
+            raise WeightsLayoutError(f'LoRA #{i}: {path} does not exist; expected a LoRA folder '
+                                     '(pytorch_lora_weights.safetensors, as save_lora_weights writes) or a '
+                                     '.safetensors file')
+        out.append(dict(path=path, weight=float(spec.get('weight', 1.0)), name=str(spec.get('name', f'lora{i}')),
+                        weight_name=spec.get('weight_name'), target=target,
+                        controlnet_index=int(spec.get('controlnet_index', 0))))
+    names = [s['name'] for s in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f'LoRA names must be unique, got {names}')
+    return out
+
+
+def _split_file(spec: dict) -> tuple[str, dict]:
+    """(folder, kwargs) for diffusers' LoRA loaders: a file becomes its folder plus ``weight_name``."""
+    path = spec['path']
+    kwargs = {}
+    if path.is_file():
+        kwargs['weight_name'] = path.name
+        path = path.parent
+    elif spec['weight_name'] is not None:
+        kwargs['weight_name'] = spec['weight_name']
+    return os.fspath(path), kwargs
+
+
+def apply_loras(pipe, specs: list[dict]) -> None:
+    """Loads every LoRA as a named adapter and activates them together with their weights (``set_adapters``).
+
+    Pipeline LoRAs go through ``pipe.load_lora_weights`` (which also expands a FLUX control LoRA's input layer);
+    ControlNet LoRAs through ``controlnet.load_lora_adapter(prefix=None)`` (saved with ``save_lora_adapter``).
+    """
+    if not specs:
+        return
+    pipeline_specs = [s for s in specs if s['target'] == 'pipeline']
+    for spec in pipeline_specs:
+        folder, kwargs = _split_file(spec)
+        try:
+            pipe.load_lora_weights(folder, adapter_name=spec['name'], local_files_only=True, **kwargs)
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise WeightsLayoutError(f'LoRA {spec["name"]!r} at {spec["path"]} could not be loaded into '
+                                     f'{type(pipe).__name__}: {err}') from err
+    if pipeline_specs:
+        pipe.set_adapters([s['name'] for s in pipeline_specs], adapter_weights=[s['weight'] for s in pipeline_specs])
+    by_net: dict[int, list[dict]] = {}
+    for spec in specs:
+        if spec['target'] == 'controlnet':
+            by_net.setdefault(spec['controlnet_index'], []).append(spec)
+    for index, net_specs in by_net.items():
+        net = controlnet_at(pipe, index)
+        for spec in net_specs:
+            folder, kwargs = _split_file(spec)
+            try:
+                net.load_lora_adapter(folder, prefix=None, adapter_name=spec['name'], use_safetensors=True,
+                                      local_files_only=True, **kwargs)
+            except (OSError, ValueError, KeyError, RuntimeError) as err:
+                raise WeightsLayoutError(f'ControlNet LoRA {spec["name"]!r} at {spec["path"]} could not be loaded: '
+                                         f'{err}') from err
+        net.set_adapters([s['name'] for s in net_specs], weights=[s['weight'] for s in net_specs])
+
+
+def controlnet_at(pipe, index: int):
+    """The ``index``-th ControlNet of a pipeline (one model, or one of a Multi-ControlNet's ``nets``)."""
+    net = getattr(pipe, 'controlnet', None)
+    if net is None:
+        raise ValueError(f'{type(pipe).__name__} has no ControlNet to load a ControlNet LoRA into')
+    nets = list(getattr(net, 'nets', [net]))
+    if not 0 <= index < len(nets):
+        raise ValueError(f'controlnet_index {index} out of range: the pipeline has {len(nets)} ControlNet(s)')
+    return nets[index]
+
+
+def describe(value: Any) -> Any:
+    """JSON-able form of a config value for :meth:`record` (paths as strings)."""
+    if isinstance(value, Path):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        return {k: describe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [describe(v) for v in value]
+    return value
