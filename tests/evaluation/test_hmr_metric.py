@@ -6,7 +6,7 @@ from mmengine.structures import InstanceData
 from mmpose.structures import PoseDataSample
 
 from posedreamer_mm.body.body_model import SMPLXBodyModel
-from posedreamer_mm.evaluation.functional.mesh import smplx_errors_mm
+from posedreamer_mm.evaluation.functional.mesh import in_image, smplx_errors_mm
 from posedreamer_mm.registry import METRICS
 from posedreamer_mm.testing.hmr_fixtures import fixture_bodies
 
@@ -31,11 +31,11 @@ def metric(standin_model_dir):
                               body_model=dict(type='SMPLXBodyModel', model_path=str(standin_model_dir))))
 
 
-def _sample(params: dict, pred_verts: np.ndarray, name: str, has=1.0) -> dict:
+def _sample(params: dict, pred_verts: np.ndarray, name: str, has=1.0, **meta) -> dict:
     gt = InstanceData(**{f'smplx_{k}': torch.as_tensor(v)[None] for k, v in params.items()})
     for flag in ('global_orient', 'body_pose', 'hands', 'face', 'betas', 'transl'):
         gt.set_field(torch.tensor([has if flag == 'body_pose' else 1.0]), f'has_smplx_{flag}')
-    ds = PoseDataSample(metainfo=dict(dataset_name=name, gender='neutral', id=name))
+    ds = PoseDataSample(metainfo=dict(dataset_name=name, gender='neutral', id=name, **meta))
     ds.gt_instances = gt
     ds.pred_instances = InstanceData(vertices=pred_verts[None].astype(np.float32))
     return ds.to_dict()  # what mmengine's Evaluator hands to metrics
@@ -52,7 +52,9 @@ def test_metric_is_zero_for_the_gt_mesh_and_matches_functional(model, metric):
     metric.results.clear()
     exact = [_sample(p, _verts(model, p) + [0.3, 0.1, 2.0], 'ubody') for p in rows]  # camera offset only
     noisy_params = [dict(p, body_pose=p['body_pose'] + 0.2) for p in rows]
-    noisy = [_sample(p, _verts(model, q), 'coco') for p, q in zip(rows, noisy_params)]
+    # A camera that sees only the upper body: errors average over the ground-truth points inside the image.
+    camera = dict(focal=np.array([600.0, 600.0]), princpt=np.array([100.0, 200.0]), img_shape_full=np.array([220, 200]))
+    noisy = [_sample(p, _verts(model, q), 'coco', **camera) for p, q in zip(rows, noisy_params)]
     skipped = _sample(rows[0], _verts(model, rows[0]), 'coco', has=0.0)
     metric.process({}, exact + noisy + [skipped])
     out = metric.compute_metrics(metric.results)
@@ -62,10 +64,15 @@ def test_metric_is_zero_for_the_gt_mesh_and_matches_functional(model, metric):
     assert out['all/num_samples'] == 6
     gt = np.stack([_verts(model, p) for p in rows])
     pred = np.stack([_verts(model, q) for q in noisy_params])
+    cams = tuple(np.repeat(v[None], 3, 0) for v in (camera['focal'], camera['princpt'], np.array([200.0, 220.0])))
     ref = smplx_errors_mm(pred, gt, metric.j_regressor, metric.hand_ids, metric.face_ids,
-                          hand_joint_regressors=metric.hand_regressors)
+                          hand_joint_regressors=metric.hand_regressors, camera=cams)
+    inside = in_image(gt, *cams).mean()
+    assert 0.1 < inside < 0.9, inside
     for key, value in ref.items():
-        np.testing.assert_allclose(out[f'coco/{key}_mm'], value.mean(), rtol=1e-4, err_msg=key)
+        np.testing.assert_allclose(out[f'coco/{key}_mm'], np.nanmean(value), rtol=1e-4, err_msg=key)
+    full = smplx_errors_mm(pred, gt, metric.j_regressor)
+    assert not np.isclose(out['coco/pve_mm'], full['pve'].mean(), rtol=1e-3)
     assert out['coco/pve_mm'] > 10
     np.testing.assert_allclose(out['all/pve_mm'], (out['coco/pve_mm'] + out['ubody/pve_mm']) / 2, rtol=1e-6)
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from posedreamer_mm.evaluation.functional.mesh import (hand_regressors, pa_point_error_mm, procrustes_align,
-                                                       smplx_errors_mm)
+from posedreamer_mm.evaluation.functional.mesh import (hand_regressors, in_image, pa_point_error_mm,
+                                                       procrustes_align, smplx_errors_mm)
 
 V = 300
 
@@ -46,34 +46,58 @@ def make_hand_regressor(regressor, tips):
     return {'left': left, 'right': right}
 
 
-def reference(mesh_out, mesh_gt, J_regressor, lhand, rhand, face, hand_regressor):
+def validate_within_img(img_wh, points):
+    w, h = img_wh
+    return np.logical_and(np.logical_and(0 < points[:, 0], points[:, 0] < w),
+                          np.logical_and(0 < points[:, 1], points[:, 1] < h))
+
+
+def project(points, focal, princpt):
+    return points[:, :2] / points[:, 2:] * focal + princpt
+
+
+def reference(mesh_out, mesh_gt, J_regressor, lhand, rhand, face, hand_regressor, camera):
+    """SMPLer-X ``UBody.evaluate`` for one sample (plus the pelvis-aligned body MPJPE and wrist-aligned hand MPJPE
+    this project also reports), with the image-plane validity of each ground-truth point."""
+    focal, princpt, img_wh = camera
     r = {}
     pelvis, neck, lwrist, rwrist = 0, 12, 20, 21
+    mesh_valid = validate_within_img(img_wh, project(mesh_gt, focal, princpt))
+    mesh_out_align = rigid_align(mesh_out, mesh_gt)
+    r['pa_pve'] = np.sqrt(np.sum((mesh_out_align - mesh_gt) ** 2, 1))[mesh_valid].mean() * 1000
     mesh_out_align = mesh_out - np.dot(J_regressor, mesh_out)[pelvis, None, :] \
         + np.dot(J_regressor, mesh_gt)[pelvis, None, :]
-    r['pve'] = np.sqrt(np.sum((mesh_out_align - mesh_gt) ** 2, 1)).mean() * 1000
-    r['pa_pve'] = np.sqrt(np.sum((rigid_align(mesh_out, mesh_gt) - mesh_gt) ** 2, 1)).mean() * 1000
+    r['pve'] = np.sqrt(np.sum((mesh_out_align - mesh_gt) ** 2, 1))[mesh_valid].mean() * 1000
     hand, pa_hand = [], []
     for ids, w in ((lhand, lwrist), (rhand, rwrist)):
-        out, gt = mesh_out[ids], mesh_gt[ids]
-        al = out - np.dot(J_regressor, mesh_out)[w, None, :] + np.dot(J_regressor, mesh_gt)[w, None, :]
-        hand.append(np.sqrt(np.sum((al - gt) ** 2, 1)).mean() * 1000)
-        pa_hand.append(np.sqrt(np.sum((rigid_align(out, gt) - gt) ** 2, 1)).mean() * 1000)
-    r['pve_hand'], r['pa_pve_hand'] = np.mean(hand), np.mean(pa_hand)
-    out, gt = mesh_out[face], mesh_gt[face]
-    al = out - np.dot(J_regressor, mesh_out)[neck, None, :] + np.dot(J_regressor, mesh_gt)[neck, None, :]
-    r['pve_face'] = np.sqrt(np.sum((al - gt) ** 2, 1)).mean() * 1000
-    r['pa_pve_face'] = np.sqrt(np.sum((rigid_align(out, gt) - gt) ** 2, 1)).mean() * 1000
+        out, gt, valid = mesh_out[ids], mesh_gt[ids], mesh_valid[ids]
+        if sum(valid) != 0:
+            pa_hand.append(np.sqrt(np.sum((rigid_align(out, gt) - gt) ** 2, 1))[valid].mean() * 1000)
+            al = out - np.dot(J_regressor, mesh_out)[w, None, :] + np.dot(J_regressor, mesh_gt)[w, None, :]
+            hand.append(np.sqrt(np.sum((al - gt) ** 2, 1))[valid].mean() * 1000)
+    r['pve_hand'] = np.mean(hand) if hand else np.nan
+    r['pa_pve_hand'] = np.mean(pa_hand) if pa_hand else np.nan
+    out, gt, valid = mesh_out[face], mesh_gt[face], mesh_valid[face]
+    if sum(valid) != 0:
+        r['pa_pve_face'] = np.sqrt(np.sum((rigid_align(out, gt) - gt) ** 2, 1))[valid].mean() * 1000
+        al = out - np.dot(J_regressor, mesh_out)[neck, None, :] + np.dot(J_regressor, mesh_gt)[neck, None, :]
+        r['pve_face'] = np.sqrt(np.sum((al - gt) ** 2, 1))[valid].mean() * 1000
+    else:
+        r['pa_pve_face'] = r['pve_face'] = np.nan
     jo, jg = np.dot(J_regressor, mesh_out), np.dot(J_regressor, mesh_gt)
     bo, bg = jo[:22], jg[:22]
-    r['mpjpe'] = np.sqrt(np.sum((bo - bo[0] + bg[0] - bg) ** 2, 1)).mean() * 1000
-    r['pa_mpjpe'] = np.sqrt(np.sum((rigid_align(bo, bg) - bg) ** 2, 1)).mean() * 1000
+    body_valid = validate_within_img(img_wh, project(bg, focal, princpt))
+    r['pa_mpjpe'] = np.sqrt(np.sum((rigid_align(bo, bg) - bg) ** 2, 1))[body_valid].mean() * 1000
+    r['mpjpe'] = np.sqrt(np.sum((bo - jo[0] + jg[0] - bg) ** 2, 1))[body_valid].mean() * 1000
     mp, pa = [], []
     for side in ('left', 'right'):
         o, g = np.dot(hand_regressor[side], mesh_out), np.dot(hand_regressor[side], mesh_gt)
-        mp.append(np.sqrt(np.sum((o - o[0] + g[0] - g) ** 2, 1)).mean() * 1000)
-        pa.append(np.sqrt(np.sum((rigid_align(o, g) - g) ** 2, 1)).mean() * 1000)
-    r['mpjpe_hand'], r['pa_mpjpe_hand'] = np.mean(mp), np.mean(pa)
+        valid = validate_within_img(img_wh, project(g, focal, princpt))
+        if sum(valid) != 0:
+            mp.append(np.sqrt(np.sum((o - o[0] + g[0] - g) ** 2, 1))[valid].mean() * 1000)
+            pa.append(np.sqrt(np.sum((rigid_align(o, g) - g) ** 2, 1))[valid].mean() * 1000)
+    r['mpjpe_hand'] = np.mean(mp) if mp else np.nan
+    r['pa_mpjpe_hand'] = np.mean(pa) if pa else np.nan
     return r
 
 
@@ -117,11 +141,25 @@ def test_equals_numpy_transcription_of_the_protocol(setup):
     pred = gt + rng.normal(0, 0.05, gt.shape) + [0.1, 0.0, 0.3]
     pred[2] = pred[2] * [-1, 1, 1]  # a mirrored prediction: the reflection case of the alignment
     tips = ((200, 201, 202, 203, 204), (210, 211, 212, 213, 214))
-    errors = smplx_errors_mm(pred, gt, reg, hands, face, hand_joint_regressors=hand_regressors(reg, tips))
+    # Images that cut the meshes (~half the points outside); sample 3's hands are all outside its image.
+    gt[3, hands[0]] += [5.0, 0, 0]
+    gt[3, hands[1]] += [5.0, 0, 0]
+    focal = np.full((4, 2), 1200.0)
+    princpt = np.array([[100.0, 120.0], [180.0, 90.0], [150.0, 150.0], [120.0, 100.0]])
+    img_wh = np.full((4, 2), 240.0)
+    errors = smplx_errors_mm(pred, gt, reg, hands, face, hand_joint_regressors=hand_regressors(reg, tips),
+                             camera=(focal, princpt, img_wh))
+    inside = [in_image(gt[b:b + 1], focal[b:b + 1], princpt[b:b + 1], img_wh[b:b + 1]).mean() for b in range(4)]
+    assert all(0.2 < f < 0.8 for f in inside), inside  # the masks matter
+    assert np.isnan(errors['pve_hand'][3]) and np.isfinite(errors['pve_hand'][:3]).all()
     for b in range(len(gt)):
-        ref = reference(pred[b], gt[b], reg, hands[0], hands[1], face, make_hand_regressor(reg, tips))
+        ref = reference(pred[b], gt[b], reg, hands[0], hands[1], face, make_hand_regressor(reg, tips),
+                        (focal[b], princpt[b], img_wh[b]))
         for key, value in ref.items():
             np.testing.assert_allclose(errors[key][b], value, rtol=1e-9, atol=1e-9, err_msg=f'{key} sample {b}')
+    # Without a camera every point counts.
+    full = smplx_errors_mm(pred, gt, reg, hands, face)
+    assert not np.allclose(full['pve'], errors['pve'])
 
 
 def test_procrustes_never_reflects():

@@ -13,6 +13,9 @@ Protocol, per sample, with meshes in metres (camera frame; any frame works, the 
   22 SMPL-X body-skeleton joints of ``J_regressor``), pelvis-aligned / Procrustes-aligned; hand joints (SMPLer-X's
   21 per hand: wrist, 15 finger joints, 5 fingertip vertices) wrist-aligned / Procrustes per hand.
 
+Only ground-truth points that project inside the image count (SMPLer-X's ``validate_within_img``; the alignments
+use all points); hands average the hands with at least one such point.
+
 The Procrustes alignment is SMPLer-X's ``rigid_align`` (Umeyama: scale, rotation with the reflection fixed,
 translation), batched. All functions take numpy arrays with a leading batch axis and return ``(B,)`` float64 in mm.
 """
@@ -73,23 +76,55 @@ def procrustes_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return scale[:, None, None] * np.einsum('bij,bnj->bni', rot, a0) + mu_b
 
 
+def masked_mean(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Mean of ``values (B, N)`` over the points where ``valid (B, N)``; NaN for a sample without a valid point."""
+    if valid is None:
+        return values.mean(-1)
+    valid = np.asarray(valid, bool)
+    count = valid.sum(-1)
+    total = np.where(valid, values, 0.0).sum(-1)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def point_error_mm(pred: np.ndarray, gt: np.ndarray, pred_ref: np.ndarray | None = None,
-                   gt_ref: np.ndarray | None = None) -> np.ndarray:
+                   gt_ref: np.ndarray | None = None, valid: np.ndarray | None = None) -> np.ndarray:
     """Mean Euclidean distance in mm of ``(B, N, 3)`` metres, after moving ``pred_ref (B, 3)`` onto ``gt_ref``.
 
-    Without references the points are compared as given.
+    Without references the points are compared as given. ``valid (B, N)``: average over these points only (NaN
+    where a sample has none).
     """
     pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
     if pred.shape != gt.shape:
         raise ValueError(f'prediction {pred.shape} and ground truth {gt.shape} differ in shape')
     if pred_ref is not None:
         pred = pred - np.asarray(pred_ref, np.float64)[:, None] + np.asarray(gt_ref, np.float64)[:, None]
-    return np.linalg.norm(pred - gt, axis=-1).mean(-1) * 1000.0
+    return masked_mean(np.linalg.norm(pred - gt, axis=-1), valid) * 1000.0
 
 
-def pa_point_error_mm(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Mean distance in mm after :func:`procrustes_align` (PA-PVE / PA-MPJPE)."""
-    return point_error_mm(procrustes_align(pred, gt), gt)
+def pa_point_error_mm(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Mean distance in mm after :func:`procrustes_align` on all points (PA-PVE / PA-MPJPE), averaged over
+    ``valid`` points."""
+    return point_error_mm(procrustes_align(pred, gt), gt, valid=valid)
+
+
+def in_image(points: np.ndarray, focal: np.ndarray, princpt: np.ndarray, img_wh: np.ndarray) -> np.ndarray:
+    """``(B, N)`` bool: camera-frame ``points (B, N, 3)`` in front of the camera that project strictly inside the
+    image, ``0 < u < W`` and ``0 < v < H`` (SMPLer-X's ``validate_within_img``).
+
+    Args:
+        points: metres, OpenCV camera frame.
+        focal: ``(B, 2)`` pixels.
+        princpt: ``(B, 2)`` pixels.
+        img_wh: ``(B, 2)`` (W, H) pixels.
+    """
+    points = np.asarray(points, np.float64)
+    z = points[..., 2]
+    with np.errstate(divide='ignore', invalid='ignore'):
+        uv = points[..., :2] / z[..., None] * np.asarray(focal, np.float64)[:, None] \
+            + np.asarray(princpt, np.float64)[:, None]
+    wh = np.asarray(img_wh, np.float64)[:, None]
+    return (z > 0) & (uv > 0).all(-1) & (uv < wh).all(-1)
 
 
 def regress(regressor: np.ndarray, vertices: np.ndarray) -> np.ndarray:
@@ -112,7 +147,8 @@ def smplx_errors_mm(pred_verts: np.ndarray, gt_verts: np.ndarray, j_regressor: n
                     hand_vertex_ids: tuple[np.ndarray, np.ndarray] | None = None,
                     face_vertex_ids: np.ndarray | None = None,
                     body_regressor: np.ndarray | None = None,
-                    hand_joint_regressors: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                    hand_joint_regressors: tuple[np.ndarray, np.ndarray] | None = None,
+                    camera: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Every error of the protocol (module docstring) for a batch of SMPL-X meshes.
 
     Args:
@@ -125,11 +161,16 @@ def smplx_errors_mm(pred_verts: np.ndarray, gt_verts: np.ndarray, j_regressor: n
             ``j_regressor``.
         hand_joint_regressors: ``(left, right)`` ``(K, V)`` hand-joint regressors whose row 0 is the wrist
             (:func:`hand_regressors`: SMPLer-X's 21 joints with fingertips); default the 16 skeleton rows.
+        camera: ``(focal (B, 2), princpt (B, 2), img_wh (B, 2))`` of the images, with ``gt_verts`` in that camera's
+            frame: errors then average only over ground-truth points that project inside the image (SMPLer-X's UBody
+            protocol; alignments still use every point). None: every point counts.
 
     Returns:
         ``{name: (B,) mm}``: ``pve``, ``pa_pve``, ``mpjpe``, ``pa_mpjpe`` (body joints), ``mpjpe_hand``,
         ``pa_mpjpe_hand`` (hand joints, wrist-aligned / per-hand Procrustes, mean of both hands) and,
-        when the vertex sets are given, ``pve_hand``, ``pa_pve_hand``, ``pve_face``, ``pa_pve_face``.
+        when the vertex sets are given, ``pve_hand``, ``pa_pve_hand``, ``pve_face``, ``pa_pve_face``. With
+        ``camera``, NaN where a sample has no point of that kind inside the image (leave those samples out of the
+        mean, as SMPLer-X does for hands and face).
     """
     pred_verts, gt_verts = np.asarray(pred_verts, np.float64), np.asarray(gt_verts, np.float64)
     if pred_verts.shape != gt_verts.shape or pred_verts.ndim != 3:
@@ -138,23 +179,40 @@ def smplx_errors_mm(pred_verts: np.ndarray, gt_verts: np.ndarray, j_regressor: n
     pj, gj = regress(j_regressor, pred_verts), regress(j_regressor, gt_verts)
     body = j_regressor[list(BODY_JOINTS)] if body_regressor is None else body_regressor
     pb, gb = regress(body, pred_verts), regress(body, gt_verts)
-    out = dict(pve=point_error_mm(pred_verts, gt_verts, pj[:, PELVIS], gj[:, PELVIS]),
-               pa_pve=pa_point_error_mm(pred_verts, gt_verts),
-               mpjpe=point_error_mm(pb, gb, pj[:, PELVIS], gj[:, PELVIS]), pa_mpjpe=pa_point_error_mm(pb, gb))
+    valid = (lambda pts: None) if camera is None else (lambda pts: in_image(pts, *camera))  # noqa: E731
+    vert_valid = valid(gt_verts)
+
+    def part(mask, ids):
+        return None if mask is None else mask[:, ids]
+
+    out = dict(pve=point_error_mm(pred_verts, gt_verts, pj[:, PELVIS], gj[:, PELVIS], vert_valid),
+               pa_pve=pa_point_error_mm(pred_verts, gt_verts, vert_valid),
+               mpjpe=point_error_mm(pb, gb, pj[:, PELVIS], gj[:, PELVIS], valid(gb)),
+               pa_mpjpe=pa_point_error_mm(pb, gb, valid(gb)))
     regs = hand_joint_regressors or hand_regressors(j_regressor, tips=None)
     hands = [(regress(r, pred_verts), regress(r, gt_verts)) for r in regs]
-    out['mpjpe_hand'] = np.mean([point_error_mm(p, g, p[:, 0], g[:, 0]) for p, g in hands], 0)
-    out['pa_mpjpe_hand'] = np.mean([pa_point_error_mm(p, g) for p, g in hands], 0)
+    out['mpjpe_hand'] = _mean_of_hands([point_error_mm(p, g, p[:, 0], g[:, 0], valid(g)) for p, g in hands])
+    out['pa_mpjpe_hand'] = _mean_of_hands([pa_point_error_mm(p, g, valid(g)) for p, g in hands])
     if hand_vertex_ids is not None:
         pairs = [(np.asarray(ids), w) for ids, w in zip(hand_vertex_ids, (LEFT_WRIST, RIGHT_WRIST))]
-        out['pve_hand'] = np.mean([point_error_mm(pred_verts[:, i], gt_verts[:, i], pj[:, w], gj[:, w])
-                                   for i, w in pairs], 0)
-        out['pa_pve_hand'] = np.mean([pa_point_error_mm(pred_verts[:, i], gt_verts[:, i]) for i, _ in pairs], 0)
+        out['pve_hand'] = _mean_of_hands([point_error_mm(pred_verts[:, i], gt_verts[:, i], pj[:, w], gj[:, w],
+                                                         part(vert_valid, i)) for i, w in pairs])
+        out['pa_pve_hand'] = _mean_of_hands([pa_point_error_mm(pred_verts[:, i], gt_verts[:, i], part(vert_valid, i))
+                                             for i, _ in pairs])
     if face_vertex_ids is not None:
         f = np.asarray(face_vertex_ids)
-        out['pve_face'] = point_error_mm(pred_verts[:, f], gt_verts[:, f], pj[:, NECK], gj[:, NECK])
-        out['pa_pve_face'] = pa_point_error_mm(pred_verts[:, f], gt_verts[:, f])
+        out['pve_face'] = point_error_mm(pred_verts[:, f], gt_verts[:, f], pj[:, NECK], gj[:, NECK],
+                                         part(vert_valid, f))
+        out['pa_pve_face'] = pa_point_error_mm(pred_verts[:, f], gt_verts[:, f], part(vert_valid, f))
     return out
+
+
+def _mean_of_hands(per_hand: list[np.ndarray]) -> np.ndarray:
+    """Mean over the hands with a value (SMPLer-X averages the hands that have a visible point); NaN if none."""
+    stacked = np.stack(per_hand)
+    count = np.isfinite(stacked).sum(0)
+    with np.errstate(invalid='ignore'):
+        return np.where(count > 0, np.nansum(stacked, 0) / np.maximum(count, 1), np.nan)
 
 
 def part_vertex_ids(weights: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
@@ -175,5 +233,5 @@ def part_vertex_ids(weights: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray],
 
 __all__ = ['PELVIS', 'NECK', 'LEFT_WRIST', 'RIGHT_WRIST', 'BODY_JOINTS', 'LEFT_HAND_JOINTS', 'RIGHT_HAND_JOINTS',
            'LEFT_TIP_VERTICES', 'RIGHT_TIP_VERTICES', 'hand_regressors',
-           'procrustes_align', 'point_error_mm', 'pa_point_error_mm', 'regress', 'pve_mm', 'mpjpe_mm',
-           'smplx_errors_mm', 'part_vertex_ids']
+           'procrustes_align', 'masked_mean', 'in_image', 'point_error_mm', 'pa_point_error_mm', 'regress', 'pve_mm',
+           'mpjpe_mm', 'smplx_errors_mm', 'part_vertex_ids']

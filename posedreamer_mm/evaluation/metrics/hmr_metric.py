@@ -54,14 +54,19 @@ class HMRMetric(BaseMetric):
         face_vertex_ids: SMPLer-X's ``SMPL-X__FLAME_vertex_ids.npy``; None: from the skinning weights.
         body_joint_regressor: ``(J, V)`` ``.npy`` body-joint regressor (SMPLer-X's J14); None: the 22 SMPL-X body
             joints.
+        only_in_image: Average only over ground-truth points that project inside the image (SMPLer-X's UBody
+            protocol; needs the label translation and the data sample's ``focal``/``princpt``/``img_shape_full``).
+            A sample with no such point of a kind (e.g. hands out of frame) is left out of that metric's mean.
         collect_device: mmengine's.
         prefix: mmengine's (put before every key).
     """
     default_prefix = 'hmr'
 
     def __init__(self, body_model: dict, hand_vertex_ids: str | None = None, face_vertex_ids: str | None = None,
-                 body_joint_regressor: str | None = None, collect_device: str = 'cpu', prefix: str | None = None):
+                 body_joint_regressor: str | None = None, only_in_image: bool = True, collect_device: str = 'cpu',
+                 prefix: str | None = None):
         super().__init__(collect_device=collect_device, prefix=prefix)
+        self.only_in_image = only_in_image
         self.body_model_cfg = dict(body_model)
         self._models: dict = {}
         model = self._model('neutral')
@@ -97,7 +102,7 @@ class HMRMetric(BaseMetric):
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         """Computes each sample's errors, batched per gender (small dicts are stored, not meshes)."""
-        by_gender: dict[str, list[int]] = defaultdict(list)
+        groups: dict[tuple[str, bool], list[int]] = defaultdict(list)
         rows: list[dict] = []
         for i, sample in enumerate(data_samples):
             gt, name = sample['gt_instances'], str(sample.get('dataset_name', 'hmr'))
@@ -108,17 +113,26 @@ class HMRMetric(BaseMetric):
             if shape[0] != self.num_verts:
                 raise ValueError(f'sample {sample.get("id")!r}: predicted vertices {shape} but the metric\'s body '
                                  f'model has {self.num_verts} vertices (same body model for both)')
-            by_gender[str(sample.get('gender', 'neutral'))].append(i)
-        for gender, index in by_gender.items():
+            # With a label translation the ground-truth mesh is in the image's camera frame, so only its points
+            # inside the image count (SMPLer-X); without one, every point does.
+            in_camera = self.only_in_image and _flag(gt, 'has_smplx_transl') and 'focal' in sample
+            groups[(str(sample.get('gender', 'neutral')), in_camera)].append(i)
+        for (gender, in_camera), index in groups.items():
             gts = [data_samples[i]['gt_instances'] for i in index]
             pred = np.stack([_np(data_samples[i]['pred_instances']['vertices']).reshape(-1, 3) for i in index])
+            camera = None
+            if in_camera:
+                camera = tuple(np.stack([_np(data_samples[i][k]).reshape(2) for i in index]).astype(np.float64)
+                               for k in ('focal', 'princpt', 'img_shape_full'))
+                camera = (camera[0], camera[1], camera[2][:, ::-1])  # (H, W) -> (W, H)
             errors = smplx_errors_mm(pred, self._gt_vertices(gts, gender), self.j_regressor, self.hand_ids,
-                                     self.face_ids, self.body_regressor, self.hand_regressors)
+                                     self.face_ids, self.body_regressor, self.hand_regressors, camera)
             for b, (i, gt) in enumerate(zip(index, gts)):
                 has_hands, has_face = _flag(gt, 'has_smplx_hands'), _flag(gt, 'has_smplx_face')
                 rows[i] = dict(dataset_name=rows[i]['dataset_name'], skipped=False, errors={
                     key: float(value[b]) for key, value in errors.items()
-                    if not (('hand' in key and not has_hands) or ('face' in key and not has_face))})
+                    if np.isfinite(value[b]) and not (('hand' in key and not has_hands)
+                                                      or ('face' in key and not has_face))})
         self.results.extend(rows)
 
     def compute_metrics(self, results: list) -> dict[str, float]:
