@@ -65,3 +65,14 @@ def test_safe_join_refuses_escapes(tmp_path):
     os.symlink(tmp_path, root / 'link')
     with pytest.raises(ValueError, match='leaves its root'):
         safe_join(root, 'link', 'escaped.txt')
+
+
+def test_concurrent_writers_of_one_file_leave_one_complete_version(tmp_path):
+    # Threads (a writer pool) racing on one target: each writes its own temporary; the survivor is complete.
+    from concurrent.futures import ThreadPoolExecutor
+    target = tmp_path / 'shared.bin'
+    payloads = [bytes([k]) * (50_000 + k) for k in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda data: atomic_write_bytes(target, data), payloads))
+    assert target.read_bytes() in payloads
+    assert [p.name for p in tmp_path.iterdir()] == ['shared.bin']
