@@ -94,6 +94,9 @@ class NeuralAnnotHMRDataset(HMRBaseDataset):
             hand; no body model needed).
         attributes: ``{key: pattern or [patterns]}`` subset filter (``file_name`` globs select scenes/videos).
         attribute_file: Optional json of per-image attributes.
+        min_keypoints: People with fewer labelled COCO-17 keypoints are left out and counted in
+            ``num_filtered`` (SMPLer-X drops ``num_keypoints == 0``), as are UBody's ``valid_label == 0``
+            annotations (not counted).
         **kwargs: :class:`~posedreamer_mm.datasets.hmr_base.HMRBaseDataset` arguments; ``data_root`` is the base
             of relative ``ann_file``, ``smplx_file`` and ``img_root``.
     """
@@ -103,7 +106,7 @@ class NeuralAnnotHMRDataset(HMRBaseDataset):
                  keypoint_format: str = 'coco17',
                  smplx_model_path: str | None = None, hand_pose_mean: str = 'mean',
                  attributes: Mapping[str, str | Sequence[str]] | None = None, attribute_file: str | None = None,
-                 **kwargs):
+                 min_keypoints: int = 1, **kwargs):
         if keypoint_format not in KEYPOINT_FORMATS:
             raise ValueError(f'keypoint_format must be one of {KEYPOINT_FORMATS}, got {keypoint_format!r}')
         if hand_pose_mean not in ('mean', 'flat'):
@@ -116,6 +119,8 @@ class NeuralAnnotHMRDataset(HMRBaseDataset):
         self.img_root, self.keypoint_format = img_root, keypoint_format
         self.smplx_model_path, self.hand_pose_mean = smplx_model_path, hand_pose_mean
         self.attributes, self.attribute_file = dict(attributes or {}), attribute_file
+        self.min_keypoints = int(min_keypoints)
+        self.num_filtered = 0
         super().__init__(**kwargs)
 
     def _hand_means(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -163,14 +168,22 @@ class NeuralAnnotHMRDataset(HMRBaseDataset):
             if img is None:
                 skipped.append((where, f'image_id {ann["image_id"]} not in "images"'))
                 continue
-            if not self._keep(ann, img, attr_table):
+            if not self._keep(ann, img, attr_table) or ann.get('valid_label', 1) == 0:
+                continue  # a subset filter, or UBody's own "not a usable person" flag (as SMPLer-X)
+            try:
+                kpts = coco17_from_annotation(ann['keypoints'], self.keypoint_format)
+            except (KeyError, ValueError, TypeError) as err:
+                skipped.append((where, f'malformed keypoints: {err!r}'))
+                continue
+            if (kpts[:, 2] > 0).sum() < self.min_keypoints:
+                self.num_filtered += 1  # too few labelled keypoints: left out, as SMPLer-X does
                 continue
             fit = fits.get(str(ann['id']))
             if fit is None:
                 skipped.append((where, f'no NeuralAnnot fit for ann id {ann["id"]} in {smplx_file}'))
                 continue
             try:
-                out.append(self._parse(ann, img, fit, means, f'{self.dataset_name}_{tag}{ann["id"]}'))
+                out.append(self._parse(ann, img, fit, means, kpts, f'{self.dataset_name}_{tag}{ann["id"]}'))
             except (KeyError, ValueError, TypeError) as err:
                 skipped.append((where, f'malformed label: {err!r}'))
         return out
@@ -182,13 +195,15 @@ class NeuralAnnotHMRDataset(HMRBaseDataset):
                 return False
         return True
 
-    def _parse(self, ann: dict, img: dict, fit: dict, means, sample_id: str) -> dict:
+    def _parse(self, ann: dict, img: dict, fit: dict, means, kpts: np.ndarray, sample_id: str) -> dict:
         param, cam = fit['smplx_param'], fit['cam_param']
         smplx = {ours: np.asarray(param[theirs], np.float32).reshape(-1) for ours, theirs in _PARAM_KEYS.items()}
         for key in ('global_orient', 'body_pose', 'transl'):
             if not np.isfinite(smplx[key]).all():
                 raise ValueError(f'{key} is not finite')
-        hands = means is not None and bool(ann.get('lefthand_valid', True)) and bool(ann.get('righthand_valid', True))
+        flags = {**param, **ann}  # UBody puts the validity flags in the annotation or in smplx_param
+        hands = means is not None and all(bool(flags.get(k, True)) for k in ('lefthand_valid', 'righthand_valid',
+                                                                             'lhand_valid', 'rhand_valid'))
         if means is not None:
             smplx['left_hand_pose'] = smplx['left_hand_pose'] + means[0]
             smplx['right_hand_pose'] = smplx['right_hand_pose'] + means[1]
@@ -197,7 +212,6 @@ class NeuralAnnotHMRDataset(HMRBaseDataset):
             img_path=osp.join(self.img_root, img['file_name']), sample_id=sample_id,
             dataset_name=self.dataset_name, focal=np.asarray(cam['focal'], np.float32).reshape(-1)[[0, -1]],
             princpt=cam['princpt'], img_wh=(img['width'], img['height']), smplx=smplx,
-            has_smplx=dict(global_orient=True, body_pose=True, hands=hands, face=bool(ann.get('face_valid', True)),
+            has_smplx=dict(global_orient=True, body_pose=True, hands=hands, face=bool(flags.get('face_valid', True)),
                            betas=True, transl=True),
-            bbox_xyxy=(x, y, x + w, y + h), keypoints_coco17=coco17_from_annotation(ann['keypoints'],
-                                                                                   self.keypoint_format))
+            bbox_xyxy=(x, y, x + w, y + h), keypoints_coco17=kpts)

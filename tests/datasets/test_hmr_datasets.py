@@ -184,3 +184,13 @@ def test_neuralannot_several_files_and_data_root(hmr_paths):
     assert len(scene) == 4
     with pytest.raises(ValueError, match='one NeuralAnnot json per keypoint json'):
         DATASETS.build(dict(cfg, smplx_file=rel['smplx_file']))
+
+
+def test_neuralannot_filters_people_without_keypoints_and_invalid_labels(hmr_paths, tmp_path):
+    coco = json.load(open(hmr_paths['ubody']['ann_file']))
+    coco['annotations'][0]['keypoints'] = [0.0] * 51
+    coco['annotations'][1]['valid_label'] = 0
+    ann = tmp_path / 'ann.json'
+    ann.write_text(json.dumps(coco))
+    ds = DATASETS.build(dict(hmr_dataset_cfgs(hmr_paths, test_mode=True)['ubody'], ann_file=str(ann)))
+    assert len(ds) == 2 and ds.num_filtered == 1 and not ds.skipped
