@@ -101,13 +101,17 @@ def test_missing_image_errors_in_test_mode_and_is_skipped_in_training(hmr_paths,
     root = tmp_path / 'pd'
     shutil.copytree(hmr_paths['posedreamer']['label_root'], root)
     os.remove(root / 'pd_00001.jpg')
+    (root / 'pd_00002.jpg').write_bytes(b'\xff\xd8 not really a jpeg')
     cfg = dict(hmr_dataset_cfgs(hmr_paths, pipeline=LOAD)['posedreamer'], label_root=str(root))
-    with pytest.raises(FileNotFoundError, match='pd_00001.jpg'):
+    with pytest.raises(FileNotFoundError, match='pd_00001.jpg.* not found'):
         DATASETS.build(dict(cfg, test_mode=True))[1]
+    with pytest.raises(FileNotFoundError, match='pd_00002.jpg.* cannot be decoded'):
+        DATASETS.build(dict(cfg, test_mode=True))[2]
     ds = DATASETS.build(cfg)
-    out = ds[1]  # dropped, another index drawn
-    assert out['img_path'].endswith('.jpg') and not out['img_path'].endswith('pd_00001.jpg')
-    assert ds.pipeline.transforms[0].num_skipped >= 1
+    for bad in (1, 2):
+        out = ds[bad]  # dropped, another index drawn
+        assert out['img_path'].endswith(('pd_00000.jpg', 'pd_00003.jpg'))
+    assert ds.pipeline.transforms[0].num_skipped >= 2
 
 
 def test_image_at_half_resolution_rescales_labels(hmr_paths, tmp_path):
