@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import os.path as osp
 import time
@@ -114,9 +115,10 @@ def run_filter(data_root: str, out_dir: str, stages: list[dict] | None = None, m
                 if 'oks' in record['scores']:
                     oks_values.append(record['scores']['oks'])
                     kept_flags.append(record['kept'])
-                caption = ' '.join([res['id'][-14:]] + ([f"oks {record['scores']['oks']:.2f}"]
-                                                         if 'oks' in record['scores'] else [])
-                                   + ([record['drop_reason']] if not record['kept'] else []))
+                # OKS rounded down, so a value shown as the threshold is never one the filter dropped.
+                oks_text = [f"oks {math.floor(record['scores']['oks'] * 1000) / 1000:.3f}"] \
+                    if 'oks' in record['scores'] else []
+                caption = (res['id'], ' '.join(oks_text + ([record['drop_reason']] if not record['kept'] else [])))
                 tiles = kept_tiles if record['kept'] else rejected_tiles
                 if len(tiles) < report_samples:
                     tiles.append(labelled_tile(res['img'], res['keypoints_coco17'], caption))

@@ -17,26 +17,27 @@ from posedreamer_mm.utils.fileio import atomic_write_bytes
 from .draw import draw_coco17
 
 
-def labelled_tile(img: np.ndarray, keypoints: np.ndarray, caption: str, tile: int = 192) -> np.ndarray:
-    """One ``(tile + 18, tile, 3)`` uint8 RGB tile: the image letterboxed to ``tile``, the label skeleton over it,
-    a caption strip below.
+def labelled_tile(img: np.ndarray, keypoints: np.ndarray, caption: Sequence[str], tile: int = 192) -> np.ndarray:
+    """One ``(tile + 28, tile, 3)`` uint8 RGB tile: the image letterboxed to ``tile``, the label skeleton over it,
+    up to two caption lines below.
 
     Args:
         img: ``(H, W, 3)`` uint8 RGB.
         keypoints: ``(17, 3)`` label keypoints in ``img`` pixels with visibility (0 = not drawn).
-        caption: text under the tile (cut to fit).
+        caption: up to two lines of text under the tile (each cut to fit).
         tile: tile side, pixels.
     """
     h, w = img.shape[:2]
     drawn = draw_coco17(img, keypoints, radius=max(2, round(max(h, w) / tile * 2)))
     scale = tile / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    out = np.zeros((tile + 18, tile, 3), np.uint8)
+    out = np.zeros((tile + 28, tile, 3), np.uint8)
     y0, x0 = (tile - nh) // 2, (tile - nw) // 2
     out[y0:y0 + nh, x0:x0 + nw] = cv2.resize(drawn, (nw, nh), interpolation=cv2.INTER_AREA)
     max_chars = max(4, tile // 6)
-    cv2.putText(out, caption[:max_chars], (3, tile + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (235, 235, 235), 1,
-                cv2.LINE_AA)
+    for k, line in enumerate(list(caption)[:2]):
+        cv2.putText(out, line[-max_chars:] if k == 0 else line[:max_chars], (3, tile + 11 + 13 * k),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.36, (235, 235, 235), 1, cv2.LINE_AA)
     return out
 
 
@@ -81,10 +82,10 @@ def save_filter_report(path: str | os.PathLike, stage_counts: Sequence[dict], ok
     kept_sheet = contact_sheet(list(kept_tiles), cols)
     rejected_sheet = contact_sheet(list(rejected_tiles), cols)
     width_px = kept_sheet.shape[1]
-    heights = [260, kept_sheet.shape[0] + 60, rejected_sheet.shape[0] + 40]
+    heights = [300, kept_sheet.shape[0], rejected_sheet.shape[0]]
     dpi = 100
     fig = plt.figure(figsize=(max(width_px, 900) / dpi, (sum(heights) + 60) / dpi), dpi=dpi)
-    grid = fig.add_gridspec(3, 2, height_ratios=heights, hspace=0.45, wspace=0.25)
+    grid = fig.add_gridspec(3, 2, height_ratios=heights, hspace=0.3, wspace=0.25, top=0.95, bottom=0.02)
 
     ax = fig.add_subplot(grid[0, 0])
     names = [s['stage'] for s in stage_counts]
@@ -121,7 +122,7 @@ def save_filter_report(path: str | os.PathLike, stage_counts: Sequence[dict], ok
         ax = fig.add_subplot(grid[row, :])
         ax.imshow(sheet)
         ax.set_axis_off()
-        ax.set_title(f'{name} samples, label skeleton drawn over the image (caption: id, OKS or reason)',
+        ax.set_title(f'{name} samples, label skeleton drawn over the image (caption: id; OKS, drop reason)',
                      fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
