@@ -11,6 +11,7 @@ layers small random weights (``trained_like=True``, as a trained ControlNet has)
 """
 from __future__ import annotations
 
+import json
 import os
 import string
 from pathlib import Path
@@ -162,3 +163,62 @@ def write_tiny_flux_controlnet(out_dir, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = FluxControlNetModel(in_channels=16, **_flux_kwargs())
     return _save(make_trained_like(model, seed=seed), out_dir)
+
+
+#: Attention projections the tiny LoRAs adapt (as diffusers' own LoRA training scripts do).
+LORA_TARGETS = ['to_q', 'to_k', 'to_v', 'to_out.0']
+
+
+def write_tiny_lora(model_dir, out_dir, rank: int = 2, alpha: float = 4.0, seed: int = 0) -> Path:
+    """A LoRA for the denoiser of a tiny pipeline folder or for a ControlNet folder, written as diffusers does.
+
+    ``model_dir`` with ``model_index.json`` gets a pipeline LoRA over its ``unet``/``transformer``
+    (``<Pipeline>.save_lora_weights`` with the adapter metadata, so ``alpha != rank`` reloads right); a model folder
+    (a ControlNet) gets ``save_lora_adapter``. The LoRA's ``B`` matrices are random (a fresh peft LoRA is zero and
+    would change nothing), so loading it at a non-zero weight changes the output.
+    """
+    import diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    model_dir, out = Path(model_dir), Path(out_dir)
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS, init_lora_weights=True)
+    if (model_dir / 'model_index.json').is_file():
+        index = json.loads((model_dir / 'model_index.json').read_text())
+        part = 'unet' if 'unet' in index else 'transformer'
+        model_cls = getattr(diffusers, index[part][1])
+        model = model_cls.from_pretrained(model_dir / part)
+    else:
+        part = None
+        model = getattr(diffusers, json.loads((model_dir / 'config.json').read_text())['_class_name']).from_pretrained(
+            model_dir)
+    model.add_adapter(config)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if 'lora_B' in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    if part is None:
+        model.save_lora_adapter(out)
+        return out
+    pipe_cls = getattr(diffusers, index['_class_name'])
+    pipe_cls.save_lora_weights(out, **{f'{part}_lora_layers': get_peft_model_state_dict(model),
+                                       f'{part}_lora_adapter_metadata': config.to_dict()})
+    return out
+
+
+def write_tiny_weights(root) -> dict[str, Path]:
+    """Every tiny setup the backend tests use, under ``root`` (about 1 s on one core).
+
+    Returns:
+        ``sd15``, ``sdxl``, ``flux``, ``flux_control`` pipeline folders; ``controlnet_sd15``, ``controlnet_sd15_b``,
+        ``controlnet_sdxl``, ``controlnet_union``, ``controlnet_flux``, ``controlnet_flux_b`` model folders.
+    """
+    root = Path(root)
+    return dict(sd15=write_tiny_sd15(root / 'sd15'), sdxl=write_tiny_sdxl(root / 'sdxl'),
+                flux=write_tiny_flux(root / 'flux'), flux_control=write_tiny_flux(root / 'flux_control', control=True),
+                controlnet_sd15=write_tiny_controlnet(root / 'cn_sd15'),
+                controlnet_sd15_b=write_tiny_controlnet(root / 'cn_sd15_b', seed=1),
+                controlnet_sdxl=write_tiny_controlnet(root / 'cn_sdxl', sdxl=True),
+                controlnet_union=write_tiny_controlnet(root / 'cn_union', union=True),
+                controlnet_flux=write_tiny_flux_controlnet(root / 'cn_flux'),
+                controlnet_flux_b=write_tiny_flux_controlnet(root / 'cn_flux_b', seed=1))

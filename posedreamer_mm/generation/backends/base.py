@@ -38,7 +38,7 @@ class BaseGenerationBackend:
 
     #: Stored as each record's ``backend``.
     name: str = ''
-    #: Control images consumed from ``results['controls']``, e.g. ``['pncc']`` or ``['skeleton', 'depth']``.
+    #: Control images consumed from ``results['controls']``, e.g. ``['pncc']`` or ``['openpose', 'depth']``.
     control_types: list[str] = []
 
     def __init__(self, batch_size: int = 1) -> None:

@@ -22,7 +22,7 @@ _SDXL_PARTS = _SD_PARTS + ('text_encoder_2', 'tokenizer_2')
 _FLUX_PARTS = ('transformer', 'vae', 'text_encoder', 'tokenizer', 'text_encoder_2', 'tokenizer_2', 'scheduler')
 
 #: xinsir/controlnet-union-sdxl-1.0 (ProMax) control modes by this project's control types.
-UNION_CONTROL_MODES = dict(skeleton=0, depth=1, normal=4)
+UNION_CONTROL_MODES = dict(openpose=0, depth=1, normal=4)
 
 
 @GENERATORS.register_module()
@@ -33,7 +33,7 @@ class SD15ControlNetBackend(ControlNetBackendMixin, DiffusersBackend):
     filter stages judge images instead).
 
     Args:
-        controlnets: ``dict(weights, control_type, scale=1.0)`` or a list (Multi-ControlNet, e.g. skeleton + depth).
+        controlnets: ``dict(weights, control_type, scale=1.0)`` or a list (Multi-ControlNet, e.g. openpose + depth).
         **kwargs: :class:`DiffusersBackend` (weights, loras, steps, guidance, scheduler, dtype, device ...).
     """
     name = 'sd15_controlnet'
@@ -77,7 +77,7 @@ class SDXLControlNetUnionBackend(DiffusersBackend):
 
     Args:
         controlnet: ``dict(weights, scale=1.0)`` of the Union model (``ControlNetUnionModel`` folder).
-        control_types: the controls given together, e.g. ``['skeleton', 'depth']``.
+        control_types: the controls given together, e.g. ``['openpose', 'depth']``.
         control_modes: the Union model's mode index per control type; defaults to :data:`UNION_CONTROL_MODES`
             (xinsir ProMax: 0 openpose, 1 depth, 4 normal). A control type without a mode (PNCC) is an error.
         **kwargs: :class:`DiffusersBackend`.

@@ -150,14 +150,19 @@ class DiffusersBackend(BaseGenerationBackend):
         arr = np.stack([np.asarray(r['controls'][control_type]) for r in batch]).astype(np.float32) / 255.0
         return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
-    def generate(self, batch: list[dict]) -> list[np.ndarray]:
+    def call_arguments(self, batch: list[dict]) -> dict[str, Any]:
+        """The pipeline call's keyword arguments for a batch (sets the backend up on first use).
+
+        One CPU generator per sample (:func:`~.base.sample_generators`), prompts and negative prompts per sample,
+        the controls at their own size (``height``/``width``), ``output_type='np'`` (float images in [0, 1]).
+        """
         h, w = self.check_batch(batch)
         self.setup()
         multiple = int(getattr(self.pipe, 'vae_scale_factor', 8)) * self.latent_patch
         if h % multiple or w % multiple:
             raise ValueError(f'{type(self).__name__}: control size {w}x{h} must be a multiple of {multiple} '
                              '(the pipeline would silently resize it and the label would no longer fit): set the '
-                             'renderers\' size accordingly')
+                             'crop size accordingly')
         kwargs = dict(prompt=[str(r.get('prompt', '')) for r in batch], height=h, width=w,
                       num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
                       generator=sample_generators([r['seed'] for r in batch]), output_type='np',
@@ -165,6 +170,10 @@ class DiffusersBackend(BaseGenerationBackend):
         if self.uses_negative_prompt:
             kwargs['negative_prompt'] = [str(r.get('negative_prompt', '') or '') for r in batch]
         kwargs.update(self.call_kwargs)
+        return kwargs
+
+    def generate(self, batch: list[dict]) -> list[np.ndarray]:
+        kwargs = self.call_arguments(batch)
         with torch.inference_mode():
             images = self.pipe(**kwargs).images
         images = np.round(np.clip(np.asarray(images, np.float32), 0, 1) * 255).astype(np.uint8)

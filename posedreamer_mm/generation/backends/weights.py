@@ -108,8 +108,8 @@ def load_model(cls, path: Path, dtype: torch.dtype, single_file_config: str | No
             raise WeightsLayoutError(f'{cls.__name__} cannot load a single checkpoint file ({path}) in this diffusers '
                                      'version: convert it to a from_pretrained folder')
         extra = {} if single_file_config is None else dict(config=os.fspath(single_file_config))
-        return cls.from_single_file(os.fspath(path), torch_dtype=dtype, local_files_only=True, **extra, **kwargs)
-    return cls.from_pretrained(os.fspath(path), torch_dtype=dtype, local_files_only=True, **kwargs)
+        return cls.from_single_file(os.fspath(path), dtype=dtype, local_files_only=True, **extra, **kwargs)
+    return cls.from_pretrained(os.fspath(path), dtype=dtype, local_files_only=True, **kwargs)
 
 
 def build_scheduler(spec: str | dict | None, current):
