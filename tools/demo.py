@@ -1,41 +1,37 @@
-"""The main job on its embedded default: python tools/demo.py [--config C] [--out DIR] [--num-samples N].
+"""The main job on its embedded default: python tools/demo.py [--config C] [--out DIR] [--num-samples N] [...].
 
-Today it runs the stages that exist: pose source + augmentation -> SMPL-X forward -> control images with
-labels, a contact sheet and a summary. With no ``body_model_dir`` it writes and uses the open SMPL-X stand-in
-(not SMPL-X; see docs/bodies.md).
+A thin call of the same generator as tools/generate.py (configs/demo/render_standin_procedural.py: procedural
+poses -> controls -> the rendering-baseline backend -> a sharded dataset), then a contact sheet of the generated
+images with their label skeletons drawn over them and a COCO-keypoints export. With no ``body_model_dir`` it uses
+the open SMPL-X stand-in (not SMPL-X; see docs/bodies.md). Other arguments as tools/generate.py.
 """
-import argparse
 import json
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 import posedreamer_mm  # noqa: E402,F401
-from posedreamer_mm.apis.launch import load_config  # noqa: E402
-from posedreamer_mm.generation.pipeline import run_demo  # noqa: E402
-from posedreamer_mm.utils import register_all_modules  # noqa: E402
+from posedreamer_mm.apis.generate import run_generate  # noqa: E402
 
-DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'demo',
-                          'controls_standin_procedural.py')
-
-
-def parse_args(argv=None):
-    from mmengine.config import DictAction
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--config', default=DEFAULT_CONFIG, help='demo config')
-    parser.add_argument('--out', default='outputs/demo', help='output directory')
-    parser.add_argument('--num-samples', type=int, help='override the number of samples')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys, k=v')
-    return parser.parse_args(argv)
+DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'demo', 'render_standin_procedural.py')
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    register_all_modules()
-    cfg = load_config(args.config, args.cfg_options)
-    summary = run_demo(cfg, args.out, num_samples=args.num_samples)
-    print(json.dumps({k: v for k, v in summary.items() if k != 'skipped_samples'}, indent=2))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config = DEFAULT_CONFIG
+    if '--config' in argv:
+        i = argv.index('--config')
+        config = argv[i + 1]
+        del argv[i:i + 2]
+    summary = run_generate([config, *argv], description=__doc__)
+    from posedreamer_mm.generation import GeneratedDataReader, export_coco_keypoints
+    from posedreamer_mm.visualization.contact_sheet import make_contact_sheet
+    reader = GeneratedDataReader(summary['out_dir'])
+    summary['contact_sheet'] = make_contact_sheet(reader, osp.join(summary['out_dir'], 'contact_sheet.png'))
+    summary['coco_keypoints'] = export_coco_keypoints(reader, osp.join(summary['out_dir'], 'coco_keypoints.json'))
+    print(json.dumps(summary, indent=1))
     return summary
 
 

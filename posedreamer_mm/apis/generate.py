@@ -1,0 +1,141 @@
+"""What ``tools/generate.py`` and ``tools/demo.py`` call: parse, set up the launcher, build the generator, run.
+
+A generation config holds one ``generator = dict(type='DatasetGenerator', ...)`` and an ``out_dir``; asset paths
+are top-level variables (``body_model_dir``) so ``--cfg-options body_model_dir=/data/smplx`` reaches every dict
+that uses them. A ``model_path`` left ``None`` means the open SMPL-X stand-in (docs/bodies.md), written once to
+``$PDM_STANDIN_DIR`` (default ``~/.cache/posedreamer_mm/smplx_standin``).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import os.path as osp
+from typing import Any
+
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+
+from .launch import ConfigError, load_config
+
+
+def generate_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', help='generation config (configs/generation/, configs/demo/)')
+    parser.add_argument('--out', help='output directory (default: the config\'s out_dir)')
+    parser.add_argument('--num-samples', type=int, help='source indices to generate, [0, N)')
+    parser.add_argument('--num-workers', type=int, help='spawn worker processes for rendering (per rank)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, xxx=yyy; top-level asset variables propagate')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none', help='job launcher')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar (logs only)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser
+
+
+def standin_dir() -> str:
+    """Directory of the SMPL-X stand-in used when a config leaves ``model_path=None`` (written on first use)."""
+    return os.environ.get('PDM_STANDIN_DIR') or osp.join(osp.expanduser('~'), '.cache', 'posedreamer_mm',
+                                                         'smplx_standin')
+
+
+def _fill_standin(node: Any, path: str, changed: list[str], where: str = '') -> Any:
+    """Replaces every ``model_path=None`` under ``node`` by ``path``."""
+    if isinstance(node, dict):
+        for key in list(node):
+            if key == 'model_path' and node[key] is None:
+                node[key] = path
+                changed.append(f'{where}.{key}' if where else key)
+            else:
+                node[key] = _fill_standin(node[key], path, changed, f'{where}.{key}' if where else str(key))
+    elif isinstance(node, (list, tuple)):
+        return type(node)(_fill_standin(v, path, changed, f'{where}[{i}]') for i, v in enumerate(node))
+    return node
+
+
+def resolve_body_models(generator_cfg: dict) -> dict:
+    """``generator_cfg`` with every ``model_path=None`` pointing at the stand-in (written if missing), logged."""
+    changed: list[str] = []
+    path = standin_dir()
+    cfg = _fill_standin(generator_cfg, path, changed)
+    if changed:
+        from posedreamer_mm.body.standin import write_standin_smplx
+        genders = ['neutral']
+        body = cfg.get('body_model') or {}
+        if body.get('gender') not in (None, 'neutral'):
+            genders.append(body['gender'])
+        for gender in genders:
+            if not osp.isfile(osp.join(path, f'SMPLX_{gender.upper()}.npz')):
+                write_standin_smplx(path, gender=gender)
+        print_log(f'model_path is None at {changed}: using the open SMPL-X STAND-IN in {path} (a procedural '
+                  'mannequin in the SMPL-X file format, NOT the licensed SMPL-X model; set body_model_dir for real '
+                  'labels)', logger='current', level=logging.WARNING)
+    return cfg
+
+
+def init_generation_dist(launcher: str) -> tuple[int, int]:
+    """Initialises the process group for a ``pytorch`` (torchrun) or ``slurm`` launch; returns (rank, world).
+
+    Ranks exchange only small objects (the output check, summaries), so the group is gloo whatever the devices;
+    with CUDA each rank's default device is its ``LOCAL_RANK``, which the backend then uses.
+    """
+    if launcher == 'none':
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+    if launcher == 'slurm' and 'RANK' not in os.environ:
+        os.environ['RANK'] = os.environ.get('SLURM_PROCID', '0')
+        os.environ['WORLD_SIZE'] = os.environ.get('SLURM_NTASKS', '1')
+        os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+        os.environ.setdefault('MASTER_PORT', '29500')
+        if 'MASTER_ADDR' not in os.environ:
+            nodes = os.environ.get('SLURM_NODELIST', '127.0.0.1')
+            import subprocess
+            try:
+                os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {nodes} | head -n1') \
+                    if '[' in nodes or ',' in nodes else nodes
+            except OSError:
+                os.environ['MASTER_ADDR'] = '127.0.0.1'
+    if not dist.is_initialized():
+        dist.init_process_group('gloo')
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
+    rank, world = dist.get_rank(), dist.get_world_size()
+    print_log(f'{launcher} launch: rank {rank}/{world} (gloo)', logger='current')
+    return rank, world
+
+
+def build_generator(cfg: Config, num_samples: int | None = None, num_workers: int | None = None,
+                    progress: bool = True):
+    """The config's ``DatasetGenerator`` with the tool's overrides applied."""
+    from posedreamer_mm.registry import GENERATORS
+    if 'generator' not in cfg:
+        raise ConfigError(f'config {cfg.filename!r} has no `generator = dict(type="DatasetGenerator", ...)`')
+    gen_cfg = resolve_body_models(cfg.generator.to_dict())
+    if num_samples is not None:
+        gen_cfg['num_samples'] = int(num_samples)
+    if num_workers is not None:
+        gen_cfg['num_workers'] = int(num_workers)
+    gen_cfg['progress'] = progress and gen_cfg.get('progress', True)
+    imports = (cfg.get('custom_imports') or {}).get('imports', [])
+    gen_cfg['custom_imports'] = list(gen_cfg.get('custom_imports') or []) + list(imports)
+    return GENERATORS.build(gen_cfg)
+
+
+def run_generate(argv=None, description: str = 'Generate a labelled image dataset') -> dict:
+    """``tools/generate.py``: parse -> load config -> launcher -> build -> run; returns the summary."""
+    from posedreamer_mm.utils import register_all_modules
+    parser = generate_parser(description)
+    args = parser.parse_args(argv)
+    register_all_modules()
+    cfg = load_config(args.config, args.cfg_options)
+    out = args.out or cfg.get('out_dir')
+    if not out:
+        raise ConfigError(f'no output directory: pass --out or set out_dir in {args.config}')
+    rank, _ = init_generation_dist(args.launcher)
+    generator = build_generator(cfg, args.num_samples, args.num_workers, progress=not args.no_progress and rank == 0)
+    summary = generator.run(out)
+    if rank == 0:
+        print_log(f'generated {summary["written"]} samples ({summary["status"]}), dropped {summary["dropped"]}, '
+                  f'failed {summary["failed"]}: {out}', logger='current')
+    return summary
