@@ -125,3 +125,28 @@ def test_dist_train_runs_the_vitl_config_on_two_cpu_processes(tmp_path, fixtures
     # Two ranks (mmengine prints its environment from rank 0 only).
     assert 'rank 0/2' in log and 'Distributed training: True' in log and 'GPU number: 2' in log
     assert 'Iter(train) [1/1]' in log and (tmp_path / 'wd' / 'iter_1.pth').exists()
+
+
+def test_adding_generated_data_is_one_dict(tmp_path, fixtures, standin_model_dir):
+    """The docs/hmr.md recipe: a config inheriting the ViT-L one, plus one GeneratedHMRDataset dict and its ratio."""
+    if 'generated' not in fixtures:
+        pytest.fail('the HMR fixtures do not write a generated dataset')
+    config = tmp_path / 'hmr_vitl_posedreamer_bedlam_generated.py'
+    config.write_text(
+        f"_base_ = [{str(ROOT / 'configs' / 'hmr_vitl_posedreamer_bedlam.py')!r}]\n"
+        f"generated_root = {fixtures['generated']['data_root']!r}\n"
+        "generated_train = dict(type='GeneratedHMRDataset', dataset_name='generated', data_root=generated_root)\n"
+        "train_dataloader = dict(dataset=dict(\n"
+        "    datasets=[{{_base_.posedreamer_train}}, {{_base_.bedlam_train}}, generated_train],\n"
+        "    sample_ratio_factor=[1.0, 1.0, 2.0]))\n")
+    cfg = tiny_config(config, fixtures, standin_model_dir)
+    with DefaultScope.overwrite_default_scope('posedreamer_mm'):
+        dataset = DATASETS.build(cfg.train_dataloader.dataset)
+        lens = dataset.lens
+        assert [ds.dataset_name for ds in dataset.datasets] == ['posedreamer', 'bedlam', 'generated']
+        assert lens[2] == 2 * len(dataset.datasets[2])
+        item = dataset[len(dataset) - 1]  # from the generated part
+        assert item['data_samples'].metainfo['dataset_name'] == 'generated'
+        model = MODELS.build(cfg.model)
+        losses = model.train_step(pseudo_collate([item, dataset[0]]), build_optim_wrapper(model, cfg.optim_wrapper))
+        assert all(math.isfinite(float(v.detach())) for v in losses.values())
