@@ -107,8 +107,15 @@ class MMPoseScorer(BasePoseScorer):
                  batch_size: int = 16, det_cfg_options: dict | None = None,
                  pose_cfg_options: dict | None = None) -> None:
         self.pose_cfg = _load_config(pose_config, pose_cfg_options, 'pose')
+        if not self.pose_cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline'):
+            raise KeyError('pose config has no test_dataloader.dataset.pipeline (the crop pipeline every mmpose '
+                           f'config carries): {pose_config if not isinstance(pose_config, dict) else "<dict>"}')
         self.pose_checkpoint = _check_checkpoint(pose_checkpoint, 'pose')
         self.det_cfg = _load_config(det_config, det_cfg_options, 'detector') if det_config is not None else None
+        if self.det_cfg is not None and not (self.det_cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline')
+                                             or self.det_cfg.get('test_pipeline')):
+            raise KeyError('detector config has neither test_dataloader.dataset.pipeline nor test_pipeline: '
+                           f'{det_config if not isinstance(det_config, dict) else "<dict>"}')
         self.det_checkpoint = _check_checkpoint(det_checkpoint, 'det') if det_config is not None else None
         if batch_size < 1 or max_people < 1:
             raise ValueError(f'batch_size and max_people must be >= 1, got {batch_size}, {max_people}')

@@ -76,6 +76,9 @@ def test_mmpose_scorer_end_to_end_matches_openmmlab_inference(tiny_models):
         np.testing.assert_allclose(det.keypoints, np.stack([p.pred_instances.keypoints[0] for p in ref_pose]),
                                    atol=1e-3)
     assert scorer(images[0]).keypoints.shape == out[0].keypoints.shape   # single-image call
+    # mmdet/mmpose inference switch the default scope; the scorer restores ours.
+    assert DefaultScope.get_current_instance().scope_name == 'posedreamer_mm'
+
     clone = pickle.loads(pickle.dumps(scorer))
     np.testing.assert_allclose(clone(images[1]).keypoints, out[1].keypoints, atol=1e-4)
 
@@ -95,6 +98,10 @@ def test_mmpose_scorer_bad_paths(tiny_models, tmp_path):
     with pytest.raises(ValueError, match='local checkpoint'):
         SCORERS.build(dict(type='MMPoseScorer', pose_config=tiny_models['pose_config'],
                            pose_checkpoint='https://download.openmmlab.com/x.pth'))
+    bare = tmp_path / 'bare.py'
+    bare.write_text("model = dict(type='TopdownPoseEstimator')\n")
+    with pytest.raises(KeyError, match='test_dataloader'):
+        SCORERS.build(dict(type='MMPoseScorer', pose_config=str(bare), pose_checkpoint=tiny_models['pose_checkpoint']))
     with pytest.raises(FileNotFoundError, match='nope.py'):
         SCORERS.build(dict(type='MMPoseScorer', pose_config=str(tmp_path / 'nope.py'),
                            pose_checkpoint=tiny_models['pose_checkpoint']))
