@@ -9,7 +9,8 @@ the stages (the same registered transforms the generator runs inline) and writes
 - ``summary.json``: counts per stage and reason, failures, control accuracy (mean OKS, OKS error, fraction kept);
 - ``report.png``: kept/rejected per stage, OKS histogram, contact sheets (``posedreamer_mm/visualization/report.py``).
 
-The dataset itself is only read: nothing in it is changed or deleted. Every file is written atomically.
+The dataset itself is only read: nothing in it is changed or deleted. Every file is written atomically: a run
+killed mid-way leaves the previous outputs (or none) and a temporary file the next run removes.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from posedreamer_mm.evaluation.functional.oks import control_accuracy
 from posedreamer_mm.registry import TRANSFORMS
-from posedreamer_mm.utils.fileio import atomic_write, atomic_write_text
+from posedreamer_mm.utils.fileio import atomic_write, atomic_write_text, remove_stale_temporaries
 from posedreamer_mm.visualization.report import labelled_tile, save_filter_report
 from .base import PoseDetections
 
@@ -80,6 +81,9 @@ def run_filter(data_root: str, out_dir: str, stages: list[dict] | None = None, m
     oks_values, kept_flags, failures = [], [], collections.Counter()
     kept_tiles, rejected_tiles, kept_rows = [], [], []
     os.makedirs(out_dir, exist_ok=True)
+    removed = remove_stale_temporaries(out_dir)   # left by a killed run (its outputs were never renamed in)
+    if removed:
+        print(f'[filter] removed {removed} temporary files of an interrupted run in {out_dir}')
     start = time.time()
     bar = tqdm(total=n_total, desc='filter', disable=not progress, unit='img')
     with atomic_write(osp.join(out_dir, 'scores.jsonl'), 'w') as scores_file:

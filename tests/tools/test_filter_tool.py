@@ -88,6 +88,29 @@ def test_filter_tool_end_to_end(dataset, tmp_path):
     assert report is not None and report.shape[0] > 300 and report.shape[1] > 600
 
 
+@pytest.mark.timeout(120)
+def test_filter_tool_killed_mid_run_leaves_no_partial_output(dataset, tmp_path):
+    """SIGKILL while scores.jsonl is being streamed: no scores.jsonl appears; the next run cleans up and completes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / 'killed'
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.Popen([sys.executable, str(ROOT / 'tools' / 'filter.py'), str(dataset), '--out', str(out),
+                             '--no-progress', '--batch-size', '1'], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while time.time() < deadline and not any(p.name.startswith('.scores.jsonl') for p in out.glob('.*')):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / 'scores.jsonl').exists() and not (out / 'summary.json').exists()
+    load_tool().main([str(dataset), '--out', str(out), '--no-progress'])
+    assert (out / 'scores.jsonl').exists() and not [p for p in out.iterdir() if '.tmp-' in p.name]
+
+
 def test_filter_tool_config_and_errors(dataset, tmp_path):
     cfg = tmp_path / 'stages.py'
     cfg.write_text("filter_stages = [dict(type='ScorePose', scorer=dict(type='MediaPipeScorer')),\n"
