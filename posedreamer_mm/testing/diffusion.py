@@ -222,3 +222,28 @@ def write_tiny_weights(root) -> dict[str, Path]:
                 controlnet_union=write_tiny_controlnet(root / 'cn_union', union=True),
                 controlnet_flux=write_tiny_flux_controlnet(root / 'cn_flux'),
                 controlnet_flux_b=write_tiny_flux_controlnet(root / 'cn_flux_b', seed=1))
+
+
+def write_tiny_flux_control_lora(out_dir, rank: int = 4, seed: int = 0) -> Path:
+    """A FLUX control LoRA (as FLUX.1-Depth-dev-lora): a LoRA whose ``x_embedder`` reads image + control latents.
+
+    Its ``x_embedder.lora_A`` takes 2 x 16 input channels, so loading it into the plain tiny FLUX
+    (:func:`write_tiny_flux`, 16 channels) makes ``FluxControlPipeline.load_lora_weights`` widen the transformer's
+    input layer, as with the real FLUX.1-dev + control LoRA.
+    """
+    from diffusers import FluxControlPipeline, FluxTransformer2DModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    torch.manual_seed(seed)
+    model = FluxTransformer2DModel(in_channels=32, out_channels=16, **_flux_kwargs())
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=['x_embedder'] + LORA_TARGETS)
+    model.add_adapter(config)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if 'lora_B' in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    out = Path(out_dir)
+    FluxControlPipeline.save_lora_weights(out, transformer_lora_layers=get_peft_model_state_dict(model),
+                                          transformer_lora_adapter_metadata=config.to_dict())
+    return out

@@ -12,7 +12,7 @@ from posedreamer_mm.generation.backends.render import (REGION_OF_JOINT, RenderBa
                                                        procedural_background)
 from posedreamer_mm.registry import BODY_MODELS, GENERATORS
 from posedreamer_mm.testing.contracts import prepared_results
-from posedreamer_mm.testing.diffusion import write_tiny_lora, write_tiny_weights
+from posedreamer_mm.testing.diffusion import write_tiny_flux_control_lora, write_tiny_lora, write_tiny_weights
 
 CPU = dict(device='cpu', dtype='float32', num_inference_steps=2, batch_size=4)
 
@@ -26,6 +26,7 @@ def w(tmp_path_factory):
     weights['lora_b'] = write_tiny_lora(weights['sd15'], root / 'lora_b', rank=4, alpha=2.0, seed=2)
     weights['lora_cn'] = write_tiny_lora(weights['controlnet_sd15'], root / 'lora_cn', seed=3)
     weights['lora_flux'] = write_tiny_lora(weights['flux'], root / 'lora_flux', seed=4)
+    weights['flux_control_lora'] = write_tiny_flux_control_lora(root / 'flux_control_lora')
     return weights
 
 
@@ -108,6 +109,20 @@ def test_flux_control_needs_a_control_transformer(w):
     backend = GENERATORS.build(dict(type='FluxControlBackend', weights=w['flux'], control_type='depth', **CPU))
     with pytest.raises(ValueError, match='no control input.*control LoRA'):
         backend.setup()
+
+
+def test_flux_control_lora_on_plain_flux_with_a_stacked_lora(w, batch):
+    """FLUX.1-dev + control LoRA (diffusers widens the input layer) + a style LoRA on top, each with its weight."""
+    cfg = dict(type='FluxControlBackend', weights=w['flux'], control_type='depth', **CPU)
+    control = [dict(path=w['flux_control_lora'], name='control')]
+    backend = GENERATORS.build(dict(cfg, loras=control + [dict(path=w['lora_flux'], weight=0.5, name='style')]))
+    images = backend.generate(batch)
+    assert images[0].shape == (64, 64, 3)
+    flipped = dict(batch[0], controls={k: 255 - v for k, v in batch[0]['controls'].items()})
+    assert np.abs(backend.generate([flipped])[0].astype(int) - images[0]).max() > 0  # the control is read
+    no_style = GENERATORS.build(dict(cfg, loras=control)).generate(batch[:1])[0]
+    assert not np.array_equal(no_style, images[0])
+    assert [lo['name'] for lo in backend.record()['loras']] == ['control', 'style']
 
 
 def test_size_must_fit_the_latent_grid(w, batch):

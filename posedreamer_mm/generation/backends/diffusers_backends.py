@@ -180,12 +180,13 @@ class FluxControlBackend(DiffusersBackend):
 
     def setup(self) -> None:
         super().setup()
-        t = self.pipe.transformer
-        config = getattr(t, 'config', None) or t._orig_mod.config
-        if config.in_channels != 2 * (config.out_channels or config.in_channels):
-            raise ValueError(f'FluxControlBackend: the transformer of {self.weights} takes {config.in_channels} input '
-                             f'channels for {config.out_channels} output ones: it has no control input. Use a '
-                             'FLUX.1-Depth/Canny-dev folder, or add the control LoRA to loras (target="pipeline")')
+        t = getattr(self.pipe.transformer, '_orig_mod', self.pipe.transformer)
+        # A control transformer reads image and control latents side by side: twice what it predicts.
+        reads, predicts = t.x_embedder.in_features, t.proj_out.out_features
+        if reads != 2 * predicts:
+            raise ValueError(f'FluxControlBackend: the transformer of {self.weights} reads {reads} latent features '
+                             f'and predicts {predicts}: it has no control input. Use a FLUX.1-Depth/Canny-dev folder, '
+                             'or add the control LoRA to loras (target="pipeline")')
 
     def control_inputs(self, batch: list[dict]) -> dict[str, Any]:
         return dict(control_image=self.control_tensor(batch, self.control_types[0]))
