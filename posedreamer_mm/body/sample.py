@@ -10,7 +10,6 @@ import copy
 import dataclasses
 import json
 import os
-import os.path as osp
 import re
 from collections.abc import Sequence
 from typing import Any

@@ -19,7 +19,6 @@ cut by a clip plane and depth precision does not depend on a fixed 0.01-100 m ra
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -189,12 +188,5 @@ def validate_faces(faces: Any, num_vertices: int) -> np.ndarray:
     return f.astype(np.int64, copy=False)
 
 
-def as_pair(value: Sequence[float] | float) -> np.ndarray:
-    """A scalar or pair as a float64 ``(2,)`` array (a scalar is repeated)."""
-    a = _floats(value, 'value')
-    return np.repeat(a, 2) if a.size == 1 else a
-
-
 __all__ = ['MAX_IMAGE_SIDE', 'DEFAULT_NEAR_M', 'DEFAULT_FAR_M', 'GeometryError', 'Camera', 'RenderGeometry',
-           'validate_camera', 'validate_vertices', 'validate_faces', 'clip_planes', 'check_render_geometry',
-           'as_pair']
+           'validate_camera', 'validate_vertices', 'validate_faces', 'clip_planes', 'check_render_geometry']

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from posedreamer_mm.body.body_model import BodyModelFileError, GenderedSMPLXBodyModel, SMPLXBodyModel
+from posedreamer_mm.body.body_model import BodyModelFileError, SMPLXBodyModel
+from posedreamer_mm.body.gendered import GenderedSMPLXBodyModel
 from posedreamer_mm.body.sample import BodySample
 from posedreamer_mm.body.sources import AMASSSource, PoseDreamerLabelSource
 from posedreamer_mm.body.standin import ensure_standin_smplx

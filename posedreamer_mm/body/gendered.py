@@ -1,0 +1,131 @@
+"""SMPL-X with one model per gender: ``BodySample.gender`` selects the model a body is posed with.
+
+SMPL-X ships ``SMPLX_NEUTRAL``, ``SMPLX_MALE`` and ``SMPLX_FEMALE`` (same mesh topology, different templates
+and shape spaces); betas fitted to a gendered model (AMASS SMPL-X G, BEDLAM's subjects) describe another body
+under the neutral model. The stand-in writes all three (``standin.ensure_standin_smplx``).
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from posedreamer_mm.registry import BODY_MODELS
+
+from .body_model import GENDERS, BodyOutput, SMPLXBodyModel
+
+
+def build_gendered_body_models(model_path: str | os.PathLike, genders: Iterable[str],
+                               **kwargs) -> dict[str, SMPLXBodyModel]:
+    """One :class:`SMPLXBodyModel` per gender in ``genders``, all from the directory ``model_path``.
+
+    Args:
+        model_path: Directory holding ``SMPLX_<GENDER>.<ext>`` files (or a ``smplx/`` subfolder of it).
+        genders: Genders needed (duplicates ignored), e.g. ``{s.gender for s in samples}``.
+        **kwargs: Other :class:`SMPLXBodyModel` arguments (``num_betas``, ``ext``, ...), the same for all.
+
+    Returns:
+        ``{gender: model}``.
+
+    Raises:
+        BodyModelFileError: a needed gender's file is missing or unreadable (the message names it, e.g.
+            ``SMPLX_MALE.npz``, and where it was searched). ``posedreamer_mm.body.standin.ensure_standin_smplx``
+            writes all three stand-in genders.
+        ValueError: an unknown gender, or gendered models with different topologies.
+    """
+    genders = list(dict.fromkeys(str(g) for g in genders))
+    bad = [g for g in genders if g not in GENDERS]
+    if bad:
+        raise ValueError(f'unknown gender(s) {bad}; expected some of {GENDERS}')
+    models = {g: SMPLXBodyModel(model_path, gender=g, **kwargs) for g in genders}
+    if models:
+        first_gender, first = next(iter(models.items()))
+        for g, m in models.items():
+            if m.num_verts != first.num_verts or not torch.equal(m.faces_tensor, first.faces_tensor):
+                raise ValueError(f'{m.model_file} ({g}) and {first.model_file} ({first_gender}) have different '
+                                 'meshes; all genders must share one topology')
+    return models
+
+
+@BODY_MODELS.register_module()
+class GenderedSMPLXBodyModel(nn.Module):
+    """SMPL-X with the model of each sample's gender: one :class:`SMPLXBodyModel` per gender, built on first use.
+
+    ``BodySample.gender`` selects the model (``neutral``, ``male``, ``female``); a batch of mixed genders is
+    split, run per gender and put back in order. All genders share the mesh topology, so :attr:`faces` and PNCC
+    colours are common.
+
+    Args:
+        model_path: Directory with ``SMPLX_<GENDER>.<ext>`` (a file is refused: it holds one gender).
+        genders: Genders to build up front (their files are checked now); others are built when first needed
+            and raise :class:`BodyModelFileError` naming the missing file then.
+        **kwargs: :class:`SMPLXBodyModel` arguments shared by every gender.
+    """
+
+    def __init__(self, model_path: str | os.PathLike, genders: Iterable[str] = ('neutral',), **kwargs) -> None:
+        super().__init__()
+        if pathlib.Path(model_path).expanduser().is_file():
+            raise ValueError(f'GenderedSMPLXBodyModel needs the directory of the SMPLX_<GENDER> files, got the file '
+                             f'{model_path}')
+        self.model_path, self.kwargs = model_path, dict(kwargs)
+        self.models = nn.ModuleDict(build_gendered_body_models(model_path, genders, **kwargs))
+
+    def model(self, gender: str) -> SMPLXBodyModel:
+        """The model of ``gender`` (built on first use, on the device of the existing ones)."""
+        gender = str(gender)
+        if gender not in self.models:
+            model = build_gendered_body_models(self.model_path, [gender], **self.kwargs)[gender]
+            if len(self.models):
+                ref = next(iter(self.models.values()))
+                if not torch.equal(model.faces_tensor.cpu(), ref.faces_tensor.cpu()):
+                    raise ValueError(f'{model.model_file} has a different mesh than {ref.model_file}')
+                model.to(ref.smplx.v_template.device)
+            self.models[gender] = model
+        return self.models[gender]
+
+    @property
+    def faces(self) -> np.ndarray:
+        """``(F, 3)`` int64, shared by every gender."""
+        return self.model(next(iter(self.models), 'neutral')).faces
+
+    def forward(self, genders: Sequence[str], **params) -> BodyOutput:
+        """Poses a batch whose ``genders[i]`` names body ``i``'s model.
+
+        Args:
+            genders: ``B`` genders.
+            **params: As :meth:`SMPLXBodyModel.forward`, each ``(B, D)``.
+
+        Returns:
+            :class:`BodyOutput` in the input order.
+        """
+        genders = [str(g) for g in genders]
+        b = len(genders)
+        tensors = {k: torch.as_tensor(v) for k, v in params.items() if v is not None}
+        for k, v in tensors.items():
+            if v.ndim == 0 or v.shape[0] != b:
+                raise ValueError(f'{k} has shape {tuple(v.shape)}, expected {b} rows (one per gender)')
+        verts = joints = None
+        for gender in dict.fromkeys(genders):
+            idx = torch.tensor([i for i, g in enumerate(genders) if g == gender])
+            out = self.model(gender)(**{k: v[idx] for k, v in tensors.items()})
+            if verts is None:
+                verts = out.vertices.new_empty((b, *out.vertices.shape[1:]))
+                joints = out.joints.new_empty((b, *out.joints.shape[1:]))
+            verts[idx.to(verts.device)] = out.vertices
+            joints[idx.to(joints.device)] = out.joints
+        if verts is None:
+            raise ValueError('GenderedSMPLXBodyModel.forward needs at least one body')
+        return BodyOutput(verts, joints)
+
+    def forward_samples(self, samples: Sequence[Any]) -> BodyOutput:
+        """Poses ``BodySample``s, each with the model of its ``gender`` (``BodySample.stack`` batching rules)."""
+        from .sample import BodySample
+        return self(genders=[s.gender for s in samples], **BodySample.stack(list(samples)))
+
+
+__all__ = ['GenderedSMPLXBodyModel', 'build_gendered_body_models']
