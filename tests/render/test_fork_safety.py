@@ -1,4 +1,5 @@
-"""Renderers across fork, spawn and pickle, each scenario in a fresh interpreter with a timeout (a hang fails).
+"""Renderers across fork and pickle, each scenario in a fresh interpreter with a timeout (a hang fails); spawn,
+forkserver and DataLoader workers are in test_threads_and_workers.py.
 
 mmengine's dataloader workers default to ``fork``: a child forked after the parent rendered must get its own
 context (never the parent's) and must not deadlock in ``glReadPixels`` waiting for llvmpipe threads that were
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 WORKER = Path(__file__).with_name('fork_worker.py')
+#: Every test here starts processes: none may hang the suite (the module fixture runs two scenarios of 180 s max).
+pytestmark = pytest.mark.timeout(420)
 
 
 def _run(scenario: str, lp_threads: str | None, timeout: float = 180.0) -> dict:
@@ -62,10 +65,3 @@ def test_grandchild_without_llvmpipe_threads_renders(fork_runs):
 
 def test_used_renderers_pickle_in_process(fork_runs):
     assert fork_runs[None]['copy'] == fork_runs[None]['parent']
-
-
-def test_used_renderers_pickle_and_render_in_a_spawned_process():
-    res = _run('spawn', None)
-    assert 'error' not in res['child'], res['child']
-    assert res['child']['used'] == res['parent'] and res['child']['fresh'] == res['parent']
-    assert res['parent_after'] == res['parent']

@@ -94,5 +94,6 @@ def pool_runs(standin_model_dir):
 @pytest.mark.timeout(450)
 @pytest.mark.parametrize('scenario', ['fork', 'forkserver', 'spawn', 'dataloader'])
 def test_workers_render_after_the_parent_ran_torch(pool_runs, scenario):
-    # Before: a fork (or forkserver) Pool worker hung forever in the PNCC colours' torch forward.
+    # Before: a fork (or forkserver) Pool worker hung forever in the PNCC colours' torch forward. The spawn
+    # workers get renderers that already rendered in the parent (pickled without their GL objects).
     assert pool_runs[scenario] == pool_runs['parent'], pool_runs[scenario]
