@@ -1,6 +1,6 @@
 """Score and filter an existing generated dataset, without regenerating it.
 
-    python tools/filter.py DATA_ROOT [CONFIG] [--out DIR] [--max-samples N] [--batch-size B]
+    python tools/filter.py DATA_ROOT [CONFIG] [--out DIR] [--max-samples N] [--batch-size B] [--num-workers W]
 
 ``CONFIG`` is a python config whose ``filter_stages`` list holds the stages (the registered transforms of
 ``posedreamer_mm/datasets/transforms/filters.py``, as a generation config's stages); without it, the offline
@@ -29,6 +29,8 @@ def parse_args(argv=None):
     parser.add_argument('--out', help='output directory (default: DATA_ROOT/filter)')
     parser.add_argument('--max-samples', type=int, help='score only the first N samples')
     parser.add_argument('--batch-size', type=int, default=8, help='images per scorer call')
+    parser.add_argument('--num-workers', type=int, default=0,
+                        help='score in N spawned processes (one scorer and one torch thread each); 0: in this one')
     parser.add_argument('--report-samples', type=int, default=12, help='tiles per contact sheet')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys, k=v')
@@ -46,7 +48,7 @@ def main(argv=None):
         stages = cfg.filter_stages
     out = args.out or osp.join(args.data_root, 'filter')
     summary = run_filter(args.data_root, out, stages=stages, max_samples=args.max_samples,
-                         batch_size=args.batch_size, report_samples=args.report_samples,
+                         batch_size=args.batch_size, report_samples=args.report_samples, num_workers=args.num_workers,
                          progress=not args.no_progress)
     print(json.dumps({k: v for k, v in summary.items() if k != 'stages'}, indent=1))
     print(f'[filter] outputs in {out}')

@@ -88,6 +88,18 @@ def test_filter_tool_end_to_end(dataset, tmp_path):
     assert report is not None and report.shape[0] > 300 and report.shape[1] > 600
 
 
+@pytest.mark.timeout(180)
+def test_filter_tool_worker_processes_match_in_process(dataset, tmp_path):
+    load_tool().main([str(dataset), '--out', str(tmp_path / 'serial'), '--no-progress', '--batch-size', '2'])
+    summary = load_tool().main([str(dataset), '--out', str(tmp_path / 'pool'), '--no-progress', '--batch-size', '2',
+                                '--num-workers', '2'])
+    assert summary['num_workers'] == 2
+    for name in ('scores.jsonl', 'manifest_filtered.jsonl'):
+        assert (tmp_path / 'pool' / name).read_text() == (tmp_path / 'serial' / name).read_text()
+    serial = json.loads((tmp_path / 'serial' / 'summary.json').read_text())
+    assert summary['stage_counts'] == serial['stage_counts'] and summary['failures'] == serial['failures']
+
+
 @pytest.mark.timeout(120)
 def test_filter_tool_killed_mid_run_leaves_no_partial_output(dataset, tmp_path):
     """SIGKILL while scores.jsonl is being streamed: no scores.jsonl appears; the next run cleans up and completes."""
