@@ -80,6 +80,8 @@ class DatasetGenerator:
         crop_margin: Crop side = ``max(w, h) * (1 + crop_margin)`` of the body's projected box.
         min_visible_keypoints: Drop a sample with fewer COCO-17 keypoints inside the image.
         num_workers: Spawn worker processes for the pre-backend work (0: in the main process).
+        warm_start: With workers, prepare samples in the main process until the first worker has started, so
+            the backend starts at once (worker start-up takes seconds: imports, body models, GL contexts).
         custom_imports: Modules the workers import before building (the config's ``custom_imports``).
         progress: Show a progress bar.
     """
@@ -87,8 +89,8 @@ class DatasetGenerator:
     def __init__(self, body_model: dict, source: dict, controls: list[dict] | dict[str, dict], backend: Any,
                  prompts: dict | None = None, stages: list | tuple = (), writer: dict | None = None,
                  num_samples: int | None = None, seed: int = 0, crop_size: int = 512, crop_margin: float = 0.1,
-                 min_visible_keypoints: int = 0, num_workers: int = 0, custom_imports: list[str] | None = None,
-                 progress: bool = True) -> None:
+                 min_visible_keypoints: int = 0, num_workers: int = 0, warm_start: bool = True,
+                 custom_imports: list[str] | None = None, progress: bool = True) -> None:
         controls = list(controls.values()) if isinstance(controls, dict) else list(controls)
         prompts = prompts if prompts is not None else dict(type='PromptSampler', preset='generic')
         self.prep_cfg = dict(source=plain(source) if isinstance(source, dict) else source,
@@ -109,6 +111,7 @@ class DatasetGenerator:
         self.stages = [TRANSFORMS.build(s) if isinstance(s, dict) else s for s in stages]
         self.writer = GENERATORS.build(writer if writer is not None else dict(type='ShardedDatasetWriter'))
         self.num_workers, self.custom_imports = int(num_workers), list(custom_imports or [])
+        self.warm_start = bool(warm_start)
         self.progress = progress
         self._faces = BodyModelSet(self.prep_cfg['body_model'])
 
@@ -166,7 +169,8 @@ class DatasetGenerator:
         print_log(f'rank {rank}/{world}: {len(owned)} shards owned, {len(owned) - len(todo)} already complete, '
                   f'{len(indices)} samples to generate -> {root}', logger='current')
         stats = self._generate(root, todo, indices) if indices else dict(written=0, dropped=0, failed=0,
-                                                                         wall_s=0.0, timings_s={},
+                                                                         wall_s=0.0, steady_wall_s=0.0,
+                                                                         timings_s={},
                                                                          backend_busy_s=0.0)
         stats['shards_skipped_complete'] = len(owned) - len(todo)
         gathered = dist.all_gather_object(stats) if world > 1 else [stats]
@@ -183,18 +187,21 @@ class DatasetGenerator:
         return summary
 
     def _generate(self, root: str, shards: list[int], indices: list[int]) -> dict:
-        self.backend.setup()
         sink = ShardSink(self.writer, root, shards, self.num_samples, self.stages,
                          max_queue=4 * self.backend.batch_size + 8).start()
         timings: dict[str, float] = collections.defaultdict(float)
         busy, batch, start = 0.0, [], time.perf_counter()
+        first_call: list[float] = []  # when the backend first started: before it, the pipeline was filling
         stream = PreparedStream(self.prep_cfg, self.num_workers, imports=self.custom_imports,
-                                preparer=None if self.num_workers else SamplePreparer(**self.prep_cfg))
+                                preparer=None if self.num_workers else SamplePreparer(**self.prep_cfg),
+                                warm_start=self.warm_start)
         bar = tqdm(total=len(indices), unit='img', desc='generate', disable=not self.progress, smoothing=0.1)
 
         def flush() -> None:
             nonlocal busy
             t = time.perf_counter()
+            if not first_call:
+                first_call.append(t)
             try:
                 images = self.backend.generate(batch)
             except Exception as err:
@@ -218,7 +225,8 @@ class DatasetGenerator:
             batch.clear()
 
         try:
-            with stream:
+            with stream:  # workers start up while the backend loads its weights
+                self.backend.setup()
                 for item in stream(indices):
                     for name, seconds in item.timings.items():
                         timings[name] += seconds
@@ -241,12 +249,15 @@ class DatasetGenerator:
             sink.cancel()
             raise
         bar.close()
-        wall = time.perf_counter() - start
+        end = time.perf_counter()
+        wall = end - start
+        steady = end - first_call[0] if first_call else 0.0
         for name, seconds in sink.timings.items():
             timings[name] += seconds
         timings['backend'] += busy
         return dict(sink.counts, dropped_by_reason=dict(sink.dropped), failed_by_reason=dict(sink.failed),
-                    wall_s=wall, backend_busy_s=busy, timings_s=dict(timings), shards_committed=len(sink.committed))
+                    wall_s=wall, steady_wall_s=steady, backend_busy_s=busy, timings_s=dict(timings),
+                    shards_committed=len(sink.committed))
 
     def _summary(self, root: str, manifest: dict, per_rank: list[dict]) -> dict:
         """Dataset totals (from every committed shard) plus this run's throughput and timings."""
@@ -258,13 +269,15 @@ class DatasetGenerator:
             failed.update(d['reason'].split(': ', 1)[0] for d in info['failed'])
         run_written = sum(r['written'] for r in per_rank)
         wall = max(r['wall_s'] for r in per_rank)
+        steady = max(r['steady_wall_s'] for r in per_rank)
         busy = sum(r['backend_busy_s'] for r in per_rank)
         timings = collections.Counter()
         for r in per_rank:
             timings.update(r['timings_s'])
         handled = sum(r['written'] + r['dropped'] + r['failed'] for r in per_rank)
         return dict(
-            out_dir=root, status=manifest['status'], num_samples=self.num_samples, written=manifest['counts']['written'],
+            out_dir=root, status=manifest['status'], num_samples=self.num_samples,
+            written=manifest['counts']['written'],
             dropped=dict(dropped), failed=dict(failed), shards=len(manifest.get('shards', [])),
             shards_total=self.writer.num_shards(self.num_samples), world_size=len(per_rank),
             this_run=dict(written=run_written, dropped=sum(r['dropped'] for r in per_rank),
@@ -272,7 +285,9 @@ class DatasetGenerator:
                           shards_skipped_complete=sum(r['shards_skipped_complete'] for r in per_rank),
                           wall_s=round(wall, 3), images_per_s=round(run_written / wall, 3) if wall else 0.0,
                           backend_busy_s=round(busy, 3),
-                          backend_busy_fraction=round(busy / (wall * len(per_rank)), 4) if wall else 0.0),
+                          backend_busy_fraction=round(busy / (wall * len(per_rank)), 4) if wall else 0.0,
+                          steady_wall_s=round(steady, 3),
+                          backend_busy_fraction_steady=round(busy / (steady * len(per_rank)), 4) if steady else 0.0),
             timings_s={k: round(v, 4) for k, v in sorted(timings.items())},
             timings_ms_per_sample={k: round(1000 * v / max(handled, 1), 3) for k, v in sorted(timings.items())},
             backend=self.backend.name)

@@ -116,13 +116,17 @@ def _init_worker(cfg: dict, imports: list[str]) -> None:
 
         import torch
         torch.set_num_threads(1)
-        from posedreamer_mm.utils import register_all_modules
-        register_all_modules()
-        for module in imports:
+        # Only what preparing needs registered (not all of mmpose/mmdet: start-up is paid per worker).
+        for module in ('posedreamer_mm.body', 'posedreamer_mm.render', 'posedreamer_mm.generation', *imports):
             importlib.import_module(module)
         _WORKER['preparer'] = SamplePreparer(**cfg)
     except Exception as err:  # reported by every task: a failing initialiser would be respawned forever
         _WORKER['error'] = f'worker set-up failed: {type(err).__name__}: {err}'
+
+
+def _worker_ready() -> bool:
+    """A no-op task: it completes once some worker has finished its initialiser."""
+    return 'error' not in _WORKER
 
 
 def _prepare_in_worker(indices: list[int]) -> list[Prepared]:
@@ -147,15 +151,17 @@ class PreparedStream:
         max_in_flight: Chunks submitted ahead of the consumer (bounds memory).
         chunk_size: Indices per task sent to a worker.
         imports: Modules a worker imports first (the config's ``custom_imports``).
-        preparer: An already built preparer for ``num_workers=0``.
+        preparer: An already built preparer (used for ``num_workers=0`` and the warm start).
+        warm_start: With workers, prepare in this process until the first worker is ready.
     """
 
     def __init__(self, cfg: dict, num_workers: int = 0, max_in_flight: int | None = None, chunk_size: int = 2,
-                 imports: list[str] | None = None, preparer: SamplePreparer | None = None) -> None:
+                 imports: list[str] | None = None, preparer: SamplePreparer | None = None,
+                 warm_start: bool = True) -> None:
         self.cfg, self.num_workers, self.chunk_size = cfg, int(num_workers), max(1, int(chunk_size))
         self.max_in_flight = max_in_flight or max(4, 4 * self.num_workers)
         self.imports = list(imports or [])
-        self._preparer = preparer
+        self._preparer, self.warm_start = preparer, bool(warm_start)
         self._pool = None
 
     def __enter__(self) -> PreparedStream:
@@ -180,6 +186,15 @@ class PreparedStream:
                 yield self._preparer(index)
             return
         indices = list(indices)
+        if self.warm_start:
+            # Workers take seconds to start (imports, body models, GL contexts): until one is ready, prepare here,
+            # so the backend starts at once. Same results either way (a sample depends only on its index).
+            ready = self._pool.apply_async(_worker_ready)
+            while indices and not ready.ready():
+                if self._preparer is None:
+                    self._preparer = SamplePreparer(**self.cfg)
+                    continue
+                yield self._preparer(indices.pop(0))
         chunks = [indices[i:i + self.chunk_size] for i in range(0, len(indices), self.chunk_size)]
         pending: collections.deque = collections.deque()
         for chunk in chunks:

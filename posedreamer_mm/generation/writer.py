@@ -177,7 +177,8 @@ class ShardedDatasetWriter:
         shards_dir = osp.join(root, SHARDS_DIR)
         if not osp.isdir(shards_dir):
             return set()
-        return {int(n) for n in os.listdir(shards_dir) if n.isdigit() and osp.isfile(osp.join(shards_dir, n, SHARD_INFO))}
+        return {int(n) for n in os.listdir(shards_dir)
+                if n.isdigit() and osp.isfile(osp.join(shards_dir, n, SHARD_INFO))}
 
     def remove_partial(self, root: str, shards: set[int]) -> int:
         """Deletes temporary directories of ``shards`` (left by a killed run); returns how many."""

@@ -14,7 +14,8 @@ def _sample(i: int) -> BodySample:
     rng = np.random.default_rng(i)
     return BodySample(id=f'smp_{i:03d}', betas=rng.normal(size=10), body_pose=rng.normal(size=63),
                       transl=[0, 0, 3 + i], joints_3d=rng.normal(size=(127, 3)), joints_2d=rng.normal(size=(127, 2)),
-                      keypoints_coco17=rng.normal(size=(17, 3)), bbox=[1, 2, 3, 4], gender='male' if i % 2 else 'female',
+                      keypoints_coco17=rng.normal(size=(17, 3)), bbox=[1, 2, 3, 4],
+                      gender='male' if i % 2 else 'female',
                       meta={'crop_box': [0.5, 1.0, 2.0, 2.0], 'arr': np.arange(i + 1)})
 
 
