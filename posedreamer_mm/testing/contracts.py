@@ -5,8 +5,10 @@ component is tested by adding one case (a config) to the module's list, and ``mi
 when a registered component has no case. The suites use only the components' public API.
 
 - :class:`BackendContract` (fixtures ``backend``: a set-up backend with ``batch_size >= 4``; ``results_batch``: 4
-  per-sample results dicts from the generator's own transforms, :func:`prepared_results`): images at the control
-  size, determinism per seed, batch independence, seeds and controls matter, ``record()``, input errors.
+  per-sample results dicts from the generator's own transforms, :func:`prepared_results`; ``generator_inputs``:
+  the ``prepared_results`` keyword arguments they came from): images at the control size, determinism per seed,
+  batch independence, seeds and controls matter, ``record()``, input errors, and a dataset written by the
+  ``DatasetGenerator`` and read back (labels equal the source's, images the backend's, at the crop size).
 - :class:`RendererContract` (fixtures ``renderer`` built with ``size=None``; ``body``: a posed body dict).
 - :class:`SourceContract` (fixtures ``source`` and ``source_factory``: builds an equal, fresh source).
 """
@@ -122,6 +124,31 @@ class BackendContract:
             results.pop(key, None)
         with pytest.raises(ValueError, match=str(results['sample'].id)):
             backend.generate([results])
+
+    def test_dataset_round_trip(self, backend, generator_inputs, tmp_path):
+        """The generator writes the backend's images with the source's labels; the reader gives both back."""
+        from posedreamer_mm.generation import DatasetGenerator, GeneratedDataReader
+        from posedreamer_mm.registry import POSE_SOURCES
+        inputs = dict(generator_inputs)
+        num, size = 3, inputs.pop('size')
+        DatasetGenerator(**{k: v for k, v in inputs.items() if k != 'num'}, backend=backend, num_samples=num,
+                         crop_size=size, writer=dict(type='ShardedDatasetWriter', shard_size=2, image_format='png'),
+                         progress=False).run(str(tmp_path / 'out'))
+        reader = GeneratedDataReader(tmp_path / 'out')
+        source = POSE_SOURCES.build(inputs['source'])
+        expected = prepared_results(**dict(generator_inputs, num=num))
+        assert reader.ids == [source[i].id for i in range(num)] == [r['id'] for r in expected]
+        for i, results in enumerate(expected):
+            label, meta = reader.sample(i), reader.meta(i)
+            for key in ('betas', 'global_orient', 'body_pose', 'transl'):
+                np.testing.assert_array_equal(getattr(label, key), getattr(source[i], key), err_msg=key)
+            np.testing.assert_allclose(label.focal, results['sample'].focal, rtol=1e-6)
+            assert tuple(label.img_size) == (size, size)
+            assert meta['backend'] == backend.name and meta['seed'] == results['seed']
+            img = reader.load_image(i)
+            assert img.shape == (size, size, 3)
+            alone = backend.generate([results])[0]
+            assert np.abs(img.astype(np.int64) - alone).max() <= self.batch_tolerance
 
     def test_batch_larger_than_batch_size(self, backend, results_batch):
         with pytest.raises(ValueError, match='batch_size'):

@@ -91,8 +91,8 @@ def test_controlnet_path_errors(w, tmp_path):
 
 
 def test_bad_lora_and_config_errors(w, tmp_path):
-    with pytest.raises(WeightsLayoutError, match='LoRA #0.*missing.*pytorch_lora_weights'):
-        sd15(w, loras=[dict(path=tmp_path / 'missing')])
+    with pytest.raises(WeightsLayoutError, match="LoRA 'lora0'.*missing does not exist.*pytorch_lora_weights"):
+        sd15(w, loras=[dict(path=tmp_path / 'missing')]).setup()
     with pytest.raises(ValueError, match='unique'):
         sd15(w, loras=[dict(path=w['lora_a'], name='x'), dict(path=w['lora_b'], name='x')])
     with pytest.raises(ValueError, match='needs weights and control_type'):

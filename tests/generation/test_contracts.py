@@ -81,14 +81,18 @@ def tiny_weights(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def results_batch(standin_model_dir):
+def generator_inputs(standin_model_dir):
+    return dict(source=dict(type='AugmentedSource', source=dict(type='ProceduralPoseSource', num_samples=8, seed=0),
+                            seed=0, distance_range=(2.5, 4.0)),
+                body_model=dict(type='SMPLXBodyModel', model_path=str(standin_model_dir)),
+                controls=[dict(type='PNCCRenderer'), dict(type='SkeletonRenderer'), dict(type='DepthRenderer')],
+                size=SIZE, seed=5)
+
+
+@pytest.fixture(scope='module')
+def results_batch(generator_inputs):
     """Four results dicts from the generator's own pre-backend transforms, 64 x 64 crops, three controls."""
-    return prepared_results(
-        source=dict(type='AugmentedSource', source=dict(type='ProceduralPoseSource', num_samples=8, seed=0),
-                    seed=0, distance_range=(2.5, 4.0)),
-        body_model=dict(type='SMPLXBodyModel', model_path=str(standin_model_dir)),
-        controls=[dict(type='PNCCRenderer'), dict(type='SkeletonRenderer'), dict(type='DepthRenderer')],
-        size=SIZE, num=4)
+    return prepared_results(**generator_inputs, num=4)
 
 
 @pytest.fixture(scope='module', params=sorted(BACKEND_CASES))

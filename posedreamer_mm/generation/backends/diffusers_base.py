@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from .base import BaseGenerationBackend, sample_generators
-from .weights import (apply_loras, build_scheduler, check_model_folder, check_pipeline_folder, describe, load_model,
-                      lora_specs, resolve_dtype)
+from .weights import (apply_loras, build_scheduler, check_lora_paths, check_model_folder, check_pipeline_folder,
+                      describe, load_model, lora_specs, resolve_dtype)
 
 
 def controlnet_specs(controlnets: dict | Sequence[dict] | None) -> list[dict]:
@@ -101,6 +101,7 @@ class DiffusersBackend(BaseGenerationBackend):
     def check_weights(self) -> None:
         """Checks every weights path before anything loads (:class:`~.weights.WeightsLayoutError` if wrong)."""
         check_pipeline_folder(self.weights, self.accepted_pipelines, self.required_subfolders, self.what())
+        check_lora_paths(self.loras)
 
     def load_controlnets(self) -> dict[str, Any]:
         """The pipeline's extra ``from_pretrained`` components (the ControlNets); none by default."""

@@ -147,10 +147,6 @@ def lora_specs(loras: Sequence[dict] | None) -> list[dict]:
         if target not in ('pipeline', 'controlnet'):
             raise ValueError(f"LoRA #{i}: target must be 'pipeline' or 'controlnet', got {target!r}")
         path = Path(os.fspath(spec['path'])).expanduser()
-        if not path.exists():
-            raise WeightsLayoutError(f'LoRA #{i}: {path} does not exist; expected a LoRA folder '
-                                     '(pytorch_lora_weights.safetensors, as save_lora_weights writes) or a '
-                                     '.safetensors file')
         out.append(dict(path=path, weight=float(spec.get('weight', 1.0)), name=str(spec.get('name', f'lora{i}')),
                         weight_name=spec.get('weight_name'), target=target,
                         controlnet_index=int(spec.get('controlnet_index', 0))))
@@ -158,6 +154,15 @@ def lora_specs(loras: Sequence[dict] | None) -> list[dict]:
     if len(set(names)) != len(names):
         raise ValueError(f'LoRA names must be unique, got {names}')
     return out
+
+
+def check_lora_paths(specs: list[dict]) -> None:
+    """Raises :class:`WeightsLayoutError` for a LoRA path that does not exist (naming it and the layout)."""
+    for spec in specs:
+        if not spec['path'].exists():
+            raise WeightsLayoutError(f'LoRA {spec["name"]!r}: {spec["path"]} does not exist; expected a LoRA folder '
+                                     '(pytorch_lora_weights.safetensors, as save_lora_weights writes) or a '
+                                     '.safetensors file')
 
 
 def _split_file(spec: dict) -> tuple[str, dict]:
