@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from posedreamer_mm.generation.backends import WeightsLayoutError
-from posedreamer_mm.generation.backends.render import (REGION_OF_JOINT, RenderBackend, dominant_joints_from_bones,
+from posedreamer_mm.generation.backends.render import (_BONE_IDX, REGION_OF_JOINT, RenderBackend, dominant_joints_from_bones,
                                                        procedural_background)
 from posedreamer_mm.registry import BODY_MODELS, GENERATORS
 from posedreamer_mm.testing.contracts import prepared_results
@@ -147,14 +147,16 @@ def test_batch_independence_to_float_rounding(w, batch, kind):
 # --- schedulers, switches, record ---------------------------------------------------------------------------------
 def test_scheduler_by_class_name_and_record(w, batch):
     backend = sd15(w, scheduler=dict(type='UniPCMultistepScheduler', solver_order=1), guidance_scale=3.0)
-    assert backend.record()['scheduler'] == {'type': 'UniPCMultistepScheduler', 'solver_order': 1}
+    before = backend.record()
+    assert (before['scheduler'], before['scheduler_overrides']) == ('UniPCMultistepScheduler', {'solver_order': 1})
     backend.setup()
     pipe = backend.pipe
     backend.setup()
     assert backend.pipe is pipe  # idempotent
     assert type(pipe.scheduler).__name__ == 'UniPCMultistepScheduler' and pipe.scheduler.config.solver_order == 1
     record = backend.record()
-    assert record['scheduler'] == 'UniPCMultistepScheduler'
+    assert record == before  # the record never depends on whether the backend was set up
+    assert sd15(w).record()['scheduler'] == 'DDIMScheduler'  # the weights' own, read from their folder
     assert (record['steps'], record['guidance'], record['dtype']) == (2, 3.0, 'float32')
     assert record['weights'] == str(w['sd15']) and record['controlnets'][0]['control_type'] == 'pncc'
     json.dumps(record)
@@ -251,6 +253,20 @@ def test_bone_labels_match_skinning_weights(standin_model_dir, batch):
     with_skin.setup()
     assert with_skin.record()['part_labels'] == 'skinning weights'
     assert len(with_skin.generate(batch)) == 4
+
+
+def test_nearest_bone_against_brute_force():
+    """Each vertex gets a joint whose bone is the nearest segment (ties between bones sharing a joint aside)."""
+    rng = np.random.default_rng(0)
+    vertices, joints = rng.normal(0, 0.5, (500, 3)), rng.normal(0, 0.5, (127, 3))
+    a, ab = joints[_BONE_IDX[:, 0]], joints[_BONE_IDX[:, 1]] - joints[_BONE_IDX[:, 0]]
+    dist = np.empty((len(vertices), len(a)))
+    for k in range(len(a)):  # point-to-segment distance, one bone at a time
+        t = np.clip((vertices - a[k]) @ ab[k] / max(ab[k] @ ab[k], 1e-12), 0, 1)
+        dist[:, k] = np.linalg.norm(vertices - a[k] - t[:, None] * ab[k], axis=1)
+    got = dominant_joints_from_bones(vertices, joints)
+    chosen = np.array([dist[i, _BONE_IDX[:, 0] == got[i]].min() for i in range(len(vertices))])
+    np.testing.assert_allclose(chosen, dist.min(1), atol=1e-5)
 
 
 def test_render_baseline_rejects_nan(batch):

@@ -6,6 +6,7 @@ scheduler, LoRA stack, ``channels_last``, ``torch.compile``) and calls the pipel
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -164,7 +165,7 @@ class DiffusersBackend(BaseGenerationBackend):
             raise ValueError(f'{type(self).__name__}: control size {w}x{h} must be a multiple of {multiple} '
                              '(the pipeline would silently resize it and the label would no longer fit): set the '
                              'crop size accordingly')
-        kwargs = dict(prompt=[str(r.get('prompt', '')) for r in batch], height=h, width=w,
+        kwargs = dict(prompt=[str(r.get('prompt') or '') for r in batch], height=h, width=w,
                       num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
                       generator=sample_generators([r['seed'] for r in batch]), output_type='np',
                       **self.control_inputs(batch))
@@ -180,11 +181,24 @@ class DiffusersBackend(BaseGenerationBackend):
         images = np.round(np.clip(np.asarray(images, np.float32), 0, 1) * 255).astype(np.uint8)
         return [img for img in images]
 
+    def scheduler_record(self) -> dict[str, Any]:
+        """The scheduler class and its config overrides, the same before and after :meth:`setup`."""
+        if self.scheduler is not None:
+            spec = dict(type=self.scheduler) if isinstance(self.scheduler, str) else dict(self.scheduler)
+            return dict(scheduler=spec.pop('type'), scheduler_overrides=describe(spec))
+        config = self.weights / 'scheduler' / 'scheduler_config.json'
+        try:
+            name = json.loads(config.read_text())['_class_name']
+        except (OSError, ValueError, KeyError):
+            name = 'the weights\' own'
+        return dict(scheduler=name, scheduler_overrides={})
+
     def record(self) -> dict[str, Any]:
-        scheduler = type(self.pipe.scheduler).__name__ if self.pipe is not None else describe(self.scheduler)
+        """Everything that decides the images (stored with every sample; identical before and after setup)."""
+        import diffusers
         return {**super().record(), 'pipeline': self.pipeline_class, 'weights': os.fspath(self.weights),
-                'steps': self.num_inference_steps, 'guidance': self.guidance_scale, 'scheduler': scheduler,
-                'dtype': str(self.dtype).replace('torch.', ''),
+                'steps': self.num_inference_steps, 'guidance': self.guidance_scale, **self.scheduler_record(),
+                'dtype': str(self.dtype).replace('torch.', ''), 'diffusers_version': diffusers.__version__,
                 'loras': [dict(name=s['name'], path=os.fspath(s['path']), weight=s['weight'], target=s['target'])
                           for s in self.loras],
                 'call_kwargs': describe(self.call_kwargs)}

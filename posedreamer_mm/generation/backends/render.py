@@ -73,12 +73,15 @@ def dominant_joints_from_bones(vertices: np.ndarray, joints: np.ndarray) -> np.n
     Returns:
         (V,) int index among the 55 skeleton joints.
     """
-    a, b = joints[_BONE_IDX[:, 0]], joints[_BONE_IDX[:, 1]]             # (K, 3)
-    ab = b - a
-    t = np.einsum('vkd,kd->vk', vertices[:, None] - a[None], ab) / np.maximum((ab * ab).sum(1), 1e-12)
-    closest = a[None] + np.clip(t, 0, 1)[..., None] * ab[None]          # (V, K, 3)
-    dist = np.linalg.norm(vertices[:, None] - closest, axis=-1)
-    return _BONE_IDX[dist.argmin(1), 0]
+    v = np.asarray(vertices, np.float32)
+    a = np.asarray(joints, np.float32)[_BONE_IDX[:, 0]]                   # (K, 3) bone starts
+    ab = np.asarray(joints, np.float32)[_BONE_IDX[:, 1]] - a              # (K, 3) bone vectors
+    # Squared distance to the segment: |v - a|^2 - t(2 (v - a).ab - t |ab|^2) with t clipped to [0, 1].
+    va_ab = v @ ab.T - (a * ab).sum(1)                                    # (V, K) (v - a) . ab
+    t = np.clip(va_ab / np.maximum((ab * ab).sum(1), 1e-12), 0, 1)
+    va2 = (v * v).sum(1)[:, None] - 2 * v @ a.T + (a * a).sum(1)          # (V, K) |v - a|^2
+    dist2 = va2 - t * (2 * va_ab - t * (ab * ab).sum(1))
+    return _BONE_IDX[dist2.argmin(1), 0]
 
 
 def procedural_background(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
