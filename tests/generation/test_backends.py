@@ -105,6 +105,27 @@ def test_bad_lora_and_config_errors(w, tmp_path):
                               controlnets=dict(weights=w['controlnet_sd15'], control_type='pncc')))
 
 
+def test_bad_lora_files_are_named(w, tmp_path):
+    corrupt = tmp_path / 'corrupt'
+    corrupt.mkdir()
+    (corrupt / 'pytorch_lora_weights.safetensors').write_bytes(b'not a safetensors file')
+    with pytest.raises(WeightsLayoutError, match=f"LoRA 'lora0' at {corrupt} could not be loaded"):
+        sd15(w, loras=[dict(path=corrupt)]).setup()
+    # diffusers only warns when no key matches: a FLUX LoRA on SD1.5 would silently do nothing
+    with pytest.raises(WeightsLayoutError, match='matched no module of StableDiffusionControlNetPipeline'):
+        sd15(w, loras=[dict(path=w['lora_flux'])]).setup()
+    with pytest.raises(WeightsLayoutError, match='ControlNet LoRA .* could not be loaded into ControlNetModel'):
+        sd15(w, loras=[dict(path=w['lora_a'], target='controlnet')]).setup()
+
+
+def test_corrupt_model_index(w, tmp_path):
+    broken = tmp_path / 'sd15'
+    shutil.copytree(w['sd15'], broken)
+    (broken / 'model_index.json').write_text('{"_class_name": ')
+    with pytest.raises(WeightsLayoutError, match='model_index.json is not a readable JSON file'):
+        sd15(dict(w, sd15=broken)).setup()
+
+
 def test_flux_control_needs_a_control_transformer(w):
     backend = GENERATORS.build(dict(type='FluxControlBackend', weights=w['flux'], control_type='depth', **CPU))
     with pytest.raises(ValueError, match='no control input.*control LoRA'):

@@ -190,9 +190,14 @@ def apply_loras(pipe, specs: list[dict]) -> None:
         folder, kwargs = _split_file(spec)
         try:
             pipe.load_lora_weights(folder, adapter_name=spec['name'], local_files_only=True, **kwargs)
-        except (OSError, ValueError, KeyError, RuntimeError) as err:
+        except Exception as err:  # diffusers/peft/safetensors raise many types; the cause stays attached
             raise WeightsLayoutError(f'LoRA {spec["name"]!r} at {spec["path"]} could not be loaded into '
-                                     f'{type(pipe).__name__}: {err}') from err
+                                     f'{type(pipe).__name__}: {type(err).__name__}: {err}') from err
+        loaded = {n for names in pipe.get_list_adapters().values() for n in names}
+        if spec['name'] not in loaded:  # diffusers only warns when no key matches: a LoRA of another model
+            raise WeightsLayoutError(f'LoRA {spec["name"]!r} at {spec["path"]} matched no module of '
+                                     f'{type(pipe).__name__} (is it a LoRA of another model family, or a ControlNet '
+                                     "LoRA that needs target='controlnet'?)")
     if pipeline_specs:
         pipe.set_adapters([s['name'] for s in pipeline_specs], adapter_weights=[s['weight'] for s in pipeline_specs])
     by_net: dict[int, list[dict]] = {}
@@ -206,9 +211,13 @@ def apply_loras(pipe, specs: list[dict]) -> None:
             try:
                 net.load_lora_adapter(folder, prefix=None, adapter_name=spec['name'], use_safetensors=True,
                                       local_files_only=True, **kwargs)
-            except (OSError, ValueError, KeyError, RuntimeError) as err:
-                raise WeightsLayoutError(f'ControlNet LoRA {spec["name"]!r} at {spec["path"]} could not be loaded: '
-                                         f'{err}') from err
+            except Exception as err:  # diffusers/peft/safetensors raise many types; the cause stays attached
+                raise WeightsLayoutError(f'ControlNet LoRA {spec["name"]!r} at {spec["path"]} could not be loaded '
+                                         f'into {type(net).__name__} (a file written by save_lora_adapter is '
+                                         f'expected): {type(err).__name__}: {err}') from err
+            if spec['name'] not in getattr(net, 'peft_config', {}):
+                raise WeightsLayoutError(f'ControlNet LoRA {spec["name"]!r} at {spec["path"]} matched no module of '
+                                         f'{type(net).__name__}')
         net.set_adapters([s['name'] for s in net_specs], weights=[s['weight'] for s in net_specs])
 
 
