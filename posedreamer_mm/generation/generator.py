@@ -170,6 +170,7 @@ class DatasetGenerator:
                   f'{len(indices)} samples to generate -> {root}', logger='current')
         stats = self._generate(root, todo, indices) if indices else dict(written=0, dropped=0, failed=0,
                                                                          wall_s=0.0, steady_wall_s=0.0,
+                                                                         backend_busy_steady_s=0.0,
                                                                          timings_s={},
                                                                          backend_busy_s=0.0)
         stats['shards_skipped_complete'] = len(owned) - len(todo)
@@ -190,17 +191,19 @@ class DatasetGenerator:
         sink = ShardSink(self.writer, root, shards, self.num_samples, self.stages,
                          max_queue=4 * self.backend.batch_size + 8).start()
         timings: dict[str, float] = collections.defaultdict(float)
-        busy, batch, start = 0.0, [], time.perf_counter()
-        first_call: list[float] = []  # when the backend first started: before it, the pipeline was filling
+        busy, busy_steady, batch, start = 0.0, 0.0, [], time.perf_counter()
+        # The backend's first call once the workers run: before it, the pipeline was starting and filling.
+        first_call: list[float] = []
         stream = PreparedStream(self.prep_cfg, self.num_workers, imports=self.custom_imports,
                                 preparer=None if self.num_workers else SamplePreparer(**self.prep_cfg),
                                 warm_start=self.warm_start)
         bar = tqdm(total=len(indices), unit='img', desc='generate', disable=not self.progress, smoothing=0.1)
 
         def flush() -> None:
-            nonlocal busy
+            nonlocal busy, busy_steady
             t = time.perf_counter()
-            if not first_call:
+            steady_phase = stream.workers_ready_at is not None and t >= stream.workers_ready_at
+            if steady_phase and not first_call:
                 first_call.append(t)
             try:
                 images = self.backend.generate(batch)
@@ -208,6 +211,8 @@ class DatasetGenerator:
                 raise GenerationError(f'backend {type(self.backend).__name__} failed on samples '
                                       f'{[r["id"] for r in batch][:4]}: {type(err).__name__}: {err}') from err
             busy += time.perf_counter() - t
+            if steady_phase:
+                busy_steady += time.perf_counter() - t
             if len(images) != len(batch):
                 raise GenerationError(f'backend {type(self.backend).__name__} returned {len(images)} images for '
                                       f'{len(batch)} samples')
@@ -256,7 +261,8 @@ class DatasetGenerator:
             timings[name] += seconds
         timings['backend'] += busy
         return dict(sink.counts, dropped_by_reason=dict(sink.dropped), failed_by_reason=dict(sink.failed),
-                    wall_s=wall, steady_wall_s=steady, backend_busy_s=busy, timings_s=dict(timings),
+                    wall_s=wall, steady_wall_s=steady, backend_busy_s=busy, backend_busy_steady_s=busy_steady,
+                    timings_s=dict(timings),
                     shards_committed=len(sink.committed))
 
     def _summary(self, root: str, manifest: dict, per_rank: list[dict]) -> dict:
@@ -271,6 +277,7 @@ class DatasetGenerator:
         wall = max(r['wall_s'] for r in per_rank)
         steady = max(r['steady_wall_s'] for r in per_rank)
         busy = sum(r['backend_busy_s'] for r in per_rank)
+        busy_steady = sum(r['backend_busy_steady_s'] for r in per_rank)
         timings = collections.Counter()
         for r in per_rank:
             timings.update(r['timings_s'])
@@ -286,8 +293,9 @@ class DatasetGenerator:
                           wall_s=round(wall, 3), images_per_s=round(run_written / wall, 3) if wall else 0.0,
                           backend_busy_s=round(busy, 3),
                           backend_busy_fraction=round(busy / (wall * len(per_rank)), 4) if wall else 0.0,
-                          steady_wall_s=round(steady, 3),
-                          backend_busy_fraction_steady=round(busy / (steady * len(per_rank)), 4) if steady else 0.0),
+                          steady_wall_s=round(steady, 3), backend_busy_steady_s=round(busy_steady, 3),
+                          backend_busy_fraction_steady=round(busy_steady / (steady * len(per_rank)), 4)
+                          if steady else 0.0),
             timings_s={k: round(v, 4) for k, v in sorted(timings.items())},
             timings_ms_per_sample={k: round(1000 * v / max(handled, 1), 3) for k, v in sorted(timings.items())},
             backend=self.backend.name)

@@ -163,6 +163,8 @@ class PreparedStream:
         self.imports = list(imports or [])
         self._preparer, self.warm_start = preparer, bool(warm_start)
         self._pool = None
+        #: ``time.perf_counter()`` when the workers took over (None while the warm start prepares in-process).
+        self.workers_ready_at: float | None = None
 
     def __enter__(self) -> PreparedStream:
         if self.num_workers > 0:
@@ -181,6 +183,8 @@ class PreparedStream:
             self._pool = None
 
     def __call__(self, indices: Iterable[int]) -> Iterator[Prepared]:
+        if self._pool is None or not self.warm_start:
+            self.workers_ready_at = time.perf_counter()
         if self._pool is None:
             for index in indices:
                 yield self._preparer(index)
@@ -195,6 +199,7 @@ class PreparedStream:
                     self._preparer = SamplePreparer(**self.cfg)
                     continue
                 yield self._preparer(indices.pop(0))
+            self.workers_ready_at = time.perf_counter()
         chunks = [indices[i:i + self.chunk_size] for i in range(0, len(indices), self.chunk_size)]
         pending: collections.deque = collections.deque()
         for chunk in chunks:
