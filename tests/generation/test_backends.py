@@ -154,6 +154,17 @@ def test_size_must_fit_the_latent_grid(w, batch):
 
 
 # --- seeds ----------------------------------------------------------------------------------------------------
+def test_sample_generators_one_per_seed():
+    from posedreamer_mm.generation.backends import sample_generators
+    gens = sample_generators([7, 7 + 2 ** 63, -1, 2 ** 64 - 1])
+    draws = [torch.randn(3, generator=g) for g in gens]
+    torch.testing.assert_close(draws[0], draws[1], rtol=0, atol=0)  # seeds are taken modulo 2**63
+    torch.testing.assert_close(draws[2], draws[3], rtol=0, atol=0)  # -1 == 2**64 - 1 (mod 2**63)
+    torch.testing.assert_close(draws[0], torch.randn(3, generator=torch.Generator().manual_seed(7)), rtol=0, atol=0)
+    assert all(g.device.type == 'cpu' for g in gens)
+
+
+
 @pytest.mark.parametrize('kind', ['sd15', 'flux'])
 def test_batch_independence_to_float_rounding(w, batch, kind):
     """Per-sample generators make the noise identical; the rest differs only by float32 kernel rounding."""
@@ -191,8 +202,16 @@ def test_channels_last_same_images(w, batch):
     np.testing.assert_allclose(float_images(sd15(w, channels_last=True), batch[:2]), base, atol=1e-5)
 
 
+def test_torch_compile_switch_same_images(w, batch):
+    """The compile switch wraps the denoiser and ControlNet; dynamo's eager backend checks the wiring quickly."""
+    base = float_images(sd15(w), batch[:2])
+    compiled = sd15(w, compile=dict(backend='eager'))
+    np.testing.assert_allclose(float_images(compiled, batch[:2]), base, atol=1e-5)
+    assert hasattr(compiled.pipe.unet, '_orig_mod') and hasattr(compiled.pipe.controlnet, '_orig_mod')
+
+
 @pytest.mark.slow
-def test_torch_compile_same_images(w, batch):
+def test_torch_compile_inductor_same_images(w, batch):
     base = float_images(sd15(w), batch[:2])
     np.testing.assert_allclose(float_images(sd15(w, compile=True), batch[:2]), base, atol=1e-4)
 
