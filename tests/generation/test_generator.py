@@ -110,7 +110,7 @@ class _FlakySource:
         self.inner = POSE_SOURCES.build(SOURCE)
 
     def __len__(self):
-        return 6
+        return 7
 
     def __getitem__(self, i):
         s = self.inner[i]
@@ -120,14 +120,16 @@ class _FlakySource:
             raise FileNotFoundError('/data/amass/gone.npz vanished mid-run')
         if i == 3:
             s.id = '../../escape'
+        if i == 4:
+            s.body_pose = np.full(63, np.nan, np.float32)
         return s
 
 
 def test_drops_and_failures_are_counted_with_reasons(tmp_path, standin_model_dir):
-    gen = _generator(standin_model_dir, source=_FlakySource())
+    gen = _generator(standin_model_dir, n=7, source=_FlakySource())
     summary = gen.run(str(tmp_path / 'out'))
     assert summary['written'] == 3
-    assert summary['dropped'] == {'geometry_near_plane': 1}
+    assert summary['dropped'] == {'geometry_near_plane': 1, 'invalid_sample': 1}
     assert summary['failed'] == {'source:FileNotFoundError': 1, 'source:ValueError': 1}
     assert not (tmp_path / 'escape.png').exists() and not list(tmp_path.glob('**/escape*'))
     info = json.loads((tmp_path / 'out' / 'shards' / '000000' / 'shard.json').read_text())
@@ -160,6 +162,17 @@ def test_a_sample_in_a_batch_of_4_equals_it_alone(tmp_path, standin_model_dir):
     _generator(standin_model_dir, n=4, backend=NoiseTestBackend(batch_size=4)).run(str(tmp_path / 'b4'))
     _generator(standin_model_dir, n=4, backend=NoiseTestBackend(batch_size=1)).run(str(tmp_path / 'b1'))
     _assert_same(_snapshot(str(tmp_path / 'b4')), _snapshot(str(tmp_path / 'b1')))
+
+
+def test_stages_after_the_backend_store_scores_and_drop_with_reasons(tmp_path, standin_model_dir):
+    keep = dict(type='FilterByImageQuality', min_sharpness=None, min_brightness=None, max_brightness=None,
+                max_clipped_fraction=None)
+    _generator(standin_model_dir, n=3, stages=[keep]).run(str(tmp_path / 'kept'))
+    reader = GeneratedDataReader(tmp_path / 'kept')
+    assert len(reader) == 3 and {'sharpness', 'brightness'} <= set(reader.meta(0)['scores'])
+    summary = _generator(standin_model_dir, n=3, stages=[dict(keep, min_sharpness=1e12)]).run(str(tmp_path / 'all'))
+    assert summary['written'] == 0 and summary['dropped'] == {'blurry': 3} and summary['status'] == 'complete'
+    assert len(GeneratedDataReader(tmp_path / 'all')) == 0  # shards with no sample are committed, and read
 
 
 @pytest.mark.timeout(300)

@@ -86,6 +86,18 @@ def test_two_cpu_ranks_write_exactly_the_one_rank_dataset(setup):
     assert summary['world_size'] == 2 and summary['written'] == 10
 
 
+@pytest.mark.timeout(600)
+def test_slurm_launcher_on_cpu(setup):
+    """What `srun ... tools/generate.py --launcher slurm` sees on one task: SLURM_* variables only."""
+    config, tmp, reference = setup
+    env = _env(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0', SLURM_NODELIST='localhost',
+               MASTER_PORT='29543')
+    env.pop('MASTER_ADDR', None)
+    res = _generate(config, tmp / 'slurm', '--launcher', 'slurm', env=env)
+    assert 'slurm launch: rank 0/1 (gloo)' in res.stdout + res.stderr
+    _assert_same(reference, _snapshot(str(tmp / 'slurm')))
+
+
 def test_another_seed_into_an_existing_output_is_refused(setup):
     config, tmp, reference = setup
     res = _generate(config, tmp / 'reference', '--cfg-options', 'generator.seed=12', check=False)
