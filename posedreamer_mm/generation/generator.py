@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from posedreamer_mm.registry import GENERATORS, POSE_SOURCES, TRANSFORMS
 from posedreamer_mm.utils.fileio import atomic_write_text
-from .preparer import PreparedStream, SamplePreparer
+from .preparer import PreparedStream
 from .sink import ShardSink
 from .transforms import BodyModelSet
 from .writer import SHARD_INFO, SHARDS_DIR, SUMMARY, OutputConflictError
@@ -101,7 +101,9 @@ class DatasetGenerator:
         self.source = POSE_SOURCES.build(source) if isinstance(source, dict) else source
         if num_samples is None:
             num_samples = len(self.source)
-        if not 0 < int(num_samples) <= len(self.source):
+        if int(num_samples) < 1:
+            raise ValueError(f'num_samples must be >= 1, got {num_samples} (source length {len(self.source)})')
+        if int(num_samples) > len(self.source):
             raise ValueError(f'num_samples={num_samples} but the source has {len(self.source)} samples; generate '
                              'at most that many (AugmentedSource(repeats=...) makes more variants per pose)')
         self.num_samples, self.seed = int(num_samples), int(seed)
@@ -194,9 +196,9 @@ class DatasetGenerator:
         busy, busy_steady, batch, start = 0.0, 0.0, [], time.perf_counter()
         # The backend's first call once the workers run: before it, the pipeline was starting and filling.
         first_call: list[float] = []
+        # In this process the source built above is reused (indexing a large source twice costs minutes).
         stream = PreparedStream(self.prep_cfg, self.num_workers, imports=self.custom_imports,
-                                preparer=None if self.num_workers else SamplePreparer(**self.prep_cfg),
-                                warm_start=self.warm_start)
+                                local_cfg=dict(self.prep_cfg, source=self.source), warm_start=self.warm_start)
         bar = tqdm(total=len(indices), unit='img', desc='generate', disable=not self.progress, smoothing=0.1)
 
         def flush() -> None:

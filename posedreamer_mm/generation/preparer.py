@@ -151,17 +151,19 @@ class PreparedStream:
         max_in_flight: Chunks submitted ahead of the consumer (bounds memory).
         chunk_size: Indices per task sent to a worker.
         imports: Modules a worker imports first (the config's ``custom_imports``).
-        preparer: An already built preparer (used for ``num_workers=0`` and the warm start).
+        local_cfg: :class:`SamplePreparer` arguments for preparing in this process (``num_workers=0`` and the
+            warm start; may hold built objects such as the source); ``cfg`` if not given.
         warm_start: With workers, prepare in this process until the first worker is ready.
     """
 
     def __init__(self, cfg: dict, num_workers: int = 0, max_in_flight: int | None = None, chunk_size: int = 2,
-                 imports: list[str] | None = None, preparer: SamplePreparer | None = None,
-                 warm_start: bool = True) -> None:
+                 imports: list[str] | None = None, local_cfg: dict | None = None, warm_start: bool = True) -> None:
         self.cfg, self.num_workers, self.chunk_size = cfg, int(num_workers), max(1, int(chunk_size))
         self.max_in_flight = max_in_flight or max(4, 4 * self.num_workers)
         self.imports = list(imports or [])
-        self._preparer, self.warm_start = preparer, bool(warm_start)
+        self.local_cfg = local_cfg if local_cfg is not None else cfg
+        self._preparer: SamplePreparer | None = None
+        self.warm_start = bool(warm_start)
         self._pool = None
         #: ``time.perf_counter()`` when the workers took over (None while the warm start prepares in-process).
         self.workers_ready_at: float | None = None
@@ -173,7 +175,7 @@ class PreparedStream:
             print_log(f'preparing samples in {self.num_workers} spawn worker processes', logger='current',
                       level=logging.INFO)
         elif self._preparer is None:
-            self._preparer = SamplePreparer(**self.cfg)
+            self._preparer = SamplePreparer(**self.local_cfg)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -189,18 +191,19 @@ class PreparedStream:
             for index in indices:
                 yield self._preparer(index)
             return
-        indices = list(indices)
+        indices, start = list(indices), 0
         if self.warm_start:
             # Workers take seconds to start (imports, body models, GL contexts): until one is ready, prepare here,
             # so the backend starts at once. Same results either way (a sample depends only on its index).
             ready = self._pool.apply_async(_worker_ready)
-            while indices and not ready.ready():
+            while start < len(indices) and not ready.ready():
                 if self._preparer is None:
-                    self._preparer = SamplePreparer(**self.cfg)
+                    self._preparer = SamplePreparer(**self.local_cfg)
                     continue
-                yield self._preparer(indices.pop(0))
+                yield self._preparer(indices[start])
+                start += 1
             self.workers_ready_at = time.perf_counter()
-        chunks = [indices[i:i + self.chunk_size] for i in range(0, len(indices), self.chunk_size)]
+        chunks = [indices[i:i + self.chunk_size] for i in range(start, len(indices), self.chunk_size)]
         pending: collections.deque = collections.deque()
         for chunk in chunks:
             pending.append(self._pool.apply_async(_prepare_in_worker, (chunk,)))

@@ -142,6 +142,8 @@ class ShardedDatasetWriter:
             OutputConflictError: ``root`` holds another config's dataset (or files that are not a dataset).
         """
         path = osp.join(root, MANIFEST)
+        if osp.exists(root) and not osp.isdir(root):
+            raise OutputConflictError(f'output {root} exists and is not a directory; choose another --out')
         if osp.isfile(path):
             self.check_output(root, header)
             return
