@@ -126,6 +126,13 @@ def test_corrupt_model_index(w, tmp_path):
         sd15(dict(w, sd15=broken)).setup()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message on a machine without CUDA')
+def test_cuda_without_a_gpu_is_explained(w):
+    with pytest.raises(RuntimeError, match="no CUDA device; set backend.device='cpu'"):
+        GENERATORS.build(dict(type='SD15ControlNetBackend', weights=w['sd15'], device='cuda',
+                              controlnets=dict(weights=w['controlnet_sd15'], control_type='pncc'))).setup()
+
+
 def test_flux_control_needs_a_control_transformer(w):
     backend = GENERATORS.build(dict(type='FluxControlBackend', weights=w['flux'], control_type='depth', **CPU))
     with pytest.raises(ValueError, match='no control input.*control LoRA'):

@@ -118,6 +118,9 @@ class DiffusersBackend(BaseGenerationBackend):
             return
         import diffusers
         self.check_weights()
+        if self.device.type == 'cuda' and not torch.cuda.is_available():
+            raise RuntimeError(f"{type(self).__name__}: device='{self.device}' but torch sees no CUDA device; set "
+                               "backend.device='cpu' (tiny or test weights only) or run on a GPU machine")
         cls = getattr(diffusers, self.pipeline_class)
         kwargs = {**self.load_controlnets(), **self.pipeline_kwargs()}
         pipe = load_model(cls, self.weights, self.dtype, self.single_file_config, **kwargs)
