@@ -31,12 +31,12 @@ def tiny_head(in_channels: int = 32, **kwargs) -> dict:
 
 
 def tiny_hmr_model(body_model_dir: str | os.PathLike, img_size: tuple[int, int] = (64, 48), patch_size: int = 16,
-                   **head_kwargs) -> dict:
+                   vit_dims: int = 32, vit_layers: int = 2, **head_kwargs) -> dict:
     """A complete tiny :class:`~posedreamer_mm.models.HMREstimator` config with every loss."""
     return dict(
         type='HMREstimator',
-        backbone=tiny_vit_backbone(img_size, patch_size=patch_size),
-        head=tiny_head(**head_kwargs),
+        backbone=tiny_vit_backbone(img_size, embed_dims=vit_dims, num_layers=vit_layers, patch_size=patch_size),
+        head=tiny_head(in_channels=vit_dims, **head_kwargs),
         body_model=dict(type='SMPLXBodyModel', model_path=str(body_model_dir)),
         losses=dict(keypoints_2d=dict(type='HMRKeypoint2DLoss', loss_weight=1.0),
                     joints_3d=dict(type='HMRJoint3DLoss', loss_weight=1.0),
