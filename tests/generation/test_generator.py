@@ -200,3 +200,25 @@ class _MaleSource(_FlakySource):
         s = self.inner[i]
         s.gender = 'male'
         return s
+
+
+def test_gendered_amass_files_and_a_file_gone_mid_run(tmp_path, standin_model_dir):
+    """Real AMASS files of a female subject are posed with the female model; a file deleted after indexing fails
+    its samples (counted, with the file named) and the run completes."""
+    from posedreamer_mm.body.standin import write_standin_smplx
+    from posedreamer_mm.testing import body_fixtures as fx
+    models = tmp_path / 'models'
+    for gender in ('neutral', 'female'):
+        write_standin_smplx(models, gender=gender)
+    files = [fx.write_amass(str(tmp_path / f'{n}.npz'), fx.reference_bodies(3, seed=s))
+             for n, s in (('a', 0), ('b', 1))]
+    gen = _generator(models, n=6, body_model=dict(type='SMPLXBodyModel', model_path=str(models), num_betas=16),
+                     source=dict(type='AugmentedSource', source=dict(type='AMASSSource', files=files, subsample=1),
+                                 seed=0, distance_range=(3.0, 4.0)))
+    os.remove(files[1])
+    summary = gen.run(str(tmp_path / 'out'))
+    assert summary['written'] == 3 and summary['failed'] == {'source:FileNotFoundError': 3}
+    reader = GeneratedDataReader(tmp_path / 'out')
+    assert {reader.sample(i).gender for i in range(3)} == {'female'}
+    info = json.loads((tmp_path / 'out' / 'shards' / '000000' / 'shard.json').read_text())
+    assert 'b.npz' in info['failed'][0]['reason']
