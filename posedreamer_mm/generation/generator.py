@@ -170,11 +170,9 @@ class DatasetGenerator:
         indices = [i for s in todo for i in self.writer.shard_range(s, self.num_samples)]
         print_log(f'rank {rank}/{world}: {len(owned)} shards owned, {len(owned) - len(todo)} already complete, '
                   f'{len(indices)} samples to generate -> {root}', logger='current')
-        stats = self._generate(root, todo, indices) if indices else dict(written=0, dropped=0, failed=0,
-                                                                         wall_s=0.0, steady_wall_s=0.0,
-                                                                         backend_busy_steady_s=0.0,
-                                                                         timings_s={},
-                                                                         backend_busy_s=0.0)
+        idle = dict(written=0, dropped=0, failed=0, wall_s=0.0, steady_wall_s=0.0, backend_busy_s=0.0,
+                    backend_busy_steady_s=0.0, timings_s={})
+        stats = self._generate(root, todo, indices) if indices else idle
         stats['shards_skipped_complete'] = len(owned) - len(todo)
         gathered = dist.all_gather_object(stats) if world > 1 else [stats]
         summary = None
@@ -196,6 +194,7 @@ class DatasetGenerator:
         busy, busy_steady, batch, start = 0.0, 0.0, [], time.perf_counter()
         # The backend's first call once the workers run: before it, the pipeline was starting and filling.
         first_call: list[float] = []
+        faces: dict[str, np.ndarray] = {}  # per gender; workers do not send them back
         # In this process the source built above is reused (indexing a large source twice costs minutes).
         stream = PreparedStream(self.prep_cfg, self.num_workers, imports=self.custom_imports,
                                 local_cfg=dict(self.prep_cfg, source=self.source), warm_start=self.warm_start)
@@ -244,7 +243,10 @@ class DatasetGenerator:
                         bar.update(1)
                         continue
                     results = item.payload
-                    results.setdefault('faces', self._faces[results['sample'].gender].faces)
+                    gender = results['sample'].gender
+                    if gender not in faces:
+                        faces[gender] = self._faces[gender].faces
+                    results.setdefault('faces', faces[gender])
                     batch.append(results)
                     if len(batch) == self.backend.batch_size:
                         flush()
