@@ -63,17 +63,49 @@ class GenderedSMPLXBodyModel(nn.Module):
     Args:
         model_path: Directory with ``SMPLX_<GENDER>.<ext>`` (a file is refused: it holds one gender).
         genders: Genders to build up front (their files are checked now); others are built when first needed
-            and raise :class:`BodyModelFileError` naming the missing file then.
+            and raise :class:`BodyModelFileError` naming the missing file then. ``()`` builds nothing now.
+        default_gender: The model of :attr:`default` and :attr:`faces` (e.g. the one whose canonical body gives
+            the PNCC colours); built when first used.
         **kwargs: :class:`SMPLXBodyModel` arguments shared by every gender.
     """
 
-    def __init__(self, model_path: str | os.PathLike, genders: Iterable[str] = ('neutral',), **kwargs) -> None:
+    def __init__(self, model_path: str | os.PathLike, genders: Iterable[str] = ('neutral',),
+                 default_gender: str = 'neutral', **kwargs) -> None:
         super().__init__()
         if pathlib.Path(model_path).expanduser().is_file():
             raise ValueError(f'GenderedSMPLXBodyModel needs the directory of the SMPLX_<GENDER> files, got the file '
                              f'{model_path}')
-        self.model_path, self.kwargs = model_path, dict(kwargs)
+        if default_gender not in GENDERS:
+            raise ValueError(f'default_gender must be one of {GENDERS}, got {default_gender!r}')
+        self.model_path, self.kwargs, self.default_gender = model_path, dict(kwargs), str(default_gender)
         self.models = nn.ModuleDict(build_gendered_body_models(model_path, genders, **kwargs))
+
+    @classmethod
+    def from_config(cls, cfg: dict, genders: Iterable[str] = ()) -> GenderedSMPLXBodyModel:
+        """The gendered set a ``BODY_MODELS`` config stands for.
+
+        A ``GenderedSMPLXBodyModel`` config is built as it is. A single-gender :class:`SMPLXBodyModel` config
+        (``dict(type='SMPLXBodyModel', model_path=DIR, gender='neutral', num_betas=10)``, what the generation
+        configs share with the render backend) gives every gender from the same directory and arguments; its
+        ``gender`` becomes :attr:`default_gender`.
+
+        Args:
+            cfg: The config (``type`` a registered name or a class).
+            genders: For a single-gender config, the genders to build up front (``()``: each on first use).
+
+        Raises:
+            TypeError: ``type`` is not an :class:`SMPLXBodyModel` or :class:`GenderedSMPLXBodyModel` (other body
+                models have no per-gender files).
+        """
+        cfg = dict(cfg)
+        kind = cfg.pop('type', SMPLXBodyModel)
+        kind = BODY_MODELS.get(kind) if isinstance(kind, str) else kind
+        if isinstance(kind, type) and issubclass(kind, cls):
+            return kind(**cfg)
+        if not (isinstance(kind, type) and issubclass(kind, SMPLXBodyModel)):
+            raise TypeError(f'a gendered body model set needs an SMPLXBodyModel or GenderedSMPLXBodyModel config, '
+                            f'got type={kind!r}')
+        return cls(genders=genders, default_gender=cfg.pop('gender', None) or 'neutral', **cfg)
 
     def model(self, gender: str) -> SMPLXBodyModel:
         """The model of ``gender`` (built on first use, on the device of the existing ones)."""
@@ -89,9 +121,14 @@ class GenderedSMPLXBodyModel(nn.Module):
         return self.models[gender]
 
     @property
+    def default(self) -> SMPLXBodyModel:
+        """The model of :attr:`default_gender`."""
+        return self.model(self.default_gender)
+
+    @property
     def faces(self) -> np.ndarray:
         """``(F, 3)`` int64, shared by every gender."""
-        return self.model(next(iter(self.models), 'neutral')).faces
+        return self.model(next(iter(self.models), self.default_gender)).faces
 
     def forward(self, genders: Sequence[str], **params) -> BodyOutput:
         """Poses a batch whose ``genders[i]`` names body ``i``'s model.

@@ -30,11 +30,11 @@ from mmengine import dist
 from mmengine.logging import print_log
 from tqdm import tqdm
 
+from posedreamer_mm.body.gendered import GenderedSMPLXBodyModel
 from posedreamer_mm.registry import GENERATORS, POSE_SOURCES, TRANSFORMS
 from posedreamer_mm.utils.fileio import atomic_write_text
 from .preparer import PreparedStream
 from .sink import ShardSink
-from .transforms import BodyModelSet
 from .writer import SHARD_INFO, SHARDS_DIR, SUMMARY, OutputConflictError
 
 
@@ -65,8 +65,9 @@ class DatasetGenerator:
     """Generates a labelled image dataset from a pose source with a backend (docs/generation.md).
 
     Args:
-        body_model: ``BODY_MODELS`` config; the generator builds one model per gender the source yields (same
-            directory) and gives the config's own gender model to the renderers.
+        body_model: ``BODY_MODELS`` config of SMPL-X (``SMPLXBodyModel`` or ``GenderedSMPLXBodyModel``,
+            ``posedreamer_mm/body/gendered.py``); the generator builds one model per gender the source yields
+            (same directory) and gives the config's own gender model to the renderers.
         source: ``POSE_SOURCES`` config.
         controls: Renderer configs (``RENDERERS``) without ``size``/``margin``: every control is rendered at the
             generator's crop camera. Stored under each renderer's ``control_type``.
@@ -115,7 +116,7 @@ class DatasetGenerator:
         self.num_workers, self.custom_imports = int(num_workers), list(custom_imports or [])
         self.warm_start = bool(warm_start)
         self.progress = progress
-        self._faces = BodyModelSet(self.prep_cfg['body_model'])
+        self._faces = GenderedSMPLXBodyModel.from_config(self.prep_cfg['body_model'])  # each gender on first use
 
     # --- identity of the output ---------------------------------------------------------------------------------
     def content_config(self) -> dict:
@@ -245,7 +246,7 @@ class DatasetGenerator:
                     results = item.payload
                     gender = results['sample'].gender
                     if gender not in faces:
-                        faces[gender] = self._faces[gender].faces
+                        faces[gender] = self._faces.model(gender).faces
                     results.setdefault('faces', faces[gender])
                     batch.append(results)
                     if len(batch) == self.backend.batch_size:

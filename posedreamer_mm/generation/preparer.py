@@ -18,15 +18,15 @@ from typing import Any, NamedTuple
 from mmengine.logging import print_log
 
 from posedreamer_mm.body.body_model import BodyModelFileError
+from posedreamer_mm.body.gendered import GenderedSMPLXBodyModel
 from posedreamer_mm.body.sample import validate_sample_id
 from posedreamer_mm.body.sources.base import stable_seed
 from posedreamer_mm.registry import GENERATORS, POSE_SOURCES
-from .transforms import (BodyCropCamera, BodyForward, BodyModelSet, COCO17Visibility, RenderControls, SamplePrompt,
-                         build_renderer)
+from .transforms import BodyCropCamera, BodyForward, COCO17Visibility, RenderControls, SamplePrompt, build_renderer
 
 #: Keys a worker does not send back: the backend and the writer never need them (faces come from the main
-#: process's own body models; the depth map only served the visibility test).
-_LOCAL_KEYS = ('faces', 'depth')
+#: process's own body models; the depth map and clip planes only served the visibility test).
+_LOCAL_KEYS = ('faces', 'depth', 'clip_planes')
 
 
 class Prepared(NamedTuple):
@@ -46,7 +46,8 @@ class SamplePreparer:
 
     Args:
         source: ``POSE_SOURCES`` config (or a built source, in-process only).
-        body_model: ``BODY_MODELS`` config; one model per gender is built from it on first use.
+        body_model: ``BODY_MODELS`` config of SMPL-X (``GenderedSMPLXBodyModel.from_config``); one model per
+            gender is built from it on first use, the config's own gender at once (the renderers use it).
         controls: Renderer configs (``RENDERERS``, without ``size``), keyed by nothing: each image is stored under
             its renderer's ``control_type``.
         prompts: ``GENERATORS`` config of a :class:`~posedreamer_mm.generation.prompts.PromptSampler`.
@@ -59,7 +60,7 @@ class SamplePreparer:
     def __init__(self, source: Any, body_model: dict, controls: list[dict], prompts: dict, crop_size: int,
                  crop_margin: float, seed: int, min_visible_keypoints: int = 0) -> None:
         self.source = POSE_SOURCES.build(source) if isinstance(source, dict) else source
-        self.body_models = BodyModelSet(body_model)
+        self.body_models = GenderedSMPLXBodyModel.from_config(body_model)
         self.seed = int(seed)
         renderers = {}
         for cfg in controls:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from mmcv.transforms import BaseTransform
 
+from posedreamer_mm.body.gendered import GenderedSMPLXBodyModel
 from posedreamer_mm.body.sample import BodySample
 from posedreamer_mm.registry import RENDERERS, TRANSFORMS
 from posedreamer_mm.render.base import body_crop_camera, project
@@ -28,35 +29,6 @@ def drop(results: dict, reason: str) -> None:
     """Marks ``results`` as dropped for ``reason`` and returns ``None`` (``return drop(results, 'x')``)."""
     results['drop_reason'] = reason
     return None
-
-
-class BodyModelSet:
-    """One body model per gender, built on first use from one config (same directory, ``gender`` replaced).
-
-    Args:
-        cfg: ``BODY_MODELS`` config, e.g. ``dict(type='SMPLXBodyModel', model_path=..., num_betas=10)``; its
-            ``gender`` (default ``'neutral'``) is the :attr:`default` model, which renderers use (the PNCC colours
-            come from its canonical body).
-
-    Raises:
-        posedreamer_mm.body.body_model.BodyModelFileError: when a gender's file is missing (it names the file and
-            the expected layout); the generator stops on it, since every sample of that gender would fail.
-    """
-
-    def __init__(self, cfg: dict) -> None:
-        self.cfg = dict(cfg)
-        self.default_gender = self.cfg.pop('gender', None) or 'neutral'
-        self._models: dict[str, torch.nn.Module] = {}
-
-    def __getitem__(self, gender: str) -> torch.nn.Module:
-        if gender not in self._models:
-            from posedreamer_mm.registry import BODY_MODELS
-            self._models[gender] = BODY_MODELS.build(dict(self.cfg, gender=gender))
-        return self._models[gender]
-
-    @property
-    def default(self) -> torch.nn.Module:
-        return self[self.default_gender]
 
 
 def build_renderer(cfg: dict, body_model: torch.nn.Module):
@@ -87,9 +59,13 @@ class BodyForward(BaseTransform):
     Added Keys: ``vertices`` (V, 3) and ``joints`` (J, 3) float32, camera frame, metres; ``faces`` (F, 3) int64
 
     Drops (``drop_reason``): ``invalid_sample`` (a field of the wrong shape, NaN, bad camera).
+
+    Args:
+        body_models: One model per gender, each built on first use; a missing gender file raises
+            :class:`~posedreamer_mm.body.body_model.BodyModelFileError` naming it (the generator then stops).
     """
 
-    def __init__(self, body_models: BodyModelSet) -> None:
+    def __init__(self, body_models: GenderedSMPLXBodyModel) -> None:
         self.body_models = body_models
 
     def transform(self, results: dict) -> dict | None:
@@ -98,7 +74,7 @@ class BodyForward(BaseTransform):
             sample.validate()
         except ValueError:
             return drop(results, 'invalid_sample')
-        model = self.body_models[sample.gender]
+        model = self.body_models.model(sample.gender)
         with torch.no_grad():
             out = model(**BodySample.stack([sample]))
         results['vertices'] = out.vertices[0].cpu().numpy().astype(np.float32)
@@ -163,7 +139,8 @@ class RenderControls(BaseTransform):
 
     Required Keys: ``sample`` (crop camera), ``vertices``, ``faces``, ``joints``
     Added Keys: ``controls`` (``{control_type: (H, W, 3) uint8 RGB}``), ``depth`` ((H, W) metres, 0 background,
-        from the first renderer that returns one, else None)
+        from the first renderer that returns one, else None), ``clip_planes`` ((near, far) metres of that render,
+        else of the first: nearer points are not in its image)
 
     Drops: ``render_<reason>`` when a renderer refuses the geometry.
 
@@ -176,7 +153,7 @@ class RenderControls(BaseTransform):
 
     def transform(self, results: dict) -> dict | None:
         sample: BodySample = results['sample']
-        controls, depth = {}, None
+        controls, depth, planes = {}, None, None
         for ctype, renderer in self.renderers.items():
             try:
                 out = renderer.render(results['vertices'], results['faces'], sample.focal, sample.princpt,
@@ -184,9 +161,11 @@ class RenderControls(BaseTransform):
             except GeometryError as err:
                 return drop(results, f'render_{err.reason}')
             controls[ctype] = out['image']
+            if planes is None:
+                planes = out.get('clip_planes')
             if depth is None and out.get('depth') is not None:
-                depth = out['depth']
-        results['controls'], results['depth'] = controls, depth
+                depth, planes = out['depth'], out.get('clip_planes', planes)
+        results['controls'], results['depth'], results['clip_planes'] = controls, depth, planes
         return results
 
     def __repr__(self) -> str:
@@ -199,7 +178,8 @@ class COCO17Visibility(BaseTransform):
     skeleton control uses too).
 
     Required Keys: ``sample`` (crop camera, ``joints_2d``, ``joints_3d``), ``depth`` (optional: without a
-        rendered depth no keypoint is flagged occluded)
+        rendered depth no keypoint is flagged occluded), ``clip_planes`` (optional: a joint at or nearer than the
+        render's near plane is flagged 0, as the skeleton control does; without it, one behind the camera)
     Modified Keys: ``sample.keypoints_coco17``
     Added Keys: ``keypoints_coco17`` (17, 3) float32: x, y in image pixels, visibility 2/1/0
 
@@ -211,7 +191,9 @@ class COCO17Visibility(BaseTransform):
 
     def transform(self, results: dict) -> dict | None:
         sample: BodySample = results['sample']
-        kp = coco17_keypoints(sample.joints_2d, sample.joints_3d, sample.img_size, results.get('depth'))
+        planes = results.get('clip_planes')
+        kp = coco17_keypoints(sample.joints_2d, sample.joints_3d, sample.img_size, results.get('depth'),
+                              min_depth=float(planes[0]) if planes is not None else 0.0)
         if int((kp[:, 2] > 0).sum()) < self.min_visible:
             return drop(results, 'too_few_keypoints')
         sample.keypoints_coco17 = kp
