@@ -26,12 +26,16 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data', help='generated dataset to measure detection rates on')
     p.add_argument('--make-render-data', type=int, metavar='N',
-                   help='first write N render-backend samples to --data (without tools/generate.py)')
+                   help='first write N render-backend samples to --data (the demo generator, '
+                        'configs/demo/render_standin_procedural.py)')
     p.add_argument('--max-samples', type=int, default=None)
     p.add_argument('--seconds', type=float, default=3.0, help='time budget per speed measurement')
     p.add_argument('--device', default='cpu')
     p.add_argument('--skip-mmpose', action='store_true')
-    return p.parse_args()
+    args = p.parse_args()
+    if args.make_render_data and not args.data:
+        p.error('--make-render-data N needs --data DIR (where to write the dataset)')
+    return args
 
 
 def rate(fn, seconds: float) -> float:
@@ -66,39 +70,18 @@ def random_weight_mmpose(device: str, tmp: str):
     return full, pose_only
 
 
-def make_render_dataset(out: str, num: int, seed: int = 0) -> str:
-    """A generated dataset of ``num`` render-backend images without ``tools/generate.py``: the demo config's
-    procedural bodies -> the control stage's crop-frame labels -> ``RenderBackend`` -> ``ShardedDatasetWriter``."""
+def make_render_dataset(out: str, num: int) -> str:
+    """Writes a generated dataset of ``num`` source indices to ``out`` with the demo generator
+    (configs/demo/render_standin_procedural.py: procedural bodies -> controls at the crop camera ->
+    ``RenderBackend`` -> ``ShardedDatasetWriter``; what ``python tools/demo.py --out OUT --num-samples NUM`` writes,
+    a re-run resumes it). Returns ``out``."""
     from pathlib import Path
-    import torch
+    from posedreamer_mm.apis.generate import build_generator
     from posedreamer_mm.apis.launch import load_config
-    from posedreamer_mm.body.sample import BodySample
-    from posedreamer_mm.generation.pipeline import run_demo, build_configured_body_model
-    from posedreamer_mm.generation.writer import ShardedDatasetWriter
-    from posedreamer_mm.registry import GENERATORS
-    root = Path(__file__).resolve().parents[1]
-    cfg = load_config(str(root / 'configs' / 'demo' / 'controls_standin_procedural.py'))
-    cfg.controls = dict(depth=cfg.controls['depth'])   # labels at the crop camera; depth gives the visibility flags
-    cfg.source['seed'] = cfg.source['source']['seed'] = seed
-    labels_dir = Path(out + '_labels')
-    run_demo(cfg, labels_dir, num_samples=num)
-    body_model = build_configured_body_model(cfg, labels_dir)
-    backend = GENERATORS.build(dict(type='RenderBackend', body_model=body_model))
-    backend.setup()
-    samples = [BodySample.load_npz(str(p)) for p in sorted((labels_dir / 'labels').glob('*.npz'))]
-    writer = ShardedDatasetWriter(shard_size=max(1, len(samples)), save_controls=False)
-    writer.prepare_output(out, dict(fingerprint=f'bench-render-{num}-{seed}', config={}, num_samples=len(samples)))
-    builder = writer.open_shard(out, 0, len(samples))
-    for i, sample in enumerate(samples):
-        with torch.no_grad():
-            body = body_model(**BodySample.stack([sample]))
-        results = dict(sample=sample, seed=seed * 100003 + i, vertices=body.vertices[0].numpy(),
-                       joints=body.joints[0].numpy(), faces=np.asarray(body_model.faces))
-        results['img'] = backend.generate([results])[0]
-        results['backend'] = backend.name
-        builder.add(i, results)
-    builder.commit()
-    writer.finalize(out, len(samples))
+    config = Path(__file__).resolve().parents[1] / 'configs' / 'demo' / 'render_standin_procedural.py'
+    summary = build_generator(load_config(str(config)), num_samples=num).run(out)
+    print(f'# wrote {summary["written"]} render-backend images to {out} (dropped {summary["dropped"]}, failed '
+          f'{summary["failed"]})')
     return out
 
 
