@@ -59,14 +59,10 @@ def resolve_body_models(generator_cfg: dict) -> dict:
     path = standin_dir()
     cfg = _fill_standin(generator_cfg, path, changed)
     if changed:
-        from posedreamer_mm.body.standin import write_standin_smplx
-        genders = ['neutral']
-        body = cfg.get('body_model') or {}
-        if body.get('gender') not in (None, 'neutral'):
-            genders.append(body['gender'])
-        for gender in genders:
-            if not osp.isfile(osp.join(path, f'SMPLX_{gender.upper()}.npz')):
-                write_standin_smplx(path, gender=gender)
+        from posedreamer_mm.body.standin import ensure_standin_smplx
+        # All three genders: sources with gendered fits (AMASS) pose each sample with its own gender's model, and
+        # the stand-in costs ~1.5 s per file once (kept files are checked, a broken one is rewritten).
+        ensure_standin_smplx(path, ('neutral', 'male', 'female'))
         print_log(f'model_path is None at {changed}: using the open SMPL-X STAND-IN in {path} (a procedural '
                   'mannequin in the SMPL-X file format, NOT the licensed SMPL-X model; set body_model_dir for real '
                   'labels)', logger='current', level=logging.WARNING)
