@@ -21,4 +21,4 @@ val_dataloader = dict(dataset=dict(
     attributes=dict(act_name='yoga*'), attribute_file=mpii_attribute_file, test_mode=True,
     pipeline={{_base_.val_pipeline}}))
 test_dataloader = val_dataloader
-default_hooks = dict(checkpoint=dict(save_best='mpii_yoga/pa_pve_mm'))
+default_hooks = dict(checkpoint=dict(save_best='hmr/mpii_yoga/pa_pve_mm'))

@@ -38,7 +38,7 @@ auto_scale_lr = dict(base_batch_size=512)  # 8 GPUs x 64
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
     checkpoint=dict(type='CheckpointHook', interval=5000, by_epoch=False, max_keep_ckpts=3,
-                    save_best='ubody/pa_pve_mm', rule='less'),
+                    save_best='hmr/ubody/pa_pve_mm', rule='less'),
 )
 log_processor = dict(by_epoch=False)
 
