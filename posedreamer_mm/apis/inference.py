@@ -34,7 +34,8 @@ def init_hmr_model(config: str | os.PathLike | Config, checkpoint: str | os.Path
 
     Args:
         config: Config file or object.
-        checkpoint: A ``.pth`` written by the Runner (or a bare state dict); ``None`` keeps random weights.
+        checkpoint: A ``.pth`` written by the Runner (or a bare state dict) of this config's model (loaded
+            strictly: missing, unexpected or mis-shaped weights raise); ``None`` keeps random weights.
         device: Torch device.
         cfg_options: Overrides, e.g. ``{'model.body_model.model_path': '/models/smplx'}``.
 
@@ -52,7 +53,11 @@ def init_hmr_model(config: str | os.PathLike | Config, checkpoint: str | os.Path
     if checkpoint is not None:
         if not osp.isfile(checkpoint):
             raise FileNotFoundError(f'HMR checkpoint not found: {str(checkpoint)!r} (a .pth written by tools/train.py)')
-        load_checkpoint(model, str(checkpoint), map_location='cpu')
+        # Strict: a checkpoint of another architecture (ViT-S weights into a ViT-L config) must not load silently.
+        try:
+            load_checkpoint(model, str(checkpoint), map_location='cpu', strict=True)
+        except RuntimeError as err:
+            raise RuntimeError(f'checkpoint {str(checkpoint)!r} does not match the model of the config: {err}') from err
     model.cfg = cfg
     return model.to(device).eval()
 

@@ -85,3 +85,9 @@ def test_bad_inputs_are_named(setup, tmp_path):
         inference_hmr(model, np.zeros((50, 40, 3), np.uint8), bboxes=[1, 2, 3])
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         init_hmr_model(setup['config'], tmp_path / 'missing.pth')
+    state = dict(setup['model'].state_dict())
+    state['head.dec_pose.weight'] = state['head.dec_pose.weight'][:, :16]  # another architecture's weights
+    other = tmp_path / 'other.pth'
+    torch.save({'state_dict': state}, other)
+    with pytest.raises(RuntimeError, match='other.pth.*does not match'):
+        init_hmr_model(setup['config'], other)
