@@ -38,6 +38,23 @@ def test_losses_are_finite_and_reach_every_parameter(standin_model_dir, samples,
     assert model.head.dec_pose.weight.grad.abs().sum() > 0
 
 
+def test_nan_placeholders_of_missing_labels_leave_losses_and_gradients_finite(standin_model_dir, samples):
+    model = _build(standin_model_dir)
+    bad = samples[1]['data_samples'].clone()
+    gt = bad.gt_instances
+    for key in ('smplx_global_orient', 'smplx_body_pose', 'smplx_betas', 'smplx_transl', 'joints_3d', 'keypoints'):
+        gt[key] = np.full_like(gt[key], np.nan)
+    for key in ('has_smplx_global_orient', 'has_smplx_body_pose', 'has_smplx_betas', 'has_smplx_transl',
+                'has_joints_3d', 'keypoints_visible'):
+        gt[key] = np.zeros_like(gt[key])
+    data = model.data_preprocessor(pseudo_collate([samples[0], dict(inputs=samples[1]['inputs'], data_samples=bad)]),
+                                   True)
+    losses = model(**data, mode='loss')
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_predictions_are_smplx_bodies_seen_by_the_full_image_camera(standin_model_dir, standin_body, samples):
     model = _build(standin_model_dir, with_hands=True)
     with torch.no_grad():

@@ -64,6 +64,11 @@ def test_a_sample_without_the_label_is_skipped(cfg):
         if not k.startswith('has_') and k not in ('keypoints_visible', 'input_size'):
             t[k][1] = v[1] * 10
     assert loss(pred, t).item() == pytest.approx(reference.item(), abs=1e-6)
+    for k, v in t.items():  # even NaN placeholders in the missing labels stay out of the value
+        if not k.startswith('has_') and k not in ('keypoints_visible', 'input_size'):
+            v[1] = float('nan')
+    assert loss(pred, t).item() == pytest.approx(reference.item(), abs=1e-6)
+    t = {k: torch.nan_to_num(v) for k, v in t.items()}  # (collect_targets zeroes them before a backward)
     for k in t:  # no sample labelled: exactly 0, with a finite (zero) gradient
         if k.startswith('has_') or k == 'keypoints_visible':
             t[k].zero_()

@@ -25,9 +25,12 @@ from posedreamer_mm.registry import MODELS
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values`` over the entries where ``mask`` (same shape, 0/1) is set; 0 when none is."""
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+    """Mean of ``values`` over the entries where ``mask`` (same shape, 0/1) is set; 0 when none is.
+
+    Unset entries are selected away, not multiplied by 0, so a placeholder NaN in a missing label cannot leak.
+    """
+    keep = mask > 0
+    return torch.where(keep, values, torch.zeros_like(values)).sum() / keep.sum().clamp(min=1).to(values.dtype)
 
 
 def rotation_matrix_distance(pred: Tensor, gt: Tensor) -> Tensor:

@@ -19,6 +19,11 @@ SMPLX_PARAM_DIMS = dict(smplx_global_orient=3, smplx_body_pose=63, smplx_left_ha
 #: ``has_smplx_face`` (jaw + expression) is optional: only face-head configs read it.
 HAS_FLAGS = ('has_smplx_global_orient', 'has_smplx_body_pose', 'has_smplx_hands', 'has_smplx_face',
              'has_smplx_betas', 'has_smplx_transl', 'has_joints_3d')
+#: The flag that says whether each label of a sample is real (``keypoints`` use ``keypoints_visible``).
+LABEL_FLAGS = dict(smplx_global_orient='has_smplx_global_orient', smplx_body_pose='has_smplx_body_pose',
+                   smplx_left_hand_pose='has_smplx_hands', smplx_right_hand_pose='has_smplx_hands',
+                   smplx_jaw_pose='has_smplx_face', smplx_expression='has_smplx_face', smplx_betas='has_smplx_betas',
+                   smplx_transl='has_smplx_transl', joints_3d='has_joints_3d')
 #: Camera/crop entries of each data sample's metainfo the model reads, with their per-sample shapes.
 CAMERA_META = dict(bbox_center=(2,), bbox_scale=(2,), focal=(2,), princpt=(2,), crop_trans=(2, 3),
                    input_size=(2,))
@@ -88,7 +93,16 @@ def collect_targets(data_samples: Sequence, device: torch.device | str = 'cpu') 
         out['joints_3d'] = stacked
     else:
         out['has_joints_3d'] = torch.zeros(b, device=device)
+    # Placeholders of missing labels must be finite: a masked loss multiplies their gradient by 0, and 0 * NaN
+    # is NaN. A flagged label that is not finite stays as it is (a bad label should show up, not vanish).
+    for key, flag in LABEL_FLAGS.items():
+        if key in out:
+            unused = (out[flag] <= 0).reshape(-1, *[1] * (out[key].dim() - 1))
+            out[key] = torch.where(unused & ~torch.isfinite(out[key]), torch.zeros_like(out[key]), out[key])
+    unused = out['keypoints_visible'][..., None] <= 0
+    out['keypoints'] = torch.where(unused & ~torch.isfinite(out['keypoints']), torch.zeros_like(out['keypoints']),
+                                   out['keypoints'])
     return out
 
 
-__all__ = ['collect_camera', 'collect_targets', 'SMPLX_PARAM_DIMS', 'HAS_FLAGS', 'CAMERA_META']
+__all__ = ['collect_camera', 'collect_targets', 'SMPLX_PARAM_DIMS', 'HAS_FLAGS', 'LABEL_FLAGS', 'CAMERA_META']
