@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -78,6 +79,21 @@ def tiny_config(path, paths, standin_model_dir) -> Config:
     return Config(as_dict, filename=cfg.filename)
 
 
+def assert_geometric_transforms_use(pipeline, model_dir):
+    """The flip and the crop of a built train pipeline pivot about the exact rest pelvis of the body model in
+    ``model_dir`` (the config's ``body_model``, overridden through ``body_model_dir``), not the neutral default."""
+    from posedreamer_mm.body.flip import PelvisRegressor
+    from posedreamer_mm.registry import BODY_MODELS
+    found = {type(t).__name__: t for t in pipeline.transforms if type(t).__name__ in ('HMRRandomFlip',
+                                                                                      'HMRTopdownAffine')}
+    assert set(found) == {'HMRRandomFlip', 'HMRTopdownAffine'}, pipeline
+    expected = PelvisRegressor(BODY_MODELS.build(dict(type='SMPLXBodyModel', model_path=f'{model_dir}/')))
+    for name, t in found.items():
+        assert t.body_model is not None and t.body_model['model_path'] == f'{model_dir}/', (name, t.body_model)
+        assert t._pelvis is not None, f'{name} fell back to the neutral pelvis'
+        assert np.allclose(t._pelvis.p0, expected.p0) and np.allclose(t._pelvis.dirs, expected.dirs), name
+
+
 def test_user_facing_config_is_the_vitl_config():
     user = Config.fromfile(str(ROOT / 'configs' / 'hmr_vitl_posedreamer_bedlam.py'))
     main = Config.fromfile(str(ROOT / 'configs' / 'hmr' / 'hmr_vitl_posedreamer_bedlam.py'))
@@ -96,6 +112,7 @@ def test_config_builds_and_trains_one_iteration(path, fixtures, standin_model_di
         dataset = DATASETS.build(cfg.train_dataloader.dataset)
         names = {ds.dataset_name for ds in dataset.datasets}
         assert names == {d['dataset_name'] for d in cfg.train_dataloader.dataset.datasets}
+        assert_geometric_transforms_use(dataset.pipeline, standin_model_dir)
         batch = pseudo_collate([dataset[0], dataset[len(dataset) - 1]])
         optim = build_optim_wrapper(model, cfg.optim_wrapper)
         before = model.head.dec_pose.weight.detach().clone()
