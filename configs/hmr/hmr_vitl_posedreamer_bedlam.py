@@ -4,7 +4,9 @@
 #   bash tools/dist_train.sh configs/hmr_vitl_posedreamer_bedlam.py 8
 # Model, losses and how to add generated data: docs/hmr.md. Every path below is a top-level variable:
 #   --cfg-options body_model_dir=/models/smplx/ bedlam_label_root=/data/bedlam/labels/
-_base_ = ['../_base_/default_runtime.py']
+# mmpose's COCO keypoint definition (top-level `dataset_info`, the combined dataset's metainfo below), read from
+# the installed mmpose package: it resolves from any working directory.
+_base_ = ['../_base_/default_runtime.py', 'mmpose::_base_/datasets/coco.py']
 
 # ---- assets (override with --cfg-options; the new value propagates to every dict that used it) ------------
 body_model_dir = 'data/body_models/smplx/'  # holds SMPLX_NEUTRAL.npz (licensed: https://smpl-x.is.tue.mpg.de)
@@ -96,7 +98,7 @@ ubody_val = dict(type='NeuralAnnotHMRDataset', dataset_name='ubody', ann_file=ub
 train_dataloader = dict(
     batch_size=64, num_workers=8, persistent_workers=True, pin_memory=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(type='CombinedDataset', metainfo=dict(from_file='configs/_base_/datasets/coco.py'),
+    dataset=dict(type='CombinedDataset', metainfo={{_base_.dataset_info}},
                  datasets=[posedreamer_train, bedlam_train], sample_ratio_factor=[1.0, 1.0],
                  pipeline=train_pipeline))
 val_dataloader = dict(

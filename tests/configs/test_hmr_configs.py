@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,22 @@ def test_config_builds_and_trains_one_iteration(path, fixtures, standin_model_di
         out = model.val_step(pseudo_collate([val[0]]))
         assert out[0].pred_instances.vertices.shape[-1] == 3
         assert out[0].metainfo['dataset_name'] == cfg.val_dataloader.dataset.dataset_name
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
+def test_train_metainfo_resolves_from_any_working_directory(path, fixtures, standin_model_dir, tmp_path,
+                                                             monkeypatch):
+    """The combined dataset's COCO metainfo is mmpose's own file, found without mmpose's fallback (which warns
+    that a cwd-relative ``configs/_base_/datasets/coco.py`` is missing and substitutes its packaged copy)."""
+    monkeypatch.chdir(tmp_path)  # neither this repository's nor mmpose's root
+    cfg = tiny_config(path, fixtures, standin_model_dir)
+    with warnings.catch_warnings(record=True) as caught, DefaultScope.overwrite_default_scope('posedreamer_mm'):
+        warnings.simplefilter('always')
+        dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    fallback = [str(w.message) for w in caught if 'metainfo config file' in str(w.message)]
+    assert not fallback, fallback
+    assert dataset.metainfo['dataset_name'] == 'coco' and dataset.metainfo['num_keypoints'] == 17
+    assert dataset.metainfo['flip_indices'] == [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]
 
 
 @pytest.mark.timeout(300)

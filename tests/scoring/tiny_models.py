@@ -74,6 +74,7 @@ def write_tiny_mmpose_models(out_dir: str | Path, seed: int = 0) -> dict[str, st
         ``pose_checkpoint``.
     """
     from mmdet.registry import MODELS as MMDET_MODELS
+    from mmengine.hub import get_config
     from mmpose.datasets.datasets.utils import parse_pose_metainfo
     from mmpose.registry import MODELS as MMPOSE_MODELS
     out = Path(out_dir)
@@ -92,7 +93,7 @@ def write_tiny_mmpose_models(out_dir: str | Path, seed: int = 0) -> dict[str, st
     torch.save(dict(state_dict=det.state_dict(), meta=dict(dataset_meta=dict(classes=('person',)))), out / 'det.pth')
     with DefaultScope.overwrite_default_scope('mmpose'):
         pose = MMPOSE_MODELS.build(Config(TINY_VIT_POSE).model)
-    meta = parse_pose_metainfo(dict(from_file='configs/_base_/datasets/coco.py'))
+    meta = parse_pose_metainfo(get_config('mmpose::_base_/datasets/coco.py').dataset_info)  # any cwd, no fallback
     torch.save(dict(state_dict=pose.state_dict(), meta=dict(dataset_meta=meta)), out / 'pose.pth')
     Config(TINY_RTMDET).dump(str(out / 'det.py'))
     Config(TINY_VIT_POSE).dump(str(out / 'pose.py'))
