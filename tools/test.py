@@ -6,7 +6,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import posedreamer_mm  # noqa: E402,F401  (compat fixes before mmpose/mmdet load)
 from posedreamer_mm.apis.launch import (build_runner, common_parser, load_config, merge_test_args,  # noqa: E402
-                                          parse_tool_args)
+                                          parse_tool_args, shutdown_distributed)
 from posedreamer_mm.utils import register_all_modules  # noqa: E402
 
 
@@ -21,7 +21,9 @@ def main(argv=None):
     args = parse_args(argv)
     register_all_modules(init_default_scope=False)
     cfg = merge_test_args(load_config(args.config, args.cfg_options), args)
-    return build_runner(cfg).test()
+    metrics = build_runner(cfg).test()
+    shutdown_distributed(args.launcher)  # every rank finished: end the group before interpreter exit
+    return metrics
 
 
 if __name__ == '__main__':

@@ -11,7 +11,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import posedreamer_mm  # noqa: E402,F401  (compat fixes before mmpose/mmdet load)
 from posedreamer_mm.apis.launch import (build_runner, common_parser, load_config, merge_train_args,  # noqa: E402
-                                          parse_tool_args)
+                                          parse_tool_args, shutdown_distributed)
 from posedreamer_mm.utils import register_all_modules  # noqa: E402
 
 
@@ -29,6 +29,7 @@ def main(argv=None):
     register_all_modules(init_default_scope=False)
     cfg = merge_train_args(load_config(args.config, args.cfg_options), args)
     build_runner(cfg).train()
+    shutdown_distributed(args.launcher)  # every rank finished: end the group before interpreter exit
 
 
 if __name__ == '__main__':

@@ -16,7 +16,7 @@ from typing import Any
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
-from .launch import ConfigError, load_config
+from .launch import ConfigError, load_config, shutdown_distributed
 
 
 def generate_parser(description: str) -> argparse.ArgumentParser:
@@ -131,6 +131,7 @@ def run_generate(argv=None, description: str = 'Generate a labelled image datase
     rank, _ = init_generation_dist(args.launcher)
     generator = build_generator(cfg, args.num_samples, args.num_workers, progress=not args.no_progress and rank == 0)
     summary = generator.run(out)
+    shutdown_distributed(args.launcher)  # every rank finished: end the group before interpreter exit
     if rank == 0:
         print_log(f'generated {summary["written"]} samples ({summary["status"]}), dropped {summary["dropped"]}, '
                   f'failed {summary["failed"]}: {out}', logger='current')

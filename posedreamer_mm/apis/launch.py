@@ -122,6 +122,28 @@ def _set_work_dir(cfg: Config, args: argparse.Namespace) -> None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
 
+def shutdown_distributed(launcher: str) -> bool:
+    """Ends the process groups of a ``launcher`` run (not ``'none'``) once it has finished on this rank.
+
+    Call it after a run that returned normally, never after an exception (its barrier would wait for a rank
+    that is gone). Without it each process leaves the group to interpreter finalisation, where gloo's worker
+    threads may still hold finished work whose tensors, freed then, take the GIL of an interpreter being torn
+    down: the process aborts (SIGABRT) at random, after the run succeeded (pytorch/pytorch#179291 describes it).
+    The barrier first keeps a rank from closing its connections while a peer is still in a collective.
+
+    Returns:
+        Whether a process group was destroyed.
+    """
+    import torch.distributed as dist
+    if launcher == 'none' or not (dist.is_available() and dist.is_initialized()):
+        return False  # a group the caller made itself (a notebook, a test) is the caller's to end
+    rank, world = dist.get_rank(), dist.get_world_size()
+    dist.barrier()
+    dist.destroy_process_group()
+    print_log(f'rank {rank}/{world}: process group ended', logger='current')
+    return True
+
+
 def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Applies ``tools/train.py`` arguments to ``cfg`` (work dir, resume, AMP, LR scaling, launcher)."""
     cfg.launcher = args.launcher

@@ -3,7 +3,6 @@ config also trains under tools/dist_train.sh on 2 CPU processes."""
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import warnings
@@ -19,6 +18,7 @@ from mmengine.registry import DefaultScope
 
 from posedreamer_mm.apis.launch import load_config
 from posedreamer_mm.registry import DATASETS, MODELS
+from posedreamer_mm.testing import free_port
 from posedreamer_mm.testing.hmr_fixtures import write_hmr_fixtures
 from posedreamer_mm.testing.vit import tiny_head, tiny_vit_backbone
 
@@ -151,11 +151,8 @@ def test_dist_train_runs_the_vitl_config_on_two_cpu_processes(tmp_path, fixtures
         logger=dict(interval=1), checkpoint=dict(interval=1))))
     config = tmp_path / 'hmr_tiny.py'
     cfg.dump(str(config))
-    with socket.socket() as sock:  # a free port: other jobs on the machine may hold a fixed one
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
     env = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1', 'PYTHON': sys.executable,
-           'PORT': str(port)}
+           'PORT': str(free_port())}  # a fixed port collides with other jobs on the machine
     res = subprocess.run(['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(config), '2', '--work-dir',
                           str(tmp_path / 'wd')], capture_output=True, text=True, env=env, timeout=280)
     log = res.stdout + res.stderr
@@ -164,6 +161,7 @@ def test_dist_train_runs_the_vitl_config_on_two_cpu_processes(tmp_path, fixtures
     # Two ranks (mmengine prints its environment from rank 0 only).
     assert 'rank 0/2' in log and 'Distributed training: True' in log and 'GPU number: 2' in log
     assert 'Iter(train) [1/1]' in log and (tmp_path / 'wd' / 'iter_1.pth').exists()
+    assert 'rank 0/2: process group ended' in log  # not left to interpreter exit (gloo may abort there)
     # The validation at the end computed the key the config keeps the best checkpoint by.
     assert list((tmp_path / 'wd').glob('best_hmr_ubody_pa_pve_mm_iter_1.pth')), sorted(os.listdir(tmp_path / 'wd'))
     # The Runner's checkpoint (optimizer, message hub, ...) loads strictly for inference.

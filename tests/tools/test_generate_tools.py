@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from posedreamer_mm.generation import GeneratedDataReader
+from posedreamer_mm.testing import free_port
 from tests.generation.test_generator import _assert_same, _snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +76,7 @@ def test_sigkill_then_the_same_command_equals_an_uninterrupted_run(setup):
 @pytest.mark.timeout(600)
 def test_two_cpu_ranks_write_exactly_the_one_rank_dataset(setup):
     config, tmp, reference = setup
-    env = _env(PYTHON=sys.executable, PORT='29541')
+    env = _env(PYTHON=sys.executable, PORT=str(free_port()))
     res = subprocess.run(['bash', str(ROOT / 'tools' / 'dist_generate.sh'), str(config), '2', '--out',
                           str(tmp / 'dist'), '--no-progress'], capture_output=True, text=True, env=env, timeout=600)
     log = res.stdout + res.stderr
@@ -91,7 +92,7 @@ def test_slurm_launcher_on_cpu(setup):
     """What `srun ... tools/generate.py --launcher slurm` sees on one task: SLURM_* variables only."""
     config, tmp, reference = setup
     env = _env(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0', SLURM_NODELIST='localhost',
-               MASTER_PORT='29543')
+               MASTER_PORT=str(free_port()))
     env.pop('MASTER_ADDR', None)
     res = _generate(config, tmp / 'slurm', '--launcher', 'slurm', env=env)
     assert 'slurm launch: rank 0/1 (gloo)' in res.stdout + res.stderr

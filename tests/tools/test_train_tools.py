@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from posedreamer_mm.testing import write_tiny_coco
+from posedreamer_mm.testing import free_port, write_tiny_coco
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'configs' / 'smoke' / 'td-hm_vit-tiny_1xb4-20it_tinycoco-64x48.py'
@@ -78,7 +78,7 @@ def test_killed_run_resumes_to_the_same_final_state(tmp_path, tiny_coco):
 
 
 def test_dist_train_runs_two_cpu_processes(tmp_path, tiny_coco):
-    env = {**_env(), 'PYTHON': sys.executable, 'PORT': '29517'}
+    env = {**_env(), 'PYTHON': sys.executable, 'PORT': str(free_port())}  # a fixed port collides with other jobs
     res = subprocess.run(['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(CONFIG), '2', '--work-dir',
                           str(tmp_path / 'wd'), '--cfg-options', f'data_root={tiny_coco}/',
                           'train_cfg.max_iters=6', 'train_cfg.val_interval=6'],
@@ -88,6 +88,7 @@ def test_dist_train_runs_two_cpu_processes(tmp_path, tiny_coco):
     assert 'rank 0/2' in log and 'rank 1/2' in log
     assert (tmp_path / 'wd' / 'iter_5.pth').exists()
     assert 'Iter(train) [6/6]' in log
+    assert 'rank 0/2: process group ended' in log  # not left to interpreter exit (gloo may abort there)
 
 
 def test_bad_paths_fail_with_the_path_named(tmp_path):
@@ -102,7 +103,7 @@ def test_bad_paths_fail_with_the_path_named(tmp_path):
 def test_slurm_launcher_runs_on_cpu_from_slurm_variables(tmp_path, tiny_coco):
     """What `srun ... tools/train.py --launcher slurm` sees on one task: SLURM_* variables, no torchrun ones."""
     env = {k: v for k, v in _env().items() if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR')}
-    env.update(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0', MASTER_PORT='29533')
+    env.update(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0', MASTER_PORT=str(free_port()))
     res = subprocess.run([sys.executable, str(ROOT / 'tools' / 'train.py'), str(CONFIG), '--launcher', 'slurm',
                           '--work-dir', str(tmp_path / 'wd'), '--cfg-options', f'data_root={tiny_coco}/',
                           'train_cfg.max_iters=2', 'train_cfg.val_interval=2'],

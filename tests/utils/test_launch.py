@@ -41,3 +41,20 @@ def test_amp_and_resume_args():
     merge_train_args(cfg, args)
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.resume is True and cfg.load_from is None
     assert cfg.auto_scale_lr.enable and cfg.auto_scale_lr.base_batch_size == 2
+
+
+def test_shutdown_distributed_ends_only_a_launcher_made_group(tmp_path):
+    """tools/train.py, tools/test.py and tools/generate.py end their group before exit (gloo may abort the process
+    when the group is left to interpreter finalisation); a group made without a launcher is the caller's."""
+    import torch.distributed as dist
+
+    from posedreamer_mm.apis.launch import shutdown_distributed
+    assert not dist.is_initialized()
+    assert shutdown_distributed('pytorch') is False  # nothing to end
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0, world_size=1)
+    try:
+        assert shutdown_distributed('none') is False and dist.is_initialized()
+        assert shutdown_distributed('pytorch') is True and not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
