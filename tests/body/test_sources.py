@@ -359,9 +359,16 @@ def test_procedural_respects_limits_and_is_deterministic(sampling):
     src[0].validate()
 
 
-def test_procedural_limit_overrides():
-    src = ProceduralPoseSource(20, joint_limits={'left_knee': ((10, 10), (0, 0), (0, 0))})
-    np.testing.assert_allclose(body_pose_to_euler(src[3].body_pose)[3], [10, 0, 0], atol=1e-4)
+@pytest.mark.parametrize('sampling', ['uniform', 'truncnorm'])
+def test_procedural_limit_overrides(sampling):
+    """A fixed axis (min == max) takes its value under both samplings (truncnorm used to raise scipy's domain
+    error); the other joints keep the values the default table gives them."""
+    src = ProceduralPoseSource(20, sampling=sampling, joint_limits={'left_knee': ((10, 10), (0, 0), (0, 0))})
+    euler = body_pose_to_euler(np.stack([s.body_pose for s in src]))
+    np.testing.assert_allclose(euler[:, 3], np.tile([10, 0, 0], (20, 1)), atol=1e-4)
+    default = body_pose_to_euler(np.stack([s.body_pose for s in ProceduralPoseSource(20, sampling=sampling)]))
+    others = [j for j in range(21) if j != 3]
+    np.testing.assert_allclose(euler[:, others], default[:, others], atol=1e-4)
     with pytest.raises(ValueError, match='unknown joints'):
         ProceduralPoseSource(1, joint_limits={'tail': ((0, 1), (0, 1), (0, 1))})
 

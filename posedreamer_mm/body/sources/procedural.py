@@ -136,11 +136,15 @@ class ProceduralPoseSource(BodySource):
         low, high = self.limits[..., 0], self.limits[..., 1]
         if self.sampling == 'uniform':
             return rng.uniform(low, high)
+        # A fixed axis (min == max) takes its value; truncnorm refuses an empty interval, so it draws on a
+        # stand-in unit interval there (one draw per axis either way, so the other axes' values do not change).
+        fixed = high <= low
         centre = np.clip(0.0, low, high)
-        scale = np.maximum(self.std_fraction * (high - low), 1e-9)
-        values = truncnorm.rvs((low - centre) / scale, (high - centre) / scale, loc=centre, scale=scale,
+        scale = np.where(fixed, 1.0, np.maximum(self.std_fraction * (high - low), 1e-9))
+        a = (low - centre) / scale
+        values = truncnorm.rvs(a, np.where(fixed, a + 1.0, (high - centre) / scale), loc=centre, scale=scale,
                                random_state=rng)
-        return np.clip(values, low, high)
+        return np.where(fixed, low, np.clip(values, low, high))
 
     def _get(self, index: int) -> BodySample:
         euler = self.sample_euler(index)
