@@ -128,7 +128,8 @@ def shutdown_distributed(launcher: str) -> bool:
     Call it after a run that returned normally, never after an exception (its barrier would wait for a rank
     that is gone). Without it each process leaves the group to interpreter finalisation, where gloo's worker
     threads may still hold finished work whose tensors, freed then, take the GIL of an interpreter being torn
-    down: the process aborts (SIGABRT) at random, after the run succeeded (pytorch/pytorch#179291 describes it).
+    down: the process aborts (SIGABRT, 'terminate called without an active exception') at random, after the run
+    succeeded (seen here on 2-process CPU runs of tools/train.py).
     The barrier first keeps a rank from closing its connections while a peer is still in a collective.
 
     Returns:
