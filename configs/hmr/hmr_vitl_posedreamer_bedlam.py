@@ -56,7 +56,9 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=backbone_checkpoint, prefix=backbone_checkpoint_prefix)),
     head=dict(
         type='SMPLXTransformerHead', in_channels=1024, embed_dims=1024, num_layers=6, num_heads=8,
-        feedforward_channels=1024, dropout=0.0, num_betas=10, with_hands=False, with_face=False, num_iters=1),
+        feedforward_channels=1024, dropout=0.0, num_betas=10, with_hands=False, with_face=False, num_iters=1,
+        # Learned positions of the 16x12 patch grid added to the head's memory (docs/hmr.md, "Head").
+        pos_embed_size=(16, 12)),
     body_model=body_model,
     # Weights: HMR 2.0's, converted to these losses' per-joint means (its losses sum over joints and entries).
     losses=dict(

@@ -69,7 +69,8 @@ def tiny_config(path, paths, standin_model_dir) -> Config:
     cfg = load_config(str(path), {k: v for k, v in data_options(paths, standin_model_dir).items()
                                   if k in Config.fromfile(str(path))})
     cfg.model.backbone = tiny_vit_backbone((TINY_INPUT[1], TINY_INPUT[0]))
-    head = tiny_head(with_hands=cfg.model.head.with_hands, with_face=cfg.model.head.with_face)
+    head = tiny_head(with_hands=cfg.model.head.with_hands, with_face=cfg.model.head.with_face,
+                     pos_embed_size=cfg.model.head.get('pos_embed_size'))
     cfg.model.head = head
     cfg.optim_wrapper.paramwise_cfg.num_layers = 2
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):

@@ -11,11 +11,20 @@ CLIFF (https://arxiv.org/abs/2208.00571): the query is built from the crop's pos
 image relative to its focal length (:func:`~posedreamer_mm.models.utils.cliff_bbox_info`), so the head can tell
 a person at the image border (seen obliquely) from one at the centre, and its weak-perspective camera is turned
 into a full-image translation by the estimator.
+
+Positions of the tokens (``pos_embed_size``): one query cross-attending a set of tokens is blind to where each
+token lies unless the tokens carry it -- the head itself is invariant to any permutation of its memory. A
+pretrained ViT's tokens carry their position strongly; a backbone trained from scratch (or a CNN's feature map)
+barely, so its head first learns only what pooled features tell (heading, shape, the mean pose). The optional
+learned position embedding, added to the projected tokens as DETR adds positions to its keys, makes the layout
+visible from the first iteration: measured on the learning check (docs/hmr.md), a from-scratch tiny ViT then
+learns limb poses beyond the dataset's mean pose, which it did not without it.
 """
 from __future__ import annotations
 
 import torch
 from mmengine.model import BaseModule
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from posedreamer_mm.body.camera import upright_rotation
@@ -39,6 +48,10 @@ class SMPLXTransformerHead(BaseModule):
         with_face: Also predict the jaw rotation and ``num_expression`` expression coefficients.
         num_expression: Expression coefficients when ``with_face``.
         num_iters: Refinement iterations (1 = a single pass, as HMR 2.0).
+        pos_embed_size: ``(h, w)`` of the backbone's feature map, to add a learned position embedding of that
+            grid to the projected tokens (bilinearly resized for another grid); ``None`` = none (HMR 2.0).
+            Initialised at std 0.5, about the scale of the projected tokens, so positions are told apart from the
+            first iteration.
         init_cam: Initial ``(s, tx, ty)``: ``s = 0.9`` makes a 1.7 m person fill about 3/4 of the crop.
         init_cfg: mmengine init config.
 
@@ -50,6 +63,7 @@ class SMPLXTransformerHead(BaseModule):
     def __init__(self, in_channels: int, embed_dims: int = 1024, num_layers: int = 6, num_heads: int = 8,
                  feedforward_channels: int = 1024, dropout: float = 0.0, num_betas: int = 10,
                  with_hands: bool = False, with_face: bool = False, num_expression: int = 10, num_iters: int = 1,
+                 pos_embed_size: tuple[int, int] | None = None,
                  init_cam: tuple[float, float, float] = (0.9, 0.0, 0.0), init_cfg: dict | None = None):
         super().__init__(init_cfg)
         if num_iters < 1:
@@ -74,6 +88,14 @@ class SMPLXTransformerHead(BaseModule):
         state_dims = 3 + self.num_rot * 6 + num_betas + self.num_expression + 3
         self.query_embed = nn.Linear(state_dims, embed_dims)
         self.memory_proj = nn.Linear(in_channels, embed_dims)
+        if pos_embed_size is not None:
+            h, w = (int(v) for v in pos_embed_size)
+            if h < 1 or w < 1:
+                raise ValueError(f'pos_embed_size must be a positive (h, w), got {pos_embed_size}')
+            self.pos_embed_size = (h, w)
+            self.memory_pos = nn.Parameter(torch.empty(1, embed_dims, h, w).normal_(std=0.5))
+        else:
+            self.pos_embed_size, self.memory_pos = None, None
         layer = nn.TransformerDecoderLayer(embed_dims, num_heads, feedforward_channels, dropout, activation='gelu',
                                            batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, num_layers, norm=nn.LayerNorm(embed_dims))
@@ -86,6 +108,26 @@ class SMPLXTransformerHead(BaseModule):
         for layer in (self.dec_pose, self.dec_shape, self.dec_cam):
             nn.init.xavier_uniform_(layer.weight, gain=0.01)
             nn.init.zeros_(layer.bias)
+        if self.memory_pos is not None:
+            nn.init.normal_(self.memory_pos, std=0.5)
+
+    def _memory(self, feats: Tensor) -> Tensor:
+        """``(B, C, h, w)`` map or ``(B, N, C)`` tokens -> ``(B, N, embed_dims)`` projected tokens (+ positions)."""
+        grid = tuple(feats.shape[-2:]) if feats.dim() == 4 else None
+        if feats.dim() == 4:
+            feats = feats.flatten(2).transpose(1, 2)
+        memory = self.memory_proj(feats)
+        if self.memory_pos is None:
+            return memory
+        if grid is None:  # tokens: only the embedding's own grid is known
+            if feats.shape[1] != self.pos_embed_size[0] * self.pos_embed_size[1]:
+                raise ValueError(f'{feats.shape[1]} tokens do not fill the position grid {self.pos_embed_size}; '
+                                 'pass the (B, C, h, w) feature map')
+            grid = self.pos_embed_size
+        pos = self.memory_pos
+        if grid != self.pos_embed_size:
+            pos = F.interpolate(pos, size=grid, mode='bilinear', align_corners=False)
+        return memory + pos.flatten(2).transpose(1, 2).to(memory.dtype)
 
     def forward(self, feats: Tensor, bbox_info: Tensor) -> dict[str, Tensor]:
         """Predicts the body from the backbone's feature map.
@@ -100,9 +142,7 @@ class SMPLXTransformerHead(BaseModule):
             ``betas (B, num_betas)``, ``expression (B, num_expression)`` with face, ``pred_cam (B, 3)`` the crop's
             weak-perspective ``(s, tx, ty)``, and ``pose_6d (B, R, 6)`` (the raw regression).
         """
-        if feats.dim() == 4:
-            feats = feats.flatten(2).transpose(1, 2)
-        memory = self.memory_proj(feats)
+        memory = self._memory(feats)
         b = feats.shape[0]
         pose = self.init_pose.expand(b, -1)
         shape = self.init_shape.expand(b, -1)
