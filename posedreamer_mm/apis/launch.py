@@ -36,32 +36,61 @@ def _replace_everywhere(node: Any, old: str, new: str, path: str, changed: list[
     return node
 
 
-def merge_cfg_options(cfg: Config, options: dict | None) -> list[str]:
-    """Merges ``--cfg-options`` and propagates overridden top-level asset variables.
+def _replace_same_key(node: Any, name: str, old: Any, new: Any, path: str, changed: list[str]) -> Any:
+    """Returns ``node`` with every value under a key called ``name`` that equals ``old`` set to ``new``."""
+    if isinstance(node, dict):
+        for k in list(node.keys()):
+            sub = f'{path}.{k}' if path else str(k)
+            if k == name and type(node[k]) is type(old) and node[k] == old:
+                node[k] = new
+                changed.append(sub)
+            else:
+                node[k] = _replace_same_key(node[k], name, old, new, sub, changed)
+        return node
+    if isinstance(node, (list, tuple)):
+        out = [_replace_same_key(v, name, old, new, f'{path}[{i}]', changed) for i, v in enumerate(node)]
+        return out if isinstance(node, list) else tuple(out)
+    return node
 
-    Configs name every asset path once at top level (``data_root = 'data/coco/'``) and build dataset dicts
-    from it; mmengine has already copied the old value into those dicts when the file was parsed, so
-    overriding only the variable would silently change nothing (mmdet#10891). For each overridden top-level
-    *string* variable, every string in the config equal to its old value (or, for a directory ending in
-    ``/``, starting with it) is rewritten too, and the rewritten keys are logged.
+
+def merge_cfg_options(cfg: Config, options: dict | None) -> list[str]:
+    """Merges ``--cfg-options`` and propagates overridden top-level variables.
+
+    Configs name every asset path and setting once at top level (``data_root = 'data/coco/'``, ``seed = 0``) and
+    build component dicts from it; mmengine has already copied the old value into those dicts when the file was
+    parsed, so overriding only the variable would silently change nothing (mmdet#10891). So for each overridden
+    top-level variable:
+
+    - a *string* (an asset path): every string in the config equal to its old value (or, for a directory ending
+      in ``/``, starting with it) is rewritten;
+    - any other value (``seed=3``, ``num_samples=100``, ``input_size=(96,128)``): every key *of the same name*
+      whose value equals the old one is set too (``generator.seed``, ``generator.source.seed``, a transform's
+      ``input_size``), while same-named keys holding another value (a source's own ``num_samples``) and other
+      names are left alone.
+
+    The rewritten keys are logged.
 
     Returns:
         The dotted keys that were rewritten by propagation.
     """
     if not options:
         return []
-    old_values = {k: cfg.get(k) for k in options if '.' not in k and isinstance(cfg.get(k), str)}
+    old_values = {k: cfg.get(k) for k in options if '.' not in k and k in cfg}
     cfg.merge_from_dict(options)
     changed: list[str] = []
     for key, old in old_values.items():
-        new = options[key]
-        if not isinstance(new, str) or new == old:
+        new = cfg.get(key)  # as merged (mmengine turns a list option into the old value's type where it can)
+        if old is None or new == old or isinstance(old, dict):
             continue
         cfg_dict = cfg._cfg_dict.to_dict()
         for top in cfg_dict:
             if top == key:
                 continue
-            cfg_dict[top] = _replace_everywhere(cfg_dict[top], old, new, top, changed)
+            if isinstance(old, str):
+                if isinstance(new, str):
+                    cfg_dict[top] = _replace_everywhere(cfg_dict[top], old, new, top, changed)
+            else:
+                cfg_dict[top] = _replace_same_key(cfg_dict[top], key, old, new, top, changed)
         for top in cfg_dict:
             cfg[top] = cfg_dict[top]
     if changed:

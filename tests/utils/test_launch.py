@@ -58,3 +58,21 @@ def test_shutdown_distributed_ends_only_a_launcher_made_group(tmp_path):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_top_level_settings_propagate_to_keys_of_the_same_name(tmp_path):
+    """``--cfg-options seed=3`` used to set the variable only: the generator kept seed 0 (a silent wrong run)."""
+    cfg = load_config('configs/demo/render_standin_procedural.py',
+                      {'seed': 3, 'num_samples': 5, 'crop_size': 256})
+    gen = cfg.generator
+    assert gen.seed == 3 and gen.source.seed == 3 and gen.source.source.seed == 3
+    assert gen.num_samples == 5 and gen.source.source.num_samples == 100000  # the source's own length stays
+    assert gen.crop_size == 256 and gen.crop_margin == 0.1
+    # A tuple setting reaches the transforms that copied it; equal values under other names stay.
+    cfg_file = tmp_path / 'cfg.py'
+    cfg_file.write_text('input_size = (192, 256)\nother = (192, 256)\n'
+                        'pipeline = [dict(type="A", input_size=input_size, img_size=(192, 256)), '
+                        'dict(type="B", input_size=(1, 2))]\n')
+    cfg = load_config(str(cfg_file), {'input_size': (96, 128)})
+    assert tuple(cfg.pipeline[0]['input_size']) == (96, 128) and tuple(cfg.pipeline[0]['img_size']) == (192, 256)
+    assert tuple(cfg.pipeline[1]['input_size']) == (1, 2) and tuple(cfg.other) == (192, 256)
