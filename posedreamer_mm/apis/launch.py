@@ -63,10 +63,11 @@ def merge_cfg_options(cfg: Config, options: dict | None) -> list[str]:
 
     - a *string* (an asset path): every string in the config equal to its old value (or, for a directory ending
       in ``/``, starting with it) is rewritten;
-    - any other value (``seed=3``, ``num_samples=100``, ``input_size=(96,128)``): every key *of the same name*
-      whose value equals the old one is set too (``generator.seed``, ``generator.source.seed``, a transform's
-      ``input_size``), while same-named keys holding another value (a source's own ``num_samples``) and other
-      names are left alone.
+    - any other value (``seed=3``, ``num_samples=100``, ``input_size=(96,128)``), and a dict changed through a
+      dotted key (``body_model.gender=female``): every key *of the same name* whose value equals the old one is
+      set too (``generator.seed``, ``generator.source.seed``, a transform's ``input_size``, the generator's and
+      the backend's ``body_model``), while same-named keys holding another value (a source's own
+      ``num_samples``) and other names are left alone.
 
     The rewritten keys are logged.
 
@@ -75,12 +76,15 @@ def merge_cfg_options(cfg: Config, options: dict | None) -> list[str]:
     """
     if not options:
         return []
-    old_values = {k: cfg.get(k) for k in options if '.' not in k and k in cfg}
+    before = cfg._cfg_dict.to_dict()
+    # Roots of the overridden keys: ``seed`` for ``seed=3``, ``body_model`` for ``body_model.gender=female``.
+    old_values = {k.split('.')[0]: before[k.split('.')[0]] for k in options if k.split('.')[0] in before}
     cfg.merge_from_dict(options)
     changed: list[str] = []
     for key, old in old_values.items():
-        new = cfg.get(key)  # as merged (mmengine turns a list option into the old value's type where it can)
-        if old is None or new == old or isinstance(old, dict):
+        # As merged (mmengine turns a list option into the old value's type where it can); plain dicts and lists.
+        new = cfg._cfg_dict.to_dict()[key]
+        if old is None or new == old:
             continue
         cfg_dict = cfg._cfg_dict.to_dict()
         for top in cfg_dict:

@@ -76,3 +76,16 @@ def test_top_level_settings_propagate_to_keys_of_the_same_name(tmp_path):
     cfg = load_config(str(cfg_file), {'input_size': (96, 128)})
     assert tuple(cfg.pipeline[0]['input_size']) == (96, 128) and tuple(cfg.pipeline[0]['img_size']) == (192, 256)
     assert tuple(cfg.pipeline[1]['input_size']) == (1, 2) and tuple(cfg.other) == (192, 256)
+
+
+def test_a_dotted_override_of_a_shared_dict_reaches_its_copies():
+    """``body_model`` is copied into the generator and its backend at parse time; ``body_model.gender=female``
+    must reach both (it changed only the unused top-level variable before)."""
+    cfg = load_config('configs/demo/render_standin_procedural.py', {'body_model.gender': 'female'})
+    assert cfg.generator.body_model.gender == 'female' and cfg.generator.backend.body_model.gender == 'female'
+    assert cfg.generator.body_model.num_betas == 10  # the rest of the dict kept
+    cfg = load_config('configs/hmr/hmr_vitl_posedreamer_bedlam.py', {'body_model.num_betas': 11})
+    flips = [t for t in cfg.train_pipeline if t['type'] in ('HMRRandomFlip', 'HMRTopdownAffine')]
+    assert cfg.model.body_model.num_betas == 11 and all(t['body_model']['num_betas'] == 11 for t in flips)
+    assert all(t['body_model']['num_betas'] == 11 for t in cfg.train_dataloader.dataset.pipeline
+               if 'body_model' in t)
