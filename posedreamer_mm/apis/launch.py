@@ -79,6 +79,10 @@ def merge_cfg_options(cfg: Config, options: dict | None) -> list[str]:
     before = cfg._cfg_dict.to_dict()
     # Roots of the overridden keys: ``seed`` for ``seed=3``, ``body_model`` for ``body_model.gender=female``.
     old_values = {k.split('.')[0]: before[k.split('.')[0]] for k in options if k.split('.')[0] in before}
+    added = sorted({k.split('.')[0] for k in options} - set(before))
+    if added:  # mmengine adds them silently; a typo (``sed=3``) would change nothing
+        print_log(f'--cfg-options: {added} are not keys of the config; added as new top-level keys (a typo?)',
+                  logger='current', level=logging.WARNING)
     cfg.merge_from_dict(options)
     changed: list[str] = []
     for key, old in old_values.items():

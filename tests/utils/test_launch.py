@@ -89,3 +89,20 @@ def test_a_dotted_override_of_a_shared_dict_reaches_its_copies():
     assert cfg.model.body_model.num_betas == 11 and all(t['body_model']['num_betas'] == 11 for t in flips)
     assert all(t['body_model']['num_betas'] == 11 for t in cfg.train_dataloader.dataset.pipeline
                if 'body_model' in t)
+
+
+def test_an_unknown_top_level_key_is_warned_about(tmp_path):
+    from mmengine.logging import MMLogger
+    cfg_file = tmp_path / 'cfg.py'
+    cfg_file.write_text('seed = 0\nrun = dict(seed=seed)\n')
+    logger = MMLogger.get_current_instance()
+    messages = []
+    handler = __import__('logging').Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        cfg = load_config(str(cfg_file), {'sed': 3})
+    finally:
+        logger.removeHandler(handler)
+    assert cfg.run.seed == 0 and cfg.sed == 3
+    assert any("['sed'] are not keys of the config" in m for m in messages)
