@@ -123,3 +123,57 @@ def test_color_jitter_keeps_geometry_and_changes_colour(loaded):
     assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
     same = TRANSFORMS.build(dict(type='HMRColorJitter', prob=0.0))(dict(img=img.copy()))['img']
     assert np.array_equal(same, img)
+
+
+@pytest.fixture(scope='module')
+def gendered_dir(tmp_path_factory):
+    """Neutral stand-in plus a "female" model whose template is raised 6 cm and moved 2 cm forward (still mirror
+    symmetric, as SMPL-X templates are): the stand-in's own
+    genders share their pelvis to 0.2 mm, real SMPL-X genders differ by centimetres, which this makes visible."""
+    from posedreamer_mm.body.standin import ensure_standin_smplx
+    out = tmp_path_factory.mktemp('gendered_standin')
+    neutral = ensure_standin_smplx(out, genders=('neutral',))['neutral']
+    with np.load(neutral, allow_pickle=False) as f:
+        arrays = dict(f)
+    arrays['v_template'] = arrays['v_template'] + np.array([0.0, 0.06, 0.02], arrays['v_template'].dtype)
+    np.savez(out / 'SMPLX_FEMALE.npz', **arrays)
+    return out
+
+
+def test_flip_and_roll_pivot_on_the_pelvis_of_the_samples_gender(loaded, gendered_dir):
+    """A female label (its betas are the female model's) after flip + roll must still project onto its keypoints
+    through the *female* model; the neutral pelvis used as pivot before left it off by the gendered pelvis gap."""
+    female = SMPLXBodyModel(gendered_dir, gender='female')
+    bm = dict(type='SMPLXBodyModel', model_path=str(gendered_dir))
+    pipeline = [TRANSFORMS.build(t) for t in (
+        dict(type='HMRRandomFlip', prob=1.0, body_model=bm), dict(type='HMRBBoxCenterScale'),
+        dict(type='HMRRandomBBoxTransform', shift_prob=0.0, scale_prob=0.0, rotate_prob=1.0, rotate_factor=30.0),
+        dict(type='HMRTopdownAffine', input_size=(96, 128), body_model=bm), dict(type='PackHMRInputs'))]
+    np.random.seed(5)
+    errors = []
+    for sample in loaded:
+        results = copy.deepcopy(sample)
+        results['gender'] = 'female'
+        smplx = {k: torch.as_tensor(np.asarray(v, np.float32)).reshape(1, -1) for k, v in results['smplx'].items()}
+        with torch.no_grad():  # labels made with the female model: its joints are what the image shows
+            joints = female(**smplx).joints[0].double()
+        results['keypoints_coco17'][:, :2] = project_points(smplx_to_coco17(joints), results['focal'],
+                                                             results['princpt']).numpy()
+        for t in pipeline:
+            results = t(results)
+        assert results['data_samples'].metainfo['gender'] == 'female'
+        projected, packed = _packed_projection(results, female)
+        errors.append(np.abs(projected[BODY] - packed[BODY]).max())
+    assert max(errors) < 0.02, errors
+
+
+def test_a_single_file_body_model_refuses_another_gender(loaded, standin_model_dir):
+    import pathlib
+    neutral = next(pathlib.Path(standin_model_dir).rglob('SMPLX_NEUTRAL.npz'))
+    flip = TRANSFORMS.build(dict(type='HMRRandomFlip', prob=1.0,
+                                 body_model=dict(type='SMPLXBodyModel', model_path=str(neutral))))
+    flip(copy.deepcopy(loaded[0]))  # the file's own gender works
+    results = copy.deepcopy(loaded[0])
+    results['gender'] = 'male'
+    with pytest.raises(ValueError, match='a male sample, but body_model.model_path is the file .*SMPLX_NEUTRAL.npz'):
+        flip(results)

@@ -8,6 +8,7 @@ The maths lives in :mod:`posedreamer_mm.body.flip`.
 from __future__ import annotations
 
 import math
+import pathlib
 from collections.abc import Sequence
 
 import cv2
@@ -16,12 +17,54 @@ from mmcv.transforms import BaseTransform
 
 from posedreamer_mm.body.flip import (PelvisRegressor, coco17_flip_indices, flip_joints_3d, flip_points_2d,
                                       flip_smplx, roll_image_affine, roll_matrix, roll_smplx_root)
+from posedreamer_mm.body.gendered import GenderedSMPLXBodyModel
 from posedreamer_mm.registry import BODY_MODELS, TRANSFORMS
 
 
+class GenderedPelvis:
+    """``(betas, gender) -> (3,)`` exact rest pelvis ``J0(betas)`` of the model of the sample's gender.
+
+    Betas fitted to a gendered SMPL-X (a generated sample with ``gender='female'``, AMASS G fits) describe another
+    body under the neutral model, so the flip and roll pivots use the model the label was made with
+    (``results['gender']``, as :class:`~posedreamer_mm.evaluation.HMRMetric` builds its ground-truth meshes). The
+    configured gender's model is read now (a bad path fails when the pipeline is built); other genders from the
+    same directory on first use (a missing ``SMPLX_<GENDER>`` file raises, naming it). Only the 3 x num_betas
+    map of each is kept (:class:`~posedreamer_mm.body.flip.PelvisRegressor`).
+
+    Args:
+        body_model: ``SMPLXBodyModel`` or ``GenderedSMPLXBodyModel`` config (its ``gender`` is the default for
+            samples without one).
+    """
+
+    def __init__(self, body_model: dict):
+        self._regressors: dict[str, PelvisRegressor] = {}
+        path = body_model.get('model_path')
+        if path is not None and pathlib.Path(str(path)).expanduser().is_file():
+            # One file holds one gender: samples of another gender are refused in _regressor.
+            model = BODY_MODELS.build(body_model)
+            self._models, self._file, self.default_gender = None, str(path), model.gender
+            self._regressors[model.gender] = PelvisRegressor(model)
+            return
+        self._models, self._file = GenderedSMPLXBodyModel.from_config(body_model), None
+        self.default_gender = self._models.default_gender
+        self._regressor(self.default_gender)
+
+    def _regressor(self, gender: str) -> PelvisRegressor:
+        if gender not in self._regressors:
+            if self._models is None:
+                raise ValueError(f'a {gender} sample, but body_model.model_path is the file {self._file} '
+                                 f'({self.default_gender}); give the directory holding SMPLX_{gender.upper()}')
+            self._regressors[gender] = PelvisRegressor(self._models.model(gender))
+            del self._models.models[gender]  # keep the 3 x num_betas map only
+        return self._regressors[gender]
+
+    def __call__(self, betas, gender: str | None = None) -> np.ndarray:
+        return self._regressor(str(gender) if gender else self.default_gender)(betas)
+
+
 def _pelvis_fn(body_model: dict | None):
-    """``betas -> (3,) rest pelvis`` of the configured body model, or None (the neutral SMPL-X default)."""
-    return None if body_model is None else PelvisRegressor(BODY_MODELS.build(body_model))
+    """The configured :class:`GenderedPelvis`, or None (the neutral SMPL-X default)."""
+    return None if body_model is None else GenderedPelvis(body_model)
 
 
 def _affine3(mat: np.ndarray) -> np.ndarray:
@@ -45,8 +88,9 @@ class HMRRandomFlip(BaseTransform):
 
     Args:
         prob: Flip probability.
-        body_model: Optional body-model config whose exact rest pelvis ``J0(betas)`` pivots the translation
-            (default: the neutral SMPL-X pelvis; only its x, ~3 mm, matters, see ``body/flip.py``).
+        body_model: Optional body-model config whose exact rest pelvis ``J0(betas)`` pivots the translation, of
+            the model of the sample's ``gender`` (:class:`GenderedPelvis`; default: the neutral SMPL-X pelvis;
+            only its x, ~3 mm, matters, see ``body/flip.py``).
 
     Required Keys:
         - img, bbox, focal, princpt, img_shape_full, keypoints_coco17, smplx
@@ -86,7 +130,7 @@ class HMRRandomFlip(BaseTransform):
             results['bbox_center'] = np.array([w - 1 - bx, by], np.float32)
         results['keypoints_coco17'] = flip_points_2d(results['keypoints_coco17'], w, self._kpt_index)
         smplx = results['smplx']
-        pelvis = None if self._pelvis is None else self._pelvis(smplx['betas'])
+        pelvis = None if self._pelvis is None else self._pelvis(smplx['betas'], results.get('gender'))
         results['smplx'] = flip_smplx(smplx, pelvis)
         if results.get('joints_3d') is not None:
             results['joints_3d'] = flip_joints_3d(results['joints_3d'])
@@ -190,8 +234,9 @@ class HMRTopdownAffine(BaseTransform):
 
     Args:
         input_size: (W, H) of the crop, e.g. (192, 256).
-        body_model: Optional body-model config for the exact rest pelvis of the roll (default the neutral
-            SMPL-X pelvis; error ``|(Rz - I)(J0(betas) - J0_neutral)|``, about 1 cm at 30 degrees).
+        body_model: Optional body-model config for the exact rest pelvis of the roll, of the model of the
+            sample's ``gender`` (:class:`GenderedPelvis`; default the neutral SMPL-X pelvis; error
+            ``|(Rz - I)(J0(betas) - J0_neutral)|``, about 1 cm at 30 degrees).
 
     Required Keys:
         - img, bbox_center, bbox_scale, focal, princpt, keypoints_coco17, smplx
@@ -231,7 +276,7 @@ class HMRTopdownAffine(BaseTransform):
         results['keypoints_full'], results['keypoints_coco17'] = full, kpts
         if rot:
             smplx = dict(results['smplx'])
-            pelvis = None if self._pelvis is None else self._pelvis(smplx['betas'])
+            pelvis = None if self._pelvis is None else self._pelvis(smplx['betas'], results.get('gender'))
             smplx['global_orient'], smplx['transl'] = roll_smplx_root(smplx['global_orient'], smplx['transl'], rot,
                                                                       pelvis)
             results['smplx'] = smplx
