@@ -78,19 +78,20 @@ def merge_cfg_options(cfg: Config, options: dict | None) -> list[str]:
         return []
     before = cfg._cfg_dict.to_dict()
     # Roots of the overridden keys: ``seed`` for ``seed=3``, ``body_model`` for ``body_model.gender=female``.
-    old_values = {k.split('.')[0]: before[k.split('.')[0]] for k in options if k.split('.')[0] in before}
-    added = sorted({k.split('.')[0] for k in options} - set(before))
+    roots = list(dict.fromkeys(k.split('.')[0] for k in options))  # in the options' order
+    added = [r for r in roots if r not in before]
     if added:  # mmengine adds them silently; a typo (``sed=3``) would change nothing
         print_log(f'--cfg-options: {added} are not keys of the config; added as new top-level keys (a typo?)',
                   logger='current', level=logging.WARNING)
     cfg.merge_from_dict(options)
     changed: list[str] = []
-    for key, old in old_values.items():
+    for key in (r for r in roots if r in before):
+        old = before[key]
         # As merged (mmengine turns a list option into the old value's type where it can); plain dicts and lists.
-        new = cfg._cfg_dict.to_dict()[key]
+        cfg_dict = cfg._cfg_dict.to_dict()
+        new = cfg_dict[key]
         if old is None or new == old:
             continue
-        cfg_dict = cfg._cfg_dict.to_dict()
         for top in cfg_dict:
             if top == key:
                 continue

@@ -23,8 +23,8 @@ learns limb poses beyond the dataset's mean pose, which it did not without it.
 from __future__ import annotations
 
 import torch
-from mmengine.model import BaseModule
 import torch.nn.functional as F
+from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from posedreamer_mm.body.camera import upright_rotation
