@@ -177,3 +177,30 @@ def test_a_single_file_body_model_refuses_another_gender(loaded, standin_model_d
     results['gender'] = 'male'
     with pytest.raises(ValueError, match='a male sample, but body_model.model_path is the file .*SMPLX_NEUTRAL.npz'):
         flip(results)
+
+
+_FORK_PELVIS = {}
+
+
+def _pelvis_in_child(gender):
+    return _FORK_PELVIS['pelvis'](np.ones(10), gender)
+
+
+@pytest.mark.timeout(120)
+def test_gendered_pivots_work_in_a_fork_pool_after_torch(gendered_dir):
+    """Every gender's map is read when the transform is built: a first male/female sample in a fork worker of a
+    parent that ran torch used to build an SMPL-X layer there and hung."""
+    import multiprocessing as mp
+
+    from posedreamer_mm.datasets.transforms.hmr_geometric import GenderedPelvis
+    pelvis = GenderedPelvis(dict(type='SMPLXBodyModel', model_path=str(gendered_dir)))
+    _FORK_PELVIS['pelvis'] = pelvis
+    torch.randn(256, 256) @ torch.randn(256, 256)  # the parent has used torch's thread pool
+    with mp.get_context('fork').Pool(2) as pool:
+        got = pool.map_async(_pelvis_in_child, ['female', 'neutral']).get(60)
+    np.testing.assert_allclose(got, [pelvis(np.ones(10), 'female'), pelvis(np.ones(10), 'neutral')])
+    # No male file in that directory: a male sample names the file that is missing.
+    with pytest.raises(FileNotFoundError, match='SMPLX_MALE.npz'):
+        pelvis(np.ones(10), 'male')
+    with pytest.raises(ValueError, match="unknown gender 'Female'"):
+        pelvis(np.ones(10), 'Female')

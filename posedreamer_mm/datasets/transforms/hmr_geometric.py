@@ -17,6 +17,7 @@ from mmcv.transforms import BaseTransform
 
 from posedreamer_mm.body.flip import (PelvisRegressor, coco17_flip_indices, flip_joints_3d, flip_points_2d,
                                       flip_smplx, roll_image_affine, roll_matrix, roll_smplx_root)
+from posedreamer_mm.body.body_model import GENDERS, BodyModelFileError, SMPLXBodyModel, resolve_model_file
 from posedreamer_mm.body.gendered import GenderedSMPLXBodyModel
 from posedreamer_mm.registry import BODY_MODELS, TRANSFORMS
 
@@ -26,40 +27,61 @@ class GenderedPelvis:
 
     Betas fitted to a gendered SMPL-X (a generated sample with ``gender='female'``, AMASS G fits) describe another
     body under the neutral model, so the flip and roll pivots use the model the label was made with
-    (``results['gender']``, as :class:`~posedreamer_mm.evaluation.HMRMetric` builds its ground-truth meshes). The
-    configured gender's model is read now (a bad path fails when the pipeline is built); other genders from the
-    same directory on first use (a missing ``SMPLX_<GENDER>`` file raises, naming it). Only the 3 x num_betas
-    map of each is kept (:class:`~posedreamer_mm.body.flip.PelvisRegressor`).
+    (``results['gender']``, as :class:`~posedreamer_mm.evaluation.HMRMetric` builds its ground-truth meshes).
+
+    Every gender whose ``SMPLX_<GENDER>`` file is in the configured directory is read **when the transform is
+    built**, in the main process, and only its 3 x num_betas map is kept
+    (:class:`~posedreamer_mm.body.flip.PelvisRegressor`, numpy): building an SMPL-X layer lazily in a fork-pool
+    worker of a parent that had run torch hangs, and a corrupt file fails at once. The maps are shared by the
+    transforms of one process. A sample of a gender without a file raises, naming the file that is missing.
 
     Args:
         body_model: ``SMPLXBodyModel`` or ``GenderedSMPLXBodyModel`` config (its ``gender`` is the default for
-            samples without one).
+            samples without one). A ``model_path`` that is one file gives that file's gender only.
     """
 
     def __init__(self, body_model: dict):
-        self._regressors: dict[str, PelvisRegressor] = {}
+        self._missing: dict[str, Exception] = {}
         path = body_model.get('model_path')
         if path is not None and pathlib.Path(str(path)).expanduser().is_file():
-            # One file holds one gender: samples of another gender are refused in _regressor.
             model = BODY_MODELS.build(body_model)
-            self._models, self._file, self.default_gender = None, str(path), model.gender
-            self._regressors[model.gender] = PelvisRegressor(model)
+            self._file, self.default_gender = str(path), model.gender
+            self._regressors = {model.gender: PelvisRegressor(model)}
             return
-        self._models, self._file = GenderedSMPLXBodyModel.from_config(body_model), None
-        self.default_gender = self._models.default_gender
-        self._regressor(self.default_gender)
-
-    def _regressor(self, gender: str) -> PelvisRegressor:
-        if gender not in self._regressors:
-            if self._models is None:
-                raise ValueError(f'a {gender} sample, but body_model.model_path is the file {self._file} '
-                                 f'({self.default_gender}); give the directory holding SMPLX_{gender.upper()}')
-            self._regressors[gender] = PelvisRegressor(self._models.model(gender))
-            del self._models.models[gender]  # keep the 3 x num_betas map only
-        return self._regressors[gender]
+        models = GenderedSMPLXBodyModel.from_config(body_model)  # builds nothing: genders=()
+        self._file, self.default_gender = None, models.default_gender
+        self._regressors = {}
+        for gender in GENDERS:
+            try:
+                resolve_model_file(models.model_path, gender, models.kwargs.get('ext', 'npz'))
+            except BodyModelFileError as e:
+                self._missing[gender] = e
+                continue
+            self._regressors[gender] = _pelvis_regressor(models.model_path, gender, models.kwargs)
+        if self.default_gender not in self._regressors:
+            raise self._missing[self.default_gender]
 
     def __call__(self, betas, gender: str | None = None) -> np.ndarray:
-        return self._regressor(str(gender) if gender else self.default_gender)(betas)
+        gender = str(gender) if gender else self.default_gender
+        if gender not in self._regressors:
+            if gender not in GENDERS:
+                raise ValueError(f'unknown gender {gender!r}; expected one of {GENDERS}')
+            if self._file is not None:
+                raise ValueError(f'a {gender} sample, but body_model.model_path is the file {self._file} '
+                                 f'({self.default_gender}); give the directory holding SMPLX_{gender.upper()}')
+            raise self._missing[gender]
+        return self._regressors[gender](betas)
+
+
+_PELVIS_CACHE: dict[str, PelvisRegressor] = {}
+
+
+def _pelvis_regressor(model_path, gender: str, kwargs: dict) -> PelvisRegressor:
+    """The pelvis map of one gender's model, read once per process and shared by the transforms using it."""
+    key = repr((str(model_path), gender, sorted(kwargs.items())))
+    if key not in _PELVIS_CACHE:
+        _PELVIS_CACHE[key] = PelvisRegressor(SMPLXBodyModel(model_path, gender=gender, **kwargs))
+    return _PELVIS_CACHE[key]
 
 
 def _pelvis_fn(body_model: dict | None):
