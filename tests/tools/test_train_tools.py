@@ -55,6 +55,7 @@ def test_killed_run_resumes_to_the_same_final_state(tmp_path, tiny_coco):
     # SIGKILL after iteration 12: the last checkpoint on disk is iter_10.
     preempted = tmp_path / 'preempted.py'
     preempted.write_text(f"_base_ = [{str(CONFIG)!r}]\n"
+                         "custom_imports = dict(imports=['tests.tools.preemption_hook'], allow_failed_imports=False)\n"
                          "custom_hooks = [dict(type='SimulatedPreemptionHook', kill_after_iter=12)]\n")
     res = _train(cut, tiny_coco, config=preempted, check=False)
     assert res.returncode == -9, res.stderr[-2000:]

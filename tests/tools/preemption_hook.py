@@ -1,4 +1,8 @@
-"""A hook that kills its own process at a chosen iteration: a stand-in for a cluster preemption in tests."""
+"""A hook that kills its own process at a chosen iteration: a stand-in for a cluster preemption in tests.
+
+Test-only, so it lives under tests/: a config imports it with
+``custom_imports = dict(imports=['tests.tools.preemption_hook'])`` (the repository root on ``PYTHONPATH``).
+"""
 from __future__ import annotations
 
 import os
