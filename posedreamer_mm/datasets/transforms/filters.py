@@ -26,6 +26,7 @@ from collections.abc import Callable
 import numpy as np
 from mmcv.transforms import BaseTransform
 
+from posedreamer_mm.generation.transforms import drop
 from posedreamer_mm.registry import SCORERS, TRANSFORMS
 from posedreamer_mm.scoring.base import BasePoseScorer, PoseDetections
 from posedreamer_mm.scoring.matching import LabelMatch, match_label
@@ -53,11 +54,6 @@ def _stored(results: dict, key: str, who: str) -> float:
     if not np.isfinite(value):
         raise ValueError(f'{who}: stored scores[{key!r}] is {value}')
     return value
-
-
-def _drop(results: dict, reason: str) -> None:
-    results['drop_reason'] = reason
-    return None
 
 
 @TRANSFORMS.register_module()
@@ -144,9 +140,9 @@ class FilterByPersonCount(BaseTransform):
             n = int(counted.sum())
         results.setdefault('scores', {})['num_people'] = float(n)
         if n > self.max_people:
-            return _drop(results, 'too_many_people')
+            return drop(results, 'too_many_people')
         if n < self.min_people:
-            return _drop(results, 'too_few_people')
+            return drop(results, 'too_few_people')
         return results
 
     def __repr__(self) -> str:
@@ -183,7 +179,7 @@ class FilterByOKS(BaseTransform):
         results.setdefault('scores', {})['oks'] = oks
         if oks >= self.thr:
             return results
-        return _drop(results, 'oks_no_match' if match is not None and match.index is None else 'oks_below_thr')
+        return drop(results, 'oks_no_match' if match is not None and match.index is None else 'oks_below_thr')
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(thr={self.thr})'
@@ -224,7 +220,7 @@ class FilterByHeadPose(BaseTransform):
                 _stored(results, 'head_facing_diff', 'FilterByHeadPose')   # raises: nothing to decide on
             if 'head_facing_diff' in scores and _stored(results, 'head_facing_diff', 'FilterByHeadPose') \
                     > self.max_diff:
-                return _drop(results, 'head_pose_mismatch')
+                return drop(results, 'head_pose_mismatch')
             return results
         scores['head_facing_label'] = label = self.head_pose.label_facing(
             _require(results, 'keypoints_coco17', 'FilterByHeadPose'))
@@ -234,7 +230,7 @@ class FilterByHeadPose(BaseTransform):
                                             results['pose_detections'], match.index)
         scores['head_facing_image'], scores['head_facing_diff'] = image, abs(label - image)
         if abs(label - image) > self.max_diff:
-            return _drop(results, 'head_pose_mismatch')
+            return drop(results, 'head_pose_mismatch')
         return results
 
     def __repr__(self) -> str:
@@ -296,15 +292,15 @@ class FilterByImageQuality(BaseTransform):
         if self.aesthetic is not None:
             scores['aesthetic'] = float(self.aesthetic(img))
         if self.min_sharpness is not None and sharp < self.min_sharpness:
-            return _drop(results, 'blurry')
+            return drop(results, 'blurry')
         if self.min_brightness is not None and expo['brightness'] < self.min_brightness:
-            return _drop(results, 'under_exposed')
+            return drop(results, 'under_exposed')
         if self.max_brightness is not None and expo['brightness'] > self.max_brightness:
-            return _drop(results, 'over_exposed')
+            return drop(results, 'over_exposed')
         if self.max_clipped_fraction is not None and clipped > self.max_clipped_fraction:
-            return _drop(results, 'clipped')
+            return drop(results, 'clipped')
         if self.min_aesthetic is not None and scores['aesthetic'] < self.min_aesthetic:
-            return _drop(results, 'low_aesthetic')
+            return drop(results, 'low_aesthetic')
         return results
 
     def __repr__(self) -> str:
