@@ -111,16 +111,25 @@ def _flip_joints(pose) -> np.ndarray:
     return flip_axis_angle(pose.reshape(*pose.shape[:-1], -1, 3)).reshape(pose.shape)
 
 
-def flip_joints_3d(joints: np.ndarray, flip_index: np.ndarray | None = None) -> np.ndarray:
+def flip_joints_3d(joints: np.ndarray, flip_index: np.ndarray | None = None, root=None) -> np.ndarray:
     """Mirrors camera-frame points ``(..., J, 3)``: ``x -> -x`` and the left/right swap.
+
+    SMPL-X's rest pelvis ``J0`` is the one skeleton joint off the mesh's symmetry plane (x ~3 mm), so the pelvis of
+    the mirrored *body* (:func:`flip_smplx`) is ``J0 + transl'``, not the mirrored pelvis point (``2 J0_x`` apart,
+    ~6 mm). Joint 0 is the root every 3D loss and metric aligns to: pass ``root`` to keep the label equal to the
+    joints of the flipped parameters.
 
     Args:
         joints: SMPL-X joints (127 or 144) or any set with ``flip_index``.
         flip_index: ``(J,)`` permutation; default :func:`~posedreamer_mm.body.joint_maps.smplx_flip_permutation`.
+        root: Optional ``(..., 3)`` root joint of the mirrored body (``pelvis_rest + transl'``), written to joint 0.
     """
     joints = np.asarray(joints, np.float32)
     index = smplx_flip_permutation(joints.shape[-2]) if flip_index is None else flip_index
-    return joints[..., index, :] * np.array([-1.0, 1.0, 1.0], np.float32)
+    out = joints[..., index, :] * np.array([-1.0, 1.0, 1.0], np.float32)
+    if root is not None:
+        out[..., 0, :] = np.asarray(root, np.float32)
+    return out
 
 
 def flip_points_2d(points: np.ndarray, width: int, flip_index: Sequence[int] | None = None) -> np.ndarray:

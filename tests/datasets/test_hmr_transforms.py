@@ -204,3 +204,83 @@ def test_gendered_pivots_work_in_a_fork_pool_after_torch(gendered_dir):
         pelvis(np.ones(10), 'male')
     with pytest.raises(ValueError, match="unknown gender 'Female'"):
         pelvis(np.ones(10), 'Female')
+
+
+def _packed_body_joints(packed: dict, model) -> np.ndarray:
+    """``(J, 3)`` joints of the packed SMPL-X parameters, posed by ``model`` (camera frame, metres)."""
+    gt = packed['data_samples'].gt_instances
+    names = ('global_orient', 'body_pose', 'left_hand_pose', 'right_hand_pose', 'jaw_pose', 'betas', 'expression',
+             'transl')
+    with torch.no_grad():
+        return model(**{n: gt[f'smplx_{n}'] for n in names}).joints[0].double().numpy()
+
+
+#: SMPL-X skeleton joints (pelvis to fingers) but the jaw: the stand-in's expression directions 5+ are asymmetric
+#: fields that move its jaw joint ~0.5 mm off its mirror twin (its face landmarks more).
+SKELETON = [j for j in range(55) if j != 22]
+
+
+@pytest.mark.parametrize('flip', [False, True])
+def test_packed_joints_3d_are_the_joints_of_the_packed_body(loaded, body_model, standin_model_dir, flip):
+    """After flip and a camera roll the 3D label must still be the posed body's joints: the independent fact is the
+    body model run on the packed SMPL-X parameters (before, only the 2D side was checked against it)."""
+    bm = dict(type='SMPLXBodyModel', model_path=str(standin_model_dir))
+    pipeline = [TRANSFORMS.build(t) for t in (
+        dict(type='HMRRandomFlip', prob=float(flip), body_model=bm), dict(type='HMRBBoxCenterScale'),
+        dict(type='HMRRandomBBoxTransform', shift_prob=0.0, scale_prob=0.0, rotate_prob=1.0, rotate_factor=25.0),
+        dict(type='HMRTopdownAffine', input_size=(96, 128), body_model=bm), dict(type='PackHMRInputs'))]
+    np.random.seed(11)
+    for sample in loaded:
+        assert sample.get('joints_3d') is not None
+        before = _packed_body_joints(dict(data_samples=_pack_raw(sample)), body_model)
+        np.testing.assert_allclose(before, sample['joints_3d'], atol=1e-4)  # the fixture labels are the body's
+        results = copy.deepcopy(sample)
+        for t in pipeline:
+            results = t(results)
+        assert abs(results['data_samples'].metainfo['bbox_rotation']) > 1.0
+        packed = results['data_samples'].gt_instances.joints_3d[0].double().numpy()
+        np.testing.assert_allclose(packed[SKELETON], _packed_body_joints(results, body_model)[SKELETON], atol=2e-4)
+
+
+def _pack_raw(sample: dict):
+    """The sample packed without any geometric transform (its own parameters)."""
+    results = TRANSFORMS.build(dict(type='PackHMRInputs'))(copy.deepcopy(sample))
+    return results['data_samples']
+
+
+@pytest.mark.parametrize('fx,fy', [(500.0, 500.0), (420.0, 610.0)])
+def test_a_90_degree_roll_maps_keypoints_by_k_rz_k_inverse(loaded, fx, fy):
+    """A 90-degree roll (the box rotation is in degrees) maps pixel (u, v) to the point that K Rz(90) K^-1 gives by
+    hand: Rz(90) sends the normalised ray (x, y) to (-y, x), so (u, v) -> (cx - fx (v - cy) / fy, cy + fy (u - cx)
+    / fx). Radians taken as degrees (or the inverse) would rotate by 1.57 or 5157 degrees instead."""
+    results = copy.deepcopy(loaded[0])
+    results['focal'], results['princpt'] = np.array([fx, fy], np.float32), np.array([97.0, 83.0], np.float32)
+    results = TRANSFORMS.build(dict(type='HMRBBoxCenterScale'))(results)
+    results['bbox_rotation'] = 90.0
+    kpts = np.array(results['keypoints_coco17'], np.float64)
+    out = TRANSFORMS.build(dict(type='HMRTopdownAffine', input_size=(96, 128)))(results)
+    cx, cy = 97.0, 83.0
+    expected = np.stack([cx - fx * (kpts[:, 1] - cy) / fy, cy + fy * (kpts[:, 0] - cx) / fx], -1)
+    np.testing.assert_allclose(out['keypoints_full'][:, :2], expected, atol=1e-3)
+    np.testing.assert_array_equal(out['keypoints_full'][:, 2], kpts[:, 2])  # visibility follows its keypoint
+    # The packed 3D joints turned by the same 90 degrees: (x, y, z) -> (-y, x, z).
+    j = loaded[0]['joints_3d']
+    np.testing.assert_allclose(out['joints_3d'], np.stack([-j[:, 1], j[:, 0], j[:, 2]], -1), atol=1e-5)
+
+
+def test_the_flipped_box_mirrors_the_keypoint_extent_exactly(loaded):
+    """Pixel centres sit at integers, so a W-pixel image mirrors x -> W - 1 - x: the box of the flipped keypoints
+    is the keypoint box with x0' = W - 1 - x1 and x1' = W - 1 - x0 (not W - x)."""
+    results = copy.deepcopy(loaded[0])
+    kpts = results['keypoints_coco17']
+    lab = kpts[kpts[:, 2] > 0, :2]
+    results['bbox'] = np.concatenate([lab.min(0), lab.max(0)]).astype(np.float32)  # the keypoint extent
+    w = int(results['img_shape_full'][1])
+    out = TRANSFORMS.build(dict(type='HMRRandomFlip', prob=1.0))(results)
+    flipped = out['keypoints_coco17'][out['keypoints_coco17'][:, 2] > 0, :2]
+    np.testing.assert_allclose(out['bbox'], np.concatenate([flipped.min(0), flipped.max(0)]), atol=1e-4)
+    x0, x1 = lab[:, 0].min(), lab[:, 0].max()
+    np.testing.assert_allclose(out['bbox'][[0, 2]], [w - 1 - x1, w - 1 - x0], atol=1e-4)
+    # the image pixel under a keypoint column moves to column W - 1 - x
+    col = int(round(x0))
+    np.testing.assert_array_equal(out['img'][:, w - 1 - col], loaded[0]['img'][:, col])

@@ -19,6 +19,7 @@ from posedreamer_mm.body.flip import (PelvisRegressor, coco17_flip_indices, flip
                                       flip_smplx, roll_image_affine, roll_matrix, roll_smplx_root)
 from posedreamer_mm.body.body_model import GENDERS, BodyModelFileError, SMPLXBodyModel, resolve_model_file
 from posedreamer_mm.body.gendered import GenderedSMPLXBodyModel
+from posedreamer_mm.body.sources.base import SMPLX_NEUTRAL_PELVIS_REST
 from posedreamer_mm.registry import BODY_MODELS, TRANSFORMS
 
 
@@ -106,7 +107,8 @@ class HMRRandomFlip(BaseTransform):
     Pixel ``x -> W - 1 - x`` (pixel centres at integers); the principal point moves the same way, which makes the
     flip the camera-frame mirror ``diag(-1, 1, 1)``: SMPL-X poses are mirrored with the left/right swap
     (:func:`posedreamer_mm.body.flip.flip_smplx`), the translation keeps the mirrored mesh exact, 3D joints are
-    mirrored and swapped, COCO-17 keypoints swapped. Applying it twice returns the input.
+    mirrored and swapped (joint 0 set to the flipped body's pelvis, see ``flip_joints_3d``), COCO-17 keypoints
+    swapped. Applying it twice returns the input.
 
     Args:
         prob: Flip probability.
@@ -155,7 +157,8 @@ class HMRRandomFlip(BaseTransform):
         pelvis = None if self._pelvis is None else self._pelvis(smplx['betas'], results.get('gender'))
         results['smplx'] = flip_smplx(smplx, pelvis)
         if results.get('joints_3d') is not None:
-            results['joints_3d'] = flip_joints_3d(results['joints_3d'])
+            root = (SMPLX_NEUTRAL_PELVIS_REST if pelvis is None else pelvis) + results['smplx']['transl']
+            results['joints_3d'] = flip_joints_3d(results['joints_3d'], root=root)
         results['flip'] = not results.get('flip', False)
         return results
 
