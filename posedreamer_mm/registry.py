@@ -62,6 +62,9 @@ RENDERERS = _root('renderer', ['render'])
 GENERATORS = _root('generator', ['generation'])
 #: 2D pose / person-count / head-pose / quality scorers used by filters and DPO.
 SCORERS = _root('scorer', ['scoring'])
+#: diffusers scheduler classes (``scheduler=dict(type='UniPCMultistepScheduler', ...)`` of a backend), registered
+#: on first use by ``posedreamer_mm/generation/backends/schedulers.py`` (importing diffusers is slow).
+DIFFUSION_SCHEDULERS = _root('diffusion scheduler', ['generation.backends'])
 
 #: Every registry of this package, by attribute name (used by tests and tools/misc/list_components.py).
 ALL_REGISTRIES = {k: v for k, v in dict(globals()).items() if isinstance(v, Registry)}

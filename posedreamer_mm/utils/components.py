@@ -10,15 +10,30 @@ _PKG_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def registered_components() -> list[tuple[str, str, str]]:
-    """Returns ``(registry attribute, type name, file relative to the repository root)``, sorted."""
+    """Returns ``(registry attribute, type name, file relative to the repository root)``, sorted.
+
+    Only classes defined in this package: upstream classes registered under our names (the diffusers schedulers in
+    ``DIFFUSION_SCHEDULERS``, registered on first use) are described by :data:`EXTERNAL` instead.
+    """
     from posedreamer_mm.utils.setup_env import import_all_components
     import_all_components()
     rows = []
     for reg_name, reg in pdm_registry.ALL_REGISTRIES.items():
         for name, obj in reg.module_dict.items():
             path = inspect.getsourcefile(obj) or '?'
+            if not osp.abspath(path).startswith(_PKG_ROOT + osp.sep):
+                continue
             rows.append((reg_name, name, osp.relpath(path, osp.dirname(_PKG_ROOT))))
     return sorted(rows)
+
+
+#: Registries whose entries are upstream classes, registered when first needed.
+EXTERNAL = {
+    'DIFFUSION_SCHEDULERS': 'every `diffusers.SchedulerMixin` class diffusers exports, under its class name '
+                            '(`UniPCMultistepScheduler`, `DDIMScheduler`, ...), registered on first use by '
+                            '[posedreamer_mm/generation/backends/schedulers.py]'
+                            '(../posedreamer_mm/generation/backends/schedulers.py)',
+}
 
 
 def components_markdown() -> str:
@@ -34,4 +49,6 @@ def components_markdown() -> str:
                       '| --- | --- |']
             current = reg_name
         lines.append(f'| `{name}` | [{path}](../{path}) |')
+    for reg_name, text in EXTERNAL.items():
+        lines += ['', f'## {reg_name} (`posedreamer_mm.registry.{reg_name}`)', '', text[0].upper() + text[1:] + '.']
     return '\n'.join(lines).replace('\n\n\n', '\n\n') + '\n'

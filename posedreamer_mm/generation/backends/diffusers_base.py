@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from .base import BaseGenerationBackend, sample_generators
-from .weights import (apply_loras, build_scheduler, check_lora_paths, check_model_folder, check_pipeline_folder,
+from .schedulers import build_scheduler
+from .weights import (apply_loras, check_lora_paths, check_model_folder, check_pipeline_folder,
                       describe, load_model, lora_specs, resolve_dtype)
 
 

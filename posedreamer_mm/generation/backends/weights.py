@@ -1,4 +1,4 @@
-"""Loading diffusers weights for the backends: layout checks with clear errors, dtypes, schedulers, LoRA stacks.
+"""Loading diffusers weights for the backends: layout checks with clear errors, dtypes, LoRA stacks.
 
 A weights location is either a ``from_pretrained`` folder (what ``save_pretrained`` writes and the Hugging Face
 repositories hold: ``model_index.json`` naming the pipeline in ``_class_name`` plus one subfolder per component
@@ -110,26 +110,6 @@ def load_model(cls, path: Path, dtype: torch.dtype, single_file_config: str | No
         extra = {} if single_file_config is None else dict(config=os.fspath(single_file_config))
         return cls.from_single_file(os.fspath(path), dtype=dtype, local_files_only=True, **extra, **kwargs)
     return cls.from_pretrained(os.fspath(path), dtype=dtype, local_files_only=True, **kwargs)
-
-
-def build_scheduler(spec: str | dict | None, current):
-    """A scheduler of the class ``spec`` names (``'UniPCMultistepScheduler'`` or ``dict(type=..., **overrides)``)
-    from the pipeline's scheduler config; ``None`` keeps ``current``.
-
-    Raises:
-        ValueError: for a name diffusers does not have, listing the schedulers compatible with the pipeline.
-    """
-    if spec is None:
-        return current
-    import diffusers
-    spec = dict(type=spec) if isinstance(spec, str) else dict(spec)
-    name = spec.pop('type')
-    cls = getattr(diffusers, name, None)
-    if cls is None or not isinstance(cls, type) or not issubclass(cls, diffusers.SchedulerMixin):
-        options = sorted(c.__name__ for c in getattr(current, 'compatibles', []))
-        raise ValueError(f'scheduler {name!r} is not a diffusers scheduler class; compatible with this pipeline: '
-                         f'{options}')
-    return cls.from_config(current.config, **spec)
 
 
 def lora_specs(loras: Sequence[dict] | None) -> list[dict]:
