@@ -1,1 +1,4 @@
-"""OpenMMLab ``engine``: hooks, samplers, loops and optimizer constructors (tool helpers live in ``apis``)."""
+"""OpenMMLab ``engine``: training-loop machinery: hooks in ``engine/hooks/`` (DPO control alignment, control
+validation, per-sample difficulty), loops and optimizer constructors. Nothing is registered here yet; the hooks
+land with the DPO and hard-sample-mining stages. Samplers live in ``datasets/samplers/``, tool logic in ``apis/``.
+"""
