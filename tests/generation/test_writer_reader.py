@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from posedreamer_mm.body.sample import BodySample
-from posedreamer_mm.generation.reader import GeneratedDataReader, memmap_npz
+from posedreamer_mm.generation.reader import DatasetIntegrityError, GeneratedDataReader, memmap_npz
 from posedreamer_mm.generation.writer import OutputConflictError, ShardedDatasetWriter, stack_labels
 
 
@@ -19,10 +19,16 @@ def _sample(i: int) -> BodySample:
                       meta={'crop_box': [0.5, 1.0, 2.0, 2.0], 'arr': np.arange(i + 1)})
 
 
-def _write(root, writer, n, drop=(), fail=()):
+def _write(root, writer, n, drop=(), fail=(), resume=False):
+    """Writes every shard, or (``resume``) only the incomplete ones after removing their leftovers, as
+    ``DatasetGenerator.run`` does."""
     header = dict(fingerprint='f1', config=dict(seed=0), num_samples=n)
     writer.prepare_output(str(root), header)
-    for s in range(writer.num_shards(n)):
+    todo = range(writer.num_shards(n))
+    if resume:
+        todo = [s for s in todo if s not in writer.complete_shards(str(root))]
+        writer.remove_partial(str(root), set(todo))
+    for s in todo:
         shard = writer.open_shard(str(root), s, n)
         for i in shard.indices:
             smp = _sample(i)
@@ -114,3 +120,63 @@ def test_bad_ids_and_mixed_shapes_are_rejected(tmp_path):
     b.betas = np.zeros(11, np.float32)
     with pytest.raises(ValueError, match="'betas' has different shapes"):
         stack_labels([a, b])
+
+
+def _lines(path):
+    return path.read_text().splitlines(keepends=True)
+
+
+def test_a_deleted_meta_line_is_an_error_naming_the_file_and_the_first_mismatching_id(tmp_path):
+    _write(tmp_path, ShardedDatasetWriter(shard_size=4, image_format='png'), 8)
+    meta = tmp_path / 'shards' / '000001' / 'meta.jsonl'
+    lines = _lines(meta)
+    meta.write_text(''.join(lines[:1] + lines[2:]))  # row 1 (smp_005) gone: smp_006 would get smp_005's labels
+    with pytest.raises(DatasetIntegrityError, match=rf"{meta}, line 2: id 'smp_006' says row 2, expected row 1"):
+        GeneratedDataReader(tmp_path)
+
+
+def test_labels_and_meta_rows_must_carry_the_same_ids(tmp_path):
+    _write(tmp_path, ShardedDatasetWriter(shard_size=4, image_format='png'), 8)
+    folder = tmp_path / 'shards' / '000001'
+    lines = _lines(folder / 'meta.jsonl')
+    # Two lines swapped with their row numbers rewritten: each row is consistent, the pairing is not.
+    swapped = [json.loads(lines[1]) | dict(row=0), json.loads(lines[0]) | dict(row=1)]
+    (folder / 'meta.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in swapped) + ''.join(lines[2:]))
+    reader = GeneratedDataReader(tmp_path)
+    assert reader.sample(0).id == 'smp_000'  # shard 0 is intact
+    with pytest.raises(DatasetIntegrityError, match=r"row 0: .*000001/meta.jsonl has id 'smp_005' but "
+                                                    r".*000001/labels.npz has id 'smp_004'"):
+        reader.sample(4)
+    # The last line deleted: every remaining row is in place, but labels.npz has one row more.
+    (folder / 'meta.jsonl').write_text(''.join(lines[:3]))
+    with pytest.raises(DatasetIntegrityError, match=r"has 3 rows but .*labels.npz has 4; the first unmatched id is "
+                                                    r"'smp_007'"):
+        GeneratedDataReader(tmp_path).sample(4)
+
+
+def test_a_truncated_meta_file_is_an_error_naming_it(tmp_path):
+    _write(tmp_path, ShardedDatasetWriter(shard_size=4, image_format='png'), 8)
+    meta = tmp_path / 'shards' / '000000' / 'meta.jsonl'
+    meta.write_bytes(meta.read_bytes()[:-40])
+    with pytest.raises(DatasetIntegrityError, match=rf'{meta}, line 4: not valid JSON'):
+        GeneratedDataReader(tmp_path)
+
+
+def test_verify_checks_every_checksum_and_names_the_file(tmp_path):
+    _write(tmp_path, ShardedDatasetWriter(shard_size=4, image_format='png'), 12)
+    assert [c.ok for c in GeneratedDataReader(tmp_path).verify()] == [True, True, True]
+    image = tmp_path / 'shards' / '000001' / 'images' / 'smp_005.png'
+    data = bytearray(image.read_bytes())
+    data[-20] ^= 1  # one bit in the image data
+    image.write_bytes(bytes(data))
+    (tmp_path / 'shards' / '000002' / 'controls' / 'pncc' / 'smp_009.png').unlink()
+    (tmp_path / 'shards' / '000002' / 'stray.txt').write_text('x')
+    checks = GeneratedDataReader(tmp_path).verify()
+    assert checks[0].ok and checks[0].samples == 4 and checks[0].files == 4 + 4 + 2
+    assert checks[1].problems == [f'{tmp_path}/shards/000001: 1 files do not match their sha256 in shard.json: '
+                                  "['images/smp_005.png']"]
+    assert checks[2].problems[0] == (f"{tmp_path}/shards/000002: 1 listed files are missing: "
+                                     "['controls/pncc/smp_009.png']")
+    assert "not listed in shard.json: ['stray.txt']" in checks[2].problems[1]
+    with pytest.raises(DatasetIntegrityError, match='2 of 3 shards failed verification'):
+        GeneratedDataReader(tmp_path, verify=True)
