@@ -12,10 +12,13 @@ Layout of an output directory::
         meta.jsonl                       one JSON line per sample: id, index, seed, prompt, backend, scores, files
         shard.json                       index range, counts, drop/fail reasons, sha256 of every file
     <root>/shards/.<shard:06d>.tmp-*/    a shard being written (never read; removed on resume)
+    <root>/writer.lock                   the run writing this output (one writer per output, utils/output_lock.py)
 
 A shard is built in a temporary directory and becomes visible only by one ``os.rename`` once all of its source
-indices are accounted for (written, dropped or failed), so a kill at any moment leaves complete shards and at most
-one temporary directory per writer. Files inside the temporary directory need no atomic writes of their own;
+indices are accounted for (written, dropped or failed) and its ``shard.json`` is written, after every file it lists
+was checked to be there, so a kill at any moment leaves complete shards and at most one temporary directory per
+writer. A shard folder without its ``shard.json`` (an interrupted copy) or with listed files missing is not
+complete: a re-run regenerates it. Files inside the temporary directory need no atomic writes of their own;
 ``manifest.json`` and ``summary.json`` go through :func:`posedreamer_mm.utils.fileio.atomic_write_text`.
 """
 from __future__ import annotations
@@ -26,6 +29,8 @@ import os
 import os.path as osp
 import shutil
 import tempfile
+import uuid
+import warnings
 from typing import Any
 
 import cv2
@@ -33,6 +38,7 @@ import numpy as np
 
 from posedreamer_mm.body.sample import BodySample, validate_sample_id
 from posedreamer_mm.registry import GENERATORS
+from posedreamer_mm.utils import output_lock
 from posedreamer_mm.utils.fileio import TMP_MARKER, atomic_write_text, is_temporary, safe_join
 
 FORMAT_NAME = 'posedreamer_mm.generated_dataset'
@@ -49,12 +55,32 @@ class OutputConflictError(RuntimeError):
     """The output directory holds a dataset made with another config or seed, or something that is no dataset."""
 
 
+class OutputLockedError(OutputConflictError):
+    """Another live run writes the output directory (its lock names the run's host, pid and start time)."""
+
+
 class ShardWriteError(RuntimeError):
     """Writing a shard failed; the shard's temporary directory was removed (nothing half-written is visible)."""
 
 
 def shard_name(shard: int) -> str:
     return f'{int(shard):06d}'
+
+
+def shards_of_rank(num_shards: int, rank: int, world_size: int) -> list[int]:
+    """The shards rank ``rank`` of ``world_size`` writes: ``shard % world_size == rank`` (each shard one rank)."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f'need 0 <= rank < world_size, got rank {rank}, world_size {world_size}')
+    return list(range(rank, num_shards, world_size))
+
+
+def missing_files(shard_dir: str, files: dict[str, str]) -> list[str]:
+    """The paths listed in ``files`` (relative to ``shard_dir``) that are not there, by directory listings."""
+    present = set()
+    for dirpath, _, names in os.walk(shard_dir):
+        rel = osp.relpath(dirpath, shard_dir)
+        present.update(n if rel == '.' else f'{rel}/{n}'.replace(os.sep, '/') for n in names)
+    return sorted(set(files) - present)
 
 
 def file_sha256(path: str) -> str:
@@ -103,10 +129,13 @@ class ShardedDatasetWriter:
         image_format: ``'jpg'`` or ``'png'`` for the generated images.
         jpeg_quality: JPEG quality (1-100) when ``image_format='jpg'``.
         save_controls: Also store each sample's control images (PNG, lossless).
+        lock_stale_s: Seconds without a heartbeat after which another host's lock of the output is taken over
+            (a lock of a dead process on this host is taken over at once; utils/output_lock.py).
+        lock_heartbeat_s: Seconds between refreshes of this run's lock.
     """
 
     def __init__(self, shard_size: int = 1000, image_format: str = 'jpg', jpeg_quality: int = 95,
-                 save_controls: bool = True) -> None:
+                 save_controls: bool = True, lock_stale_s: float = 120.0, lock_heartbeat_s: float = 5.0) -> None:
         if shard_size < 1:
             raise ValueError(f'shard_size must be >= 1, got {shard_size}')
         if image_format not in ('jpg', 'png'):
@@ -115,6 +144,9 @@ class ShardedDatasetWriter:
             raise ValueError(f'jpeg_quality must be in [1, 100], got {jpeg_quality}')
         self.shard_size, self.image_format = int(shard_size), image_format
         self.jpeg_quality, self.save_controls = int(jpeg_quality), bool(save_controls)
+        if not 0 < lock_heartbeat_s < lock_stale_s:
+            raise ValueError(f'need 0 < lock_heartbeat_s < lock_stale_s, got {lock_heartbeat_s}, {lock_stale_s}')
+        self.lock_stale_s, self.lock_heartbeat_s = float(lock_stale_s), float(lock_heartbeat_s)
 
     def content_config(self) -> dict:
         """The settings that change what is written (part of the config fingerprint)."""
@@ -130,31 +162,54 @@ class ShardedDatasetWriter:
         return range(shard * self.shard_size, min((shard + 1) * self.shard_size, num_samples))
 
     def prepare_output(self, root: str, header: dict) -> None:
-        """Creates ``root`` with its manifest, or checks that an existing one was made by the same config.
+        """Takes the output's lock, then creates ``root`` with its manifest or checks that an existing one was
+        made by the same config.
 
         Call on one process (rank 0) before any shard is written; the others call :meth:`check_output` after.
+        The lock (``<root>/writer.lock``, :mod:`posedreamer_mm.utils.output_lock`) is held until
+        :meth:`release_output` or the end of the process; this process may take it again.
 
         Args:
             root: Output directory.
             header: ``fingerprint`` (str), ``config`` (dict), ``num_samples``... stored in the manifest.
 
         Raises:
+            OutputLockedError: another live run writes ``root`` (the message names its host, pid, start time).
             OutputConflictError: ``root`` holds another config's dataset (or files that are not a dataset).
         """
         path = osp.join(root, MANIFEST)
         if osp.exists(root) and not osp.isdir(root):
             raise OutputConflictError(f'output {root} exists and is not a directory; choose another --out')
-        if osp.isfile(path):
-            self.check_output(root, header)
-            return
-        if osp.isdir(root) and any(not is_temporary(n) for n in os.listdir(root)):
+        if not osp.isfile(path):
+            self._check_empty(root)
+        try:
+            _, taken = output_lock.acquire(root, self.lock_stale_s, self.lock_heartbeat_s)
+        except output_lock.LockHeldError as err:
+            raise OutputLockedError(str(err)) from None
+        try:  # under the lock: what another run did before we took it is settled
+            if osp.isfile(path):
+                self.check_output(root, header)
+                return
+            self._check_empty(root)
+            os.makedirs(osp.join(root, SHARDS_DIR), exist_ok=True)
+            manifest = dict(format=FORMAT_NAME, version=FORMAT_VERSION, status='in_progress', **header,
+                            writer=self.content_config())
+            atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=True))
+        except BaseException:
+            if taken:
+                output_lock.release(root)
+            raise
+
+    @staticmethod
+    def _check_empty(root: str) -> None:
+        if osp.isdir(root) and any(not is_temporary(n) and n != output_lock.LOCK_NAME for n in os.listdir(root)):
             raise OutputConflictError(
                 f'output directory {root} is not empty and has no {MANIFEST}: it is not a generated dataset; '
                 'choose an empty or new --out')
-        os.makedirs(osp.join(root, SHARDS_DIR), exist_ok=True)
-        manifest = dict(format=FORMAT_NAME, version=FORMAT_VERSION, status='in_progress', **header,
-                        writer=self.content_config())
-        atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=True))
+
+    def release_output(self, root: str) -> None:
+        """Releases the lock :meth:`prepare_output` took on ``root`` (no-op if this process holds none)."""
+        output_lock.release(root)
 
     def check_output(self, root: str, header: dict) -> dict:
         """Checks ``root``'s manifest against this run's ``header``; returns the manifest.
@@ -174,16 +229,41 @@ class ShardedDatasetWriter:
                 'regenerate it.')
         return manifest
 
+    def shard_problem(self, root: str, shard: int) -> str | None:
+        """Why the folder of ``shard`` is not a complete shard (``None`` if it is, or if it does not exist).
+
+        Complete means: ``shard.json`` readable and every file it lists present (directory listings, no hashing;
+        checksums are :func:`posedreamer_mm.generation.reader.verify_shard`'s job).
+        """
+        folder = osp.join(root, SHARDS_DIR, shard_name(shard))
+        if not osp.isdir(folder):
+            return None
+        info_path = osp.join(folder, SHARD_INFO)
+        if not osp.isfile(info_path):
+            return f'{folder} has no {SHARD_INFO} (an interrupted copy or write)'
+        try:
+            with open(info_path) as f:
+                files = json.load(f)['files']
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            return f'{info_path} is unreadable ({type(err).__name__}: {err})'
+        missing = missing_files(folder, files)
+        if missing:
+            return f'{folder} lists files that are missing: {missing[:5]}{" ..." if len(missing) > 5 else ""}'
+        return None
+
     def complete_shards(self, root: str) -> set[int]:
-        """Shards that were committed (their directory exists under its final name)."""
+        """Shards that were committed and are still whole (:meth:`shard_problem` finds nothing)."""
         shards_dir = osp.join(root, SHARDS_DIR)
         if not osp.isdir(shards_dir):
             return set()
-        return {int(n) for n in os.listdir(shards_dir)
-                if n.isdigit() and osp.isfile(osp.join(shards_dir, n, SHARD_INFO))}
+        return {int(n) for n in os.listdir(shards_dir) if n.isdigit() and self.shard_problem(root, int(n)) is None}
 
     def remove_partial(self, root: str, shards: set[int]) -> int:
-        """Deletes temporary directories of ``shards`` (left by a killed run); returns how many."""
+        """Deletes what is left of ``shards`` by killed runs, before they are redone; returns how many folders.
+
+        That is their temporary directories, and folders under their final name that are not complete shards
+        (no ``shard.json``, or files missing: :meth:`shard_problem`), with a warning naming the folder.
+        """
         shards_dir = osp.join(root, SHARDS_DIR)
         names = {f'.{shard_name(s)}{TMP_MARKER}' for s in shards}
         n = 0
@@ -191,28 +271,56 @@ class ShardedDatasetWriter:
             if any(entry.startswith(prefix) for prefix in names):
                 shutil.rmtree(osp.join(shards_dir, entry), ignore_errors=True)
                 n += 1
+        for s in sorted(shards):
+            problem = self.shard_problem(root, s)
+            if problem:
+                _discard(osp.join(shards_dir, shard_name(s)), problem)
+                n += 1
         return n
 
     def open_shard(self, root: str, shard: int, num_samples: int) -> ShardBuilder:
         return ShardBuilder(self, root, shard, self.shard_range(shard, num_samples))
 
     def finalize(self, root: str, num_samples: int, extra: dict | None = None) -> dict:
-        """Writes the final manifest: every committed shard with its counts and the sha256 of its ``shard.json``.
+        """Writes the final manifest: every complete shard with its counts and the sha256 of its ``shard.json``.
 
-        ``status`` is ``'complete'`` when every shard of the plan is present, else ``'partial'``.
+        ``status`` is ``'complete'`` when every shard of the plan is present and whole, else ``'partial'``;
+        shard folders that are not whole are listed under ``damaged_shards`` (a re-run regenerates them).
+
+        Raises:
+            ShardWriteError: this process held the output's lock and another run took it over.
         """
+        lock = output_lock.held(root)
+        if lock is not None:
+            try:
+                lock.check()
+            except output_lock.LockLostError as err:
+                raise ShardWriteError(f'not finalizing {root}: {err}') from None
         manifest = read_manifest(root)
-        shards, totals = [], dict(written=0, dropped=0, failed=0)
-        for s in sorted(self.complete_shards(root)):
-            info_path = osp.join(root, SHARDS_DIR, shard_name(s), SHARD_INFO)
-            with open(info_path) as f:
-                info = json.load(f)
-            shards.append(dict(name=shard_name(s), written=info['written'], dropped=len(info['dropped']),
+        shards, damaged, totals = [], [], dict(written=0, dropped=0, failed=0)
+        shards_dir = osp.join(root, SHARDS_DIR)
+        names = sorted(n for n in os.listdir(shards_dir) if n.isdigit()) if osp.isdir(shards_dir) else []
+        for name in names:
+            info_path = osp.join(shards_dir, name, SHARD_INFO)
+            try:
+                with open(info_path) as f:
+                    info = json.load(f)
+                missing = missing_files(osp.join(shards_dir, name), info['files'])
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                damaged.append(dict(name=name, problem=f'{SHARD_INFO}: {type(err).__name__}: {err}'))
+                continue
+            if missing:
+                damaged.append(dict(name=name, missing=missing))
+                continue
+            shards.append(dict(name=name, written=info['written'], dropped=len(info['dropped']),
                                failed=len(info['failed']), shard_json_sha256=file_sha256(info_path)))
             totals['written'] += info['written']
             totals['dropped'] += len(info['dropped'])
             totals['failed'] += len(info['failed'])
-        manifest.update(shards=shards, counts=totals, **(extra or {}),
+        if damaged:
+            warnings.warn(f'{root}: shard folders that are not whole (a re-run regenerates them): {damaged[:5]}',
+                          stacklevel=2)
+        manifest.update(shards=shards, counts=totals, damaged_shards=damaged, **(extra or {}),
                         status='complete' if len(shards) == self.num_shards(num_samples) else 'partial')
         atomic_write_text(osp.join(root, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True))
         return manifest
@@ -230,6 +338,18 @@ class ShardedDatasetWriter:
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}({self.content_config()})'
+
+
+def _discard(folder: str, problem: str) -> None:
+    """Moves an incomplete shard folder out of the way (one rename), then deletes it; warns naming it."""
+    warnings.warn(f'{problem}: not a complete shard; removed, the shard is regenerated', stacklevel=3)
+    parent, name = osp.split(folder)
+    aside = osp.join(parent, f'.{name}{TMP_MARKER}incomplete-{uuid.uuid4().hex[:8]}')
+    try:
+        os.rename(folder, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def read_manifest(root: str) -> dict:
@@ -321,10 +441,19 @@ class ShardBuilder:
         self.failed[index] = (sample_id, reason)
 
     def commit(self) -> dict:
-        """Writes labels, metadata and ``shard.json``, then renames the directory to its final name.
+        """Writes labels, metadata and ``shard.json``, checks that every listed file is there, then renames the
+        directory to its final name (publication: ``shard.json`` is in the folder before it becomes visible).
+
+        A folder already under the final name that is not a complete shard (no ``shard.json``: an interrupted copy)
+        is removed with a warning first.
 
         Returns:
             The shard's ``shard.json`` content.
+
+        Raises:
+            ShardWriteError: files of the shard disappeared from its temporary directory (another process deleted
+                them), this process's lock of the output was taken over by another run, or a complete shard of the
+                same number exists. Nothing is published.
         """
         if not self.done:
             raise RuntimeError(f'shard {self.shard} is not complete ({len(self.rows)} written, {len(self.dropped)} '
@@ -344,7 +473,25 @@ class ShardBuilder:
                     files=dict(sorted(self.files.items())))
         with open(osp.join(self.tmp_dir, SHARD_INFO), 'w') as f:
             json.dump(info, f, indent=1)
+        missing = missing_files(self.tmp_dir, self.files)
+        if missing:
+            raise ShardWriteError(
+                f'shard {self.shard}: {len(missing)} of its files are missing from its temporary directory '
+                f'{self.tmp_dir} just before publication: {missing[:5]}. Another process deleted them (a second run '
+                'into the same output?); the shard is not published.')
+        lock = output_lock.held(self.root)
+        if lock is not None:
+            try:
+                lock.check()
+            except output_lock.LockLostError as err:
+                raise ShardWriteError(f'shard {self.shard} not published: {err}') from None
         os.chmod(self.tmp_dir, 0o755)
+        if osp.isdir(self.final_dir):
+            problem = self.writer.shard_problem(self.root, self.shard)
+            if problem is None:
+                raise ShardWriteError(f'shard {self.shard} not published: {self.final_dir} already holds a complete '
+                                      'shard (written by another run into the same output?)')
+            _discard(self.final_dir, problem)
         os.rename(self.tmp_dir, self.final_dir)
         return info
 

@@ -1,0 +1,228 @@
+"""One writer per output (posedreamer_mm/utils/output_lock.py through ShardedDatasetWriter.prepare_output), shards
+published only complete, incomplete shard folders regenerated, and one owner rank per shard."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from posedreamer_mm.generation.reader import GeneratedDataReader
+from posedreamer_mm.generation.writer import OutputLockedError, ShardedDatasetWriter, ShardWriteError, shards_of_rank
+from posedreamer_mm.utils import output_lock
+from tests.generation.test_writer_reader import _sample, _write
+
+ROOT = Path(__file__).resolve().parents[2]
+HEADER = dict(fingerprint='f1', config=dict(seed=0), num_samples=4)
+
+HOLDER = """
+import sys, time
+from posedreamer_mm.generation.writer import ShardedDatasetWriter
+ShardedDatasetWriter(shard_size=2).prepare_output(sys.argv[1], dict(fingerprint='f1', config=dict(seed=0),
+                                                                    num_samples=4))
+print('locked', flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture(autouse=True)
+def _release_locks():
+    yield
+    for key in list(output_lock._HELD):
+        output_lock.release(key)
+
+
+def _holder(root):
+    """A real second process that takes the output's lock and keeps it."""
+    proc = subprocess.Popen([sys.executable, '-c', HOLDER, str(root)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    assert proc.stdout.readline().strip() == 'locked'
+    return proc
+
+
+def _add(shard, i):
+    img = np.random.default_rng(i).integers(0, 255, (8, 6, 3), dtype=np.uint8)
+    shard.add(i, dict(sample=_sample(i), img=img, seed=i, controls={'pncc': img}))
+
+
+def test_a_second_run_is_refused_while_a_live_process_holds_the_output_and_a_killed_one_is_replaced(tmp_path):
+    root = tmp_path / 'out'
+    proc = _holder(root)
+    try:
+        with pytest.raises(OutputLockedError) as err:
+            ShardedDatasetWriter(shard_size=2).prepare_output(str(root), HEADER)
+        msg = str(err.value)
+        assert str(root) in msg and f'pid {proc.pid}' in msg and repr(socket.gethostname()) in msg
+        assert 'started 20' in msg and 'choose another --out' in msg
+        assert (root / 'writer.lock').is_file()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    # Its holder is dead (same host, pid not running): the lock is taken over at once, with a warning.
+    with pytest.warns(UserWarning, match=f'process {proc.pid} on this host is not running'):
+        ShardedDatasetWriter(shard_size=2).prepare_output(str(root), HEADER)
+    assert json.loads((root / 'writer.lock').read_text())['pid'] == os.getpid()
+
+
+def test_the_same_process_may_take_its_lock_again_and_release_removes_it(tmp_path):
+    writer = ShardedDatasetWriter(shard_size=2)
+    writer.prepare_output(str(tmp_path), HEADER)
+    run_id = json.loads((tmp_path / 'writer.lock').read_text())['run_id']
+    ShardedDatasetWriter(shard_size=2).prepare_output(str(tmp_path), HEADER)  # e.g. a second run() in one process
+    assert json.loads((tmp_path / 'writer.lock').read_text())['run_id'] == run_id
+    writer.release_output(str(tmp_path))
+    assert not (tmp_path / 'writer.lock').exists()
+    writer.release_output(str(tmp_path))  # not held: no-op
+    # A lock file this process left behind under another run id (no release) is re-acquirable too.
+    (tmp_path / 'writer.lock').write_text(json.dumps(dict(host=socket.gethostname(), pid=os.getpid(),
+                                                          pid_namespace=output_lock._pid_namespace(), run_id='x')))
+    writer.prepare_output(str(tmp_path), HEADER)
+
+
+def test_another_hosts_lock_is_live_until_its_heartbeat_is_older_than_lock_stale_s(tmp_path):
+    os.makedirs(tmp_path / 'out')
+    lock = tmp_path / 'out' / 'writer.lock'
+    lock.write_text(json.dumps(dict(host='node-b', pid=1, run_id='r1', started='2026-01-01T00:00:00+00:00',
+                                    command='tools/generate.py cfg.py --out x')))
+    writer = ShardedDatasetWriter(shard_size=2, lock_stale_s=30)
+    with pytest.raises(OutputLockedError, match=r"host 'node-b', pid 1.*30 s after its last heartbeat"):
+        writer.prepare_output(str(tmp_path / 'out'), HEADER)
+    assert not (tmp_path / 'out' / 'manifest.json').exists()  # refused before touching anything
+    os.utime(lock, (time.time() - 29, time.time() - 29))
+    with pytest.raises(OutputLockedError):
+        writer.prepare_output(str(tmp_path / 'out'), HEADER)
+    os.utime(lock, (time.time() - 31, time.time() - 31))
+    with pytest.warns(UserWarning, match=r'heartbeat is 3\d s old'):
+        writer.prepare_output(str(tmp_path / 'out'), HEADER)
+    assert json.loads(lock.read_text())['host'] == socket.gethostname()
+
+
+def test_the_heartbeat_keeps_a_held_lock_fresh(tmp_path):
+    ShardedDatasetWriter(shard_size=2, lock_stale_s=2.0, lock_heartbeat_s=0.1).prepare_output(str(tmp_path), HEADER)
+    lock = tmp_path / 'writer.lock'
+    os.utime(lock, (time.time() - 100, time.time() - 100))
+    time.sleep(0.5)
+    assert time.time() - lock.stat().st_mtime < 1.0
+
+
+def test_a_run_whose_lock_was_taken_over_publishes_nothing(tmp_path):
+    writer = ShardedDatasetWriter(shard_size=2)
+    writer.prepare_output(str(tmp_path), HEADER)
+    shard = writer.open_shard(str(tmp_path), 0, 4)
+    _add(shard, 0)
+    _add(shard, 1)
+    # Another run took the lock over (this run's heartbeat had stalled past lock_stale_s).
+    (tmp_path / 'writer.lock').write_text(json.dumps(dict(host='node-b', pid=7, run_id='other')))
+    with pytest.raises(ShardWriteError, match="no longer holds the lock.*host 'node-b'"):
+        shard.commit()
+    assert not (tmp_path / 'shards' / '000000').exists()
+
+
+def test_commit_refuses_a_shard_whose_files_were_deleted(tmp_path):
+    """What a second run's clean-up did to the first run's temporary directory (issue: 544 of 642 files gone)."""
+    writer = ShardedDatasetWriter(shard_size=2)
+    writer.prepare_output(str(tmp_path), HEADER)
+    shard = writer.open_shard(str(tmp_path), 0, 4)
+    _add(shard, 0)
+    os.remove(os.path.join(shard.tmp_dir, 'images', 'smp_000.jpg'))
+    _add(shard, 1)  # the writer goes on in a directory that lost files
+    with pytest.raises(ShardWriteError, match=r"shard 0: 1 of its files are missing.*\['images/smp_000.jpg'\]"):
+        shard.commit()
+    assert not (tmp_path / 'shards' / '000000').exists()
+    assert writer.complete_shards(str(tmp_path)) == set()
+
+
+def test_a_shard_folder_without_shard_json_is_regenerated(tmp_path):
+    """An interrupted copy: the folder has its name but not its shard.json (today: 'Directory not empty')."""
+    writer = ShardedDatasetWriter(shard_size=2, image_format='png')
+    _write(tmp_path, writer, 4)
+    folder = tmp_path / 'shards' / '000001'
+    (folder / 'shard.json').unlink()
+    (folder / 'labels.npz').unlink()
+    assert writer.complete_shards(str(tmp_path)) == {0}
+    # Re-running shard 1 (the generator calls remove_partial on the shards it redoes, then commits them).
+    shard = writer.open_shard(str(tmp_path), 1, 4)
+    _add(shard, 2)
+    _add(shard, 3)
+    with pytest.warns(UserWarning, match=r'000001 has no shard.json'):
+        shard.commit()
+    assert writer.complete_shards(str(tmp_path)) == {0, 1}
+    assert writer.finalize(str(tmp_path), 4)['status'] == 'complete'
+    assert GeneratedDataReader(tmp_path, verify=True).ids == [f'smp_{i:03d}' for i in range(4)]
+    # The same through remove_partial, as DatasetGenerator.run does before generating.
+    (folder / 'shard.json').unlink()
+    with pytest.warns(UserWarning, match=r'000001 has no shard.json'):
+        assert writer.remove_partial(str(tmp_path), {1}) == 1
+    assert not folder.exists() and not [n for n in os.listdir(tmp_path / 'shards') if n.startswith('.')]
+
+
+def test_a_committed_shard_with_files_missing_is_not_complete_and_is_redone(tmp_path):
+    writer = ShardedDatasetWriter(shard_size=2, image_format='png')
+    _write(tmp_path, writer, 4)
+    os.remove(tmp_path / 'shards' / '000001' / 'images' / 'smp_003.png')
+    assert writer.complete_shards(str(tmp_path)) == {0}
+    with pytest.warns(UserWarning, match='not whole'):
+        manifest = writer.finalize(str(tmp_path), 4)
+    assert manifest['status'] == 'partial' and [s['name'] for s in manifest['shards']] == ['000000']
+    assert manifest['damaged_shards'] == [dict(name='000001', missing=['images/smp_003.png'])]
+    with pytest.warns(UserWarning, match=r"000001 lists files that are missing: \['images/smp_003.png'\]"):
+        assert writer.remove_partial(str(tmp_path), {1}) == 1
+    assert not (tmp_path / 'shards' / '000001').exists()
+
+
+def test_shard_json_is_in_the_folder_before_it_is_published(tmp_path):
+    """A SIGKILL between writing shard.json and the rename leaves a temporary folder that a re-run removes."""
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+from tests.generation.test_writer_reader import _write
+from posedreamer_mm.generation.writer import ShardedDatasetWriter
+real = os.rename
+def rename(src, dst):
+    if '.tmp-' in src and os.path.basename(dst) == '000001':
+        print(sorted(os.listdir(src)), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst)
+os.rename = rename
+_write(sys.argv[1], ShardedDatasetWriter(shard_size=2, image_format='png'), 6)
+"""
+    res = subprocess.run([sys.executable, '-c', script, str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    assert "'labels.npz', 'meta.jsonl', 'shard.json'" in res.stdout  # complete in its temporary folder
+    writer = ShardedDatasetWriter(shard_size=2, image_format='png')
+    assert writer.complete_shards(str(tmp_path)) == {0}
+    assert [n[:12] for n in os.listdir(tmp_path / 'shards') if n.startswith('.')] == ['.000001.tmp-']
+    # The holder was SIGKILLed on this host: its lock is taken over at once, and the re-run redoes shard 1.
+    with pytest.warns(UserWarning, match='not running'):
+        _write(tmp_path, writer, 6, resume=True)
+    assert sorted(os.listdir(tmp_path / 'shards')) == ['000000', '000001', '000002']
+    assert len(GeneratedDataReader(tmp_path, verify=True)) == 6
+
+
+@pytest.mark.parametrize('world', [1, 2, 3, 4])
+@pytest.mark.parametrize('num_samples,shard_size', [(1, 3), (7, 3), (10, 3), (12, 3), (5, 1), (2, 5)])
+def test_every_shard_has_exactly_one_rank_and_every_index_one_shard(world, num_samples, shard_size):
+    writer = ShardedDatasetWriter(shard_size=shard_size)
+    n = writer.num_shards(num_samples)
+    assert n == -(-num_samples // shard_size)  # ceil
+    owners = {}
+    for rank in range(world):
+        for s in shards_of_rank(n, rank, world):
+            assert s not in owners, f'shard {s} owned by ranks {owners[s]} and {rank}'
+            owners[s] = rank
+            assert s % world == rank  # the documented rule (docs/dataset_format.md)
+    assert sorted(owners) == list(range(n))
+    indices = [i for s in range(n) for i in writer.shard_range(s, num_samples)]
+    assert indices == list(range(num_samples))  # each source index in exactly one shard, in order
+
+
+def test_shards_of_rank_on_hand_computed_cases():
+    assert shards_of_rank(7, 0, 3) == [0, 3, 6] and shards_of_rank(7, 1, 3) == [1, 4]
+    assert shards_of_rank(7, 2, 3) == [2, 5] and shards_of_rank(2, 3, 4) == []
+    with pytest.raises(ValueError, match='rank 4, world_size 4'):
+        shards_of_rank(7, 4, 4)
