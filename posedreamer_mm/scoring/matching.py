@@ -1,7 +1,8 @@
 """Which detected person is the label's, and the OKS between them (the reference method's rule).
 
-Among the detections with at least ``min_keypoints`` keypoints scoring ``>= keypoint_thr``, the label's person is
-the one whose confident keypoints lie nearest (mean pixel distance) to the label's projected COCO-17 joints.
+Among the detections with at least ``min_keypoints`` (and at least one) keypoints scoring ``>= keypoint_thr``, the
+label's person is the one whose confident keypoints lie nearest (mean pixel distance) to the label's projected
+COCO-17 joints.
 No candidate means OKS 0, with the reason recorded. The OKS then takes the matched detection as ground truth and
 the label as prediction (``posedreamer_mm/evaluation/functional/oks.py``).
 """
@@ -44,7 +45,8 @@ def match_label(detections: PoseDetections, label_keypoints: np.ndarray, keypoin
         label_keypoints: ``(17, 3)`` the label's COCO-17 joints in the same image's pixels (x, y, visibility);
             every joint's position counts for the distance, visible or not (the label knows where hidden joints are).
         keypoint_thr: a detected keypoint is confident at ``score >= keypoint_thr`` (a tie counts).
-        min_keypoints: candidates need at least this many confident keypoints (a tie counts).
+        min_keypoints: candidates need at least this many confident keypoints (a tie counts); at least one is
+            always needed (``0`` acts as ``1``).
 
     Returns:
         The :class:`LabelMatch`.
@@ -56,10 +58,13 @@ def match_label(detections: PoseDetections, label_keypoints: np.ndarray, keypoin
     if len(detections) == 0:
         return LabelMatch(None, 0.0, float('inf'), 'no person detected')
     confident = detections.keypoint_scores >= keypoint_thr                        # (P, 17)
-    candidates = np.flatnonzero(confident.sum(-1) >= min_keypoints)
+    # A person without any confident keypoint has no position to compare (its mean distance would be 0/0 = NaN,
+    # which argmin picks first): one confident keypoint is the least any candidate has, whatever min_keypoints.
+    needed = max(int(min_keypoints), 1)
+    candidates = np.flatnonzero(confident.sum(-1) >= needed)
     if candidates.size == 0:
         return LabelMatch(None, 0.0, float('inf'),
-                          f'no detection with >= {min_keypoints} keypoints scoring >= {keypoint_thr}')
+                          f'no detection with >= {needed} keypoints scoring >= {keypoint_thr}')
     dist = np.linalg.norm(detections.keypoints[candidates] - label[None, :, :2], axis=-1)   # (C, 17)
     mean_dist = (dist * confident[candidates]).sum(-1) / confident[candidates].sum(-1)
     best = int(candidates[int(np.argmin(mean_dist))])

@@ -192,3 +192,17 @@ def test_missing_inputs_name_the_key():
             TRANSFORMS.build(dict(type=t))(dict(img=np.zeros((4, 4, 3), np.uint8), keypoints_coco17=label(FRONT, 2)))
     with pytest.raises(KeyError, match='keypoints_coco17'):
         TRANSFORMS.build(dict(type='ScorePose', scorer=dict(type='MediaPipeScorer')))(dict(img=np.zeros((4, 4, 3))))
+
+
+def test_score_pose_min_keypoints_zero_matches_the_person_on_the_label():
+    """A detection without any confident keypoint first, the person exactly on the label second: OKS 1."""
+    nobody = dets(mirrored(FRONT), 0.05)
+    people = PoseDetections(np.concatenate([nobody.keypoints, FRONT[None]]),
+                            np.concatenate([nobody.keypoint_scores, np.full((1, 17), 0.9)]),
+                            np.concatenate([nobody.bboxes, dets(FRONT, 0.9).bboxes]), np.ones(2), (200, 300),
+                            'mediapipe')
+    score = TRANSFORMS.build(dict(type='ScorePose', scorer=dict(type='MediaPipeScorer'), min_keypoints=0))
+    out = score(dict(img=np.zeros((300, 200, 3), np.uint8), keypoints_coco17=label(FRONT, 2),
+                     pose_detections=people))
+    assert out['pose_match'].index == 1 and out['scores']['oks'] == pytest.approx(1.0, abs=1e-9)
+    assert TRANSFORMS.build(dict(type='FilterByOKS', thr=1.0 - 1e-9))(out) is not None

@@ -66,3 +66,25 @@ def test_bad_label():
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match='NaN'):
         match_label(detections(person(0)), bad)
+
+
+def test_min_keypoints_zero_never_matches_a_detection_without_confident_keypoints():
+    """With min_keypoints=0 a detection with no confident keypoint has no position (0/0): the person lying exactly
+    on the label must win, with OKS 1, whatever order the detections come in."""
+    for order in ((0, 1), (1, 0)):
+        people = [person(50, n_confident=0), person(0)]
+        dets = detections(*[people[i] for i in order])
+        m = match_label(dets, label_at(0), min_keypoints=0)
+        assert m.index == order.index(1) and m.oks == pytest.approx(1.0, abs=1e-9) and m.distance == 0.0
+    m = match_label(detections(person(0, n_confident=0)), label_at(0), min_keypoints=0)
+    assert m.index is None and m.oks == 0.0 and np.isinf(m.distance) and 'no detection with >= 1' in m.reason
+
+
+def test_match_distance_averages_only_confident_keypoints():
+    """A: its 10 confident keypoints 3 px off the label, the 7 others 500 px off; B: every keypoint 20 px off.
+    Masked, A is nearer (mean 3*sqrt(2) over its 10 confident points); unmasked or divided by 17 it would not be."""
+    kpts_a, scores_a = person(0, n_confident=10)
+    kpts_a = kpts_a + 3.0
+    kpts_a[10:] += 500
+    m = match_label(detections(person(20), (kpts_a, scores_a)), label_at(0))
+    assert m.index == 1 and m.distance == pytest.approx(np.hypot(3, 3), rel=1e-6)
