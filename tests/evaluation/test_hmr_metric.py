@@ -130,3 +130,40 @@ def test_pipeline_model_and_metric_agree_on_the_contract(hmr_paths, standin_mode
 def _optim(model):
     from mmengine.optim import OptimWrapper
     return OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3))
+
+
+def _logged(fn):
+    """Runs ``fn`` and returns (its result, the messages mmengine's current logger received)."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        return fn(), messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_a_non_finite_prediction_is_counted_named_and_left_out(model, metric):
+    """One NaN vertex must not stop validation (it made the Procrustes SVD raise LinAlgError): the sample is counted
+    under num_nonfinite, named in a warning, and the means are those of the finite samples alone."""
+    bodies = fixture_bodies(3, seed=11)
+    rows = [{k: bodies[k][i] for k in NAMES} for i in range(3)]
+    noisy = [_verts(model, dict(p, body_pose=p['body_pose'] + 0.1 * (i + 1))) for i, p in enumerate(rows)]
+    bad = noisy[1].copy()
+    bad[5, 0] = np.nan
+    samples = [_sample(rows[0], noisy[0], 'ubody'), _sample(rows[1], bad, 'ubody'), _sample(rows[2], noisy[2], 'ubody')]
+    samples[1]['id'] = 'ubody_nan_1'
+    metric.results.clear()
+    out, messages = _logged(lambda: (metric.process({}, samples), metric.compute_metrics(metric.results))[1])
+    assert out['ubody/num_nonfinite'] == 1 and out['ubody/num_samples'] == 2 and out['ubody/num_skipped'] == 0
+    gt = np.stack([_verts(model, rows[i]) for i in (0, 2)])
+    ref = smplx_errors_mm(np.stack([noisy[0], noisy[2]]), gt, metric.j_regressor, metric.hand_ids, metric.face_ids,
+                          hand_joint_regressors=metric.hand_regressors)
+    for key, value in ref.items():
+        np.testing.assert_allclose(out[f'ubody/{key}_mm'], value.mean(), rtol=1e-4, atol=1e-4, err_msg=key)
+    assert any('ubody_nan_1' in m and 'non-finite' in m for m in messages), messages

@@ -44,7 +44,9 @@ class HMRMetric(BaseMetric):
     ``pa_mpjpe_hand_mm``, ``pve_hand_mm``, ``pa_pve_hand_mm`` (samples with hand labels), ``pve_face_mm``,
     ``pa_pve_face_mm`` (samples with face labels), ``num_samples``; with several datasets also ``all/...`` over
     every sample. Samples whose ground truth lacks global orientation, body pose or betas are skipped and counted
-    (``<dataset>/num_skipped``).
+    (``<dataset>/num_skipped``). Samples whose predicted vertices hold NaN or inf are counted
+    (``<dataset>/num_nonfinite``), named in a logged warning and left out of every mean; ``num_samples`` counts
+    the samples in the means.
 
     Args:
         body_model: Body-model config (``dict(type='SMPLXBodyModel', model_path=...)``); built once per gender
@@ -109,10 +111,16 @@ class HMRMetric(BaseMetric):
             rows.append(dict(dataset_name=name, skipped=True))
             if not all(_flag(gt, k) for k in _NEEDED):
                 continue
-            shape = _np(sample['pred_instances']['vertices']).reshape(-1, 3).shape
-            if shape[0] != self.num_verts:
-                raise ValueError(f'sample {sample.get("id")!r}: predicted vertices {shape} but the metric\'s body '
+            pred = _np(sample['pred_instances']['vertices']).reshape(-1, 3)
+            if pred.shape[0] != self.num_verts:
+                raise ValueError(f'sample {sample.get("id")!r}: predicted vertices {pred.shape} but the metric\'s body '
                                  f'model has {self.num_verts} vertices (same body model for both)')
+            if not np.isfinite(pred).all():
+                # A diverging model's NaN must not stop validation (the Procrustes SVD would raise): counted and
+                # named, left out of the means.
+                rows[-1] = dict(dataset_name=name, skipped=False, nonfinite=True,
+                                id=str(sample.get('id', sample.get('sample_idx', f'batch position {i}'))))
+                continue
             # With a label translation the ground-truth mesh is in the image's camera frame, so only its points
             # inside the image count (SMPLer-X); without one, every point does.
             in_camera = self.only_in_image and _flag(gt, 'has_smplx_transl') and 'focal' in sample
@@ -143,13 +151,19 @@ class HMRMetric(BaseMetric):
             groups['all'] = list(results)
         metrics: dict[str, float] = {}
         for name, rows in groups.items():
-            kept = [r['errors'] for r in rows if not r['skipped']]
-            skipped = len(rows) - len(kept)
+            kept = [r['errors'] for r in rows if not r['skipped'] and not r.get('nonfinite')]
+            nonfinite = [r['id'] for r in rows if r.get('nonfinite')]
+            skipped = sum(r['skipped'] for r in rows)
             if skipped:
                 print_log(f'HMRMetric: {name}: skipped {skipped} sample(s) without SMPL-X ground truth',
                           logger='current', level=logging.WARNING)
+            if nonfinite:
+                print_log(f'HMRMetric: {name}: {len(nonfinite)} sample(s) with non-finite (NaN/inf) predicted '
+                          f'vertices left out of the means: {nonfinite[:10]}{" ..." if len(nonfinite) > 10 else ""}',
+                          logger='current', level=logging.WARNING)
             metrics[f'{name}/num_samples'] = float(len(kept))
             metrics[f'{name}/num_skipped'] = float(skipped)
+            metrics[f'{name}/num_nonfinite'] = float(len(nonfinite))
             keys = sorted({k for e in kept for k in e})
             for key in keys:
                 values = [e[key] for e in kept if key in e]
