@@ -5,8 +5,9 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import posedreamer_mm  # noqa: E402,F401  (compat fixes before mmpose/mmdet load)
-from posedreamer_mm.apis.launch import (build_runner, common_parser, load_config, merge_test_args,  # noqa: E402
-                                          parse_tool_args, shutdown_distributed)
+from posedreamer_mm.apis.checkpoint import build_strict_test_runner  # noqa: E402
+from posedreamer_mm.apis.launch import (common_parser, load_config, merge_test_args, parse_tool_args,  # noqa: E402
+                                          shutdown_distributed)
 from posedreamer_mm.utils import register_all_modules  # noqa: E402
 
 
@@ -21,7 +22,9 @@ def main(argv=None):
     args = parse_args(argv)
     register_all_modules(init_default_scope=False)
     cfg = merge_test_args(load_config(args.config, args.cfg_options), args)
-    metrics = build_runner(cfg).test()
+    # Strict: a checkpoint whose weight names or shapes differ from the config's model stops here (naming the
+    # file and the keys) instead of being evaluated with layers left at their random initialisation.
+    metrics = build_strict_test_runner(cfg).test()
     shutdown_distributed(args.launcher)  # every rank finished: end the group before interpreter exit
     return metrics
 

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
-from mmengine.runner import load_checkpoint
 
 from posedreamer_mm.registry import MODELS
+
+from .checkpoint import load_checkpoint_strict
 
 
 def default_camera(img_wh: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -35,7 +36,8 @@ def init_hmr_model(config: str | os.PathLike | Config, checkpoint: str | os.Path
     Args:
         config: Config file or object.
         checkpoint: A ``.pth`` written by the Runner (or a bare state dict) of this config's model (loaded
-            strictly: missing, unexpected or mis-shaped weights raise); ``None`` keeps random weights.
+            strictly by ``apis/checkpoint.py``: a missing file raises ``FileNotFoundError``, missing, unexpected or
+            mis-shaped weights ``CheckpointMismatchError``, both naming the file); ``None`` keeps random weights.
         device: Torch device.
         cfg_options: Overrides, e.g. ``{'model.body_model.model_path': '/models/smplx'}``.
 
@@ -51,13 +53,8 @@ def init_hmr_model(config: str | os.PathLike | Config, checkpoint: str | os.Path
     cfg.model.backbone.pop('init_cfg', None)
     model = MODELS.build(cfg.model)
     if checkpoint is not None:
-        if not osp.isfile(checkpoint):
-            raise FileNotFoundError(f'HMR checkpoint not found: {str(checkpoint)!r} (a .pth written by tools/train.py)')
         # Strict: a checkpoint of another architecture (ViT-S weights into a ViT-L config) must not load silently.
-        try:
-            load_checkpoint(model, str(checkpoint), map_location='cpu', strict=True)
-        except RuntimeError as err:
-            raise RuntimeError(f'checkpoint {str(checkpoint)!r} does not match the model of the config: {err}') from err
+        load_checkpoint_strict(model, checkpoint, what='HMR model')
     model.cfg = cfg
     return model.to(device).eval()
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from posedreamer_mm.apis.checkpoint import check_checkpoint
 from posedreamer_mm.registry import SCORERS
 from .base import BasePoseScorer, PoseDetections, check_rgb_image
 
@@ -60,22 +61,6 @@ def _check_checkpoint(path, what: str) -> str:
     if not osp.isfile(path):
         raise FileNotFoundError(f'{what} checkpoint {path} does not exist (expected a .pth state dict)')
     return path
-
-
-def _check_weights_cover(model, path: str, what: str) -> None:
-    """Raises if the checkpoint left any model weight unset.
-
-    mmengine's ``load_checkpoint`` (used by ``init_detector``/``init_model``) is not strict: a checkpoint of another
-    architecture only logs a warning and leaves random weights, which would score every image with noise.
-    """
-    from mmengine.runner import CheckpointLoader
-    ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-    missing = [k for k in model.state_dict() if k not in state and not k.endswith('num_batches_tracked')]
-    if missing:
-        raise ValueError(f'{what} checkpoint {path} does not fit the {what} config: {len(missing)} weights missing '
-                         f'(e.g. {missing[:3]}); is it the checkpoint of another model?')
 
 
 @SCORERS.register_module()
@@ -164,7 +149,9 @@ class MMPoseScorer(BasePoseScorer):
         except Exception as err:  # torch/mmengine raise many kinds for unreadable or foreign files
             raise RuntimeError(f'cannot build the {what} model from its config with checkpoint {checkpoint}: '
                                f'{type(err).__name__}: {err}') from err
-        _check_weights_cover(model, checkpoint, what)
+        # mmdet's/mmpose's loaders are not strict (a foreign checkpoint only warns and leaves random layers), but
+        # they read the checkpoint's dataset_meta: keep them and refuse any name or shape they did not fit.
+        check_checkpoint(model, checkpoint, f'{what} model')
         return model
 
     def _detect(self, bgr_images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:

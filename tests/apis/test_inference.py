@@ -89,5 +89,5 @@ def test_bad_inputs_are_named(setup, tmp_path):
     state['head.dec_pose.weight'] = state['head.dec_pose.weight'][:, :16]  # another architecture's weights
     other = tmp_path / 'other.pth'
     torch.save({'state_dict': state}, other)
-    with pytest.raises(RuntimeError, match='other.pth.*does not match'):
+    with pytest.raises(RuntimeError, match=r'other.pth does not fit the HMR model.*head.dec_pose.weight: checkpoint'):
         init_hmr_model(setup['config'], other)

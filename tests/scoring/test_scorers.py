@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from mmengine.registry import DefaultScope
 
+from posedreamer_mm.apis.checkpoint import CheckpointMismatchError
 from posedreamer_mm.registry import SCORERS
 from posedreamer_mm.scoring.base import PoseDetections
 from .tiny_models import write_tiny_mmpose_models
@@ -117,7 +118,28 @@ def test_mmpose_scorer_refuses_corrupt_or_foreign_checkpoints(tiny_models, tmp_p
     # The detector's checkpoint for the pose model: mmengine would only warn and keep random weights.
     scorer = SCORERS.build(dict(type='MMPoseScorer', device='cpu', pose_config=tiny_models['pose_config'],
                                 pose_checkpoint=tiny_models['det_checkpoint']))
-    with pytest.raises(ValueError, match='does not fit the pose config'):
+    with pytest.raises(CheckpointMismatchError, match=r'det.pth does not fit the pose model of the config: .* '
+                                                      r'missing from the checkpoint \(backbone'):
+        scorer(np.zeros((64, 48, 3), np.uint8))
+
+
+def test_mmpose_scorer_refuses_a_checkpoint_with_other_shapes(tiny_models, tmp_path):
+    """A COCO-WholeBody (133-keypoint) head's checkpoint with a COCO-17 config: every name is there, the head's
+    shapes differ; mmengine's loader keeps the random 17-keypoint head and warns only."""
+    import torch
+    from mmengine.config import Config
+    from mmpose.registry import MODELS
+    cfg = Config.fromfile(tiny_models['pose_config'])
+    cfg.model.head.out_channels = 133
+    with DefaultScope.overwrite_default_scope('mmpose'):
+        wholebody = MODELS.build(cfg.model)
+    ckpt = tmp_path / 'wholebody.pth'
+    torch.save({'state_dict': wholebody.state_dict(), 'meta': {}}, ckpt)
+    scorer = SCORERS.build(dict(type='MMPoseScorer', device='cpu', pose_config=tiny_models['pose_config'],
+                                pose_checkpoint=str(ckpt)))
+    with pytest.raises(CheckpointMismatchError, match=r'wholebody.pth does not fit the pose model of the config: '
+                                                      r'2 with another shape \(head.final_layer.weight: checkpoint '
+                                                      r'\[133, 32, 1, 1\] vs model \[17, 32, 1, 1\]'):
         scorer(np.zeros((64, 48, 3), np.uint8))
 
 
