@@ -6,8 +6,13 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import posedreamer_mm  # noqa: E402,F401  (compat fixes before mmpose/mmdet load)
 from posedreamer_mm.apis.checkpoint import build_strict_test_runner  # noqa: E402
-from posedreamer_mm.apis.launch import (common_parser, load_config, merge_test_args, parse_tool_args,  # noqa: E402
-                                          shutdown_distributed)
+from posedreamer_mm.apis.launch import (  # noqa: E402
+    common_parser,
+    load_config,
+    merge_test_args,
+    parse_tool_args,
+    shutdown_distributed,
+)
 from posedreamer_mm.utils import register_all_modules  # noqa: E402
 
 

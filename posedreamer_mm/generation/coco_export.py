@@ -15,6 +15,7 @@ import numpy as np
 
 from posedreamer_mm.body.joint_maps import COCO17_NAMES, COCO17_SKELETON
 from posedreamer_mm.utils.fileio import atomic_write_text
+
 from .reader import GeneratedDataReader
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from posedreamer_mm.registry import SCORERS
+
 from .base import PoseDetections
 
 _FACE = (0, 1, 2)                                        # nose, left eye, right eye

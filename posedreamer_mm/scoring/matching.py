@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from posedreamer_mm.evaluation.functional.oks import detection_as_ground_truth, keypoint_oks
+
 from .base import PoseDetections
 
 

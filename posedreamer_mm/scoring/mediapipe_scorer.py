@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from posedreamer_mm.registry import SCORERS
+
 from .base import BasePoseScorer, PoseDetections, check_rgb_image
 
 #: Index of each COCO-17 keypoint among mediapipe's 33 pose landmarks (``mp.solutions.pose.PoseLandmark``).

@@ -25,6 +25,7 @@ import numpy as np
 
 from posedreamer_mm.apis.checkpoint import check_checkpoint
 from posedreamer_mm.registry import SCORERS
+
 from .base import BasePoseScorer, PoseDetections, check_rgb_image
 
 

@@ -9,8 +9,12 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from posedreamer_mm.apis.checkpoint import (CheckpointMismatchError, check_state_dict, load_checkpoint_strict,
-                                            read_checkpoint)
+from posedreamer_mm.apis.checkpoint import (
+    CheckpointMismatchError,
+    check_state_dict,
+    load_checkpoint_strict,
+    read_checkpoint,
+)
 from posedreamer_mm.testing import write_tiny_coco
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,8 +3,13 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from posedreamer_mm.evaluation.functional.mesh import (hand_regressors, in_image, pa_point_error_mm,
-                                                       procrustes_align, smplx_errors_mm)
+from posedreamer_mm.evaluation.functional.mesh import (
+    hand_regressors,
+    in_image,
+    pa_point_error_mm,
+    procrustes_align,
+    smplx_errors_mm,
+)
 
 V = 300
 

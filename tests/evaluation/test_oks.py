@@ -3,8 +3,12 @@ import numpy as np
 import pytest
 from pycocotools.cocoeval import COCOeval
 
-from posedreamer_mm.evaluation.functional import (COCO17_SIGMAS, control_accuracy, detection_as_ground_truth,
-                                                  keypoint_oks)
+from posedreamer_mm.evaluation.functional import (
+    COCO17_SIGMAS,
+    control_accuracy,
+    detection_as_ground_truth,
+    keypoint_oks,
+)
 
 
 def reference_oks(gt_kpts, gt_areas, gt_boxes, dt_kpts):

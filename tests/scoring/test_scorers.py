@@ -8,6 +8,7 @@ from mmengine.registry import DefaultScope
 from posedreamer_mm.apis.checkpoint import CheckpointMismatchError
 from posedreamer_mm.registry import SCORERS
 from posedreamer_mm.scoring.base import PoseDetections
+
 from .tiny_models import write_tiny_mmpose_models
 
 
@@ -155,6 +156,7 @@ def test_detections_reject_nan_and_round_trip():
 @pytest.mark.timeout(60)
 def test_mediapipe_scorer_shared_across_threads(mediapipe_scorer):
     from concurrent.futures import ThreadPoolExecutor
+
     from skimage.data import astronaut
     img = astronaut()
     ref = mediapipe_scorer(img).keypoints
