@@ -1,7 +1,8 @@
 """What tools and notebooks call: config loading, launcher set-up, runner building (and inference)."""
-from .launch import (build_runner, load_config, merge_cfg_options, merge_test_args, merge_train_args,
-                     parse_tool_args, setup_cpu_distributed, shutdown_distributed)
+from .launch import (build_runner, load_config, merge_test_args, merge_train_args, parse_tool_args,
+                     setup_cpu_distributed, shutdown_distributed)
+from .overrides import ConfigError, load_with_overrides
 
-__all__ = ['build_runner', 'load_config', 'merge_cfg_options', 'merge_train_args', 'merge_test_args', 'parse_tool_args',
-           'setup_cpu_distributed', 'shutdown_distributed']
+__all__ = ['ConfigError', 'build_runner', 'load_config', 'load_with_overrides', 'merge_train_args',
+           'merge_test_args', 'parse_tool_args', 'setup_cpu_distributed', 'shutdown_distributed']
 from .inference import default_camera, inference_hmr, init_hmr_model  # noqa: F401  (HMR inference)

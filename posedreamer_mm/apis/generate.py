@@ -1,17 +1,14 @@
 """What ``tools/generate.py`` and ``tools/demo.py`` call: parse, set up the launcher, build the generator, run.
 
 A generation config holds one ``generator = dict(type='DatasetGenerator', ...)`` and an ``out_dir``; asset paths
-are top-level variables (``body_model_dir``) so ``--cfg-options body_model_dir=/data/smplx`` reaches every dict
-that uses them. A ``model_path`` left ``None`` means the open SMPL-X stand-in (docs/bodies.md), written once to
-``$PDM_STANDIN_DIR`` (default ``~/.cache/posedreamer_mm/smplx_standin``).
+are top-level variables (``body_model_dir``), and ``--cfg-options body_model_dir=/data/smplx`` acts as if the file
+said it, so it reaches every dict built from it (docs/configs.md). A ``model_path`` left ``None`` means the open
+SMPL-X stand-in (docs/bodies.md): ``SMPLXBodyModel`` writes it to ``$PDM_STANDIN_DIR`` on first use.
 """
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import os.path as osp
-from typing import Any
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
@@ -26,47 +23,12 @@ def generate_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument('--num-samples', type=int, help='source indices to generate, [0, N)')
     parser.add_argument('--num-workers', type=int, help='spawn worker processes for rendering (per rank)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config keys, xxx=yyy; top-level asset variables propagate')
+                        help='override config keys, xxx=yyy, as if written in the config file '
+                        '(body_model_dir=/data/smplx reaches every body model; docs/configs.md)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none', help='job launcher')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar (logs only)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     return parser
-
-
-def standin_dir() -> str:
-    """Directory of the SMPL-X stand-in used when a config leaves ``model_path=None`` (written on first use)."""
-    return os.environ.get('PDM_STANDIN_DIR') or osp.join(osp.expanduser('~'), '.cache', 'posedreamer_mm',
-                                                         'smplx_standin')
-
-
-def _fill_standin(node: Any, path: str, changed: list[str], where: str = '') -> Any:
-    """Replaces every ``model_path=None`` under ``node`` by ``path``."""
-    if isinstance(node, dict):
-        for key in list(node):
-            if key == 'model_path' and node[key] is None:
-                node[key] = path
-                changed.append(f'{where}.{key}' if where else key)
-            else:
-                node[key] = _fill_standin(node[key], path, changed, f'{where}.{key}' if where else str(key))
-    elif isinstance(node, (list, tuple)):
-        return type(node)(_fill_standin(v, path, changed, f'{where}[{i}]') for i, v in enumerate(node))
-    return node
-
-
-def resolve_body_models(generator_cfg: dict) -> dict:
-    """``generator_cfg`` with every ``model_path=None`` pointing at the stand-in (written if missing), logged."""
-    changed: list[str] = []
-    path = standin_dir()
-    cfg = _fill_standin(generator_cfg, path, changed)
-    if changed:
-        from posedreamer_mm.body.standin import ensure_standin_smplx
-        # All three genders: sources with gendered fits (AMASS) pose each sample with its own gender's model, and
-        # the stand-in costs ~1.5 s per file once (kept files are checked, a broken one is rewritten).
-        ensure_standin_smplx(path, ('neutral', 'male', 'female'))
-        print_log(f'model_path is None at {changed}: using the open SMPL-X STAND-IN in {path} (a procedural '
-                  'mannequin in the SMPL-X file format, NOT the licensed SMPL-X model; set body_model_dir for real '
-                  'labels)', logger='current', level=logging.WARNING)
-    return cfg
 
 
 def init_generation_dist(launcher: str) -> tuple[int, int]:
@@ -107,7 +69,7 @@ def build_generator(cfg: Config, num_samples: int | None = None, num_workers: in
     from posedreamer_mm.registry import GENERATORS
     if 'generator' not in cfg:
         raise ConfigError(f'config {cfg.filename!r} has no `generator = dict(type="DatasetGenerator", ...)`')
-    gen_cfg = resolve_body_models(cfg.generator.to_dict())
+    gen_cfg = cfg.generator.to_dict()
     if num_samples is not None:
         gen_cfg['num_samples'] = int(num_samples)
     if num_workers is not None:
@@ -124,7 +86,8 @@ def run_generate(argv=None, description: str = 'Generate a labelled image datase
     parser = generate_parser(description)
     args = parser.parse_args(argv)
     register_all_modules()
-    cfg = load_config(args.config, args.cfg_options)
+    # A generation config is no Runner config: only custom_imports may be added to it.
+    cfg = load_config(args.config, args.cfg_options, runtime_keys=('custom_imports',))
     out = args.out or cfg.get('out_dir')
     if not out:
         raise ConfigError(f'no output directory: pass --out or set out_dir in {args.config}')

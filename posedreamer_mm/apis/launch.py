@@ -9,115 +9,31 @@ import argparse
 import logging
 import os
 import os.path as osp
-from typing import Any
+from collections.abc import Iterable
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
 
+from .overrides import RUNNER_KEYS, ConfigError, load_with_overrides
 
-class ConfigError(ValueError):
-    """A config file or ``--cfg-options`` key that cannot be used, with the file and key named."""
+def load_config(path: str, cfg_options: dict | None = None,
+                runtime_keys: Iterable[str] = RUNNER_KEYS) -> Config:
+    """Loads a config file, naming the file in every error, with ``--cfg-options`` applied as if written in it.
 
-
-def _replace_everywhere(node: Any, old: str, new: str, path: str, changed: list[str]) -> Any:
-    """Returns ``node`` with every string equal to (or a path under) ``old`` rewritten to ``new``."""
-    if isinstance(node, dict):
-        for k in list(node.keys()):
-            node[k] = _replace_everywhere(node[k], old, new, f'{path}.{k}' if path else str(k), changed)
-        return node
-    if isinstance(node, list):
-        return [_replace_everywhere(v, old, new, f'{path}[{i}]', changed) for i, v in enumerate(node)]
-    if isinstance(node, tuple):
-        return tuple(_replace_everywhere(v, old, new, f'{path}[{i}]', changed) for i, v in enumerate(node))
-    if isinstance(node, str) and old and (node == old or (node.startswith(old) and old.endswith(('/', os.sep)))):
-        changed.append(path)
-        return new + node[len(old):]
-    return node
-
-
-def _replace_same_key(node: Any, name: str, old: Any, new: Any, path: str, changed: list[str]) -> Any:
-    """Returns ``node`` with every value under a key called ``name`` that equals ``old`` set to ``new``."""
-    if isinstance(node, dict):
-        for k in list(node.keys()):
-            sub = f'{path}.{k}' if path else str(k)
-            if k == name and type(node[k]) is type(old) and node[k] == old:
-                node[k] = new
-                changed.append(sub)
-            else:
-                node[k] = _replace_same_key(node[k], name, old, new, sub, changed)
-        return node
-    if isinstance(node, (list, tuple)):
-        out = [_replace_same_key(v, name, old, new, f'{path}[{i}]', changed) for i, v in enumerate(node)]
-        return out if isinstance(node, list) else tuple(out)
-    return node
-
-
-def merge_cfg_options(cfg: Config, options: dict | None) -> list[str]:
-    """Merges ``--cfg-options`` and propagates overridden top-level variables.
-
-    Configs name every asset path and setting once at top level (``data_root = 'data/coco/'``, ``seed = 0``) and
-    build component dicts from it; mmengine has already copied the old value into those dicts when the file was
-    parsed, so overriding only the variable would silently change nothing (mmdet#10891). So for each overridden
-    top-level variable:
-
-    - a *string* (an asset path): every string in the config equal to its old value (or, for a directory ending
-      in ``/``, starting with it) is rewritten;
-    - any other value (``seed=3``, ``num_samples=100``, ``input_size=(96,128)``), and a dict changed through a
-      dotted key (``body_model.gender=female``): every key *of the same name* whose value equals the old one is
-      set too (``generator.seed``, ``generator.source.seed``, a transform's ``input_size``, the generator's and
-      the backend's ``body_model``), while same-named keys holding another value (a source's own
-      ``num_samples``) and other names are left alone.
-
-    The rewritten keys are logged.
-
-    Returns:
-        The dotted keys that were rewritten by propagation.
+    An override of a top-level variable is applied where the file (or a base) assigns it, so every value computed
+    from it changes (docs/configs.md); a root the config does not assign is refused unless it is in
+    ``runtime_keys``.
     """
-    if not options:
-        return []
-    before = cfg._cfg_dict.to_dict()
-    # Roots of the overridden keys: ``seed`` for ``seed=3``, ``body_model`` for ``body_model.gender=female``.
-    roots = list(dict.fromkeys(k.split('.')[0] for k in options))  # in the options' order
-    added = [r for r in roots if r not in before]
-    if added:  # mmengine adds them silently; a typo (``sed=3``) would change nothing
-        print_log(f'--cfg-options: {added} are not keys of the config; added as new top-level keys (a typo?)',
-                  logger='current', level=logging.WARNING)
-    cfg.merge_from_dict(options)
-    changed: list[str] = []
-    for key in (r for r in roots if r in before):
-        old = before[key]
-        # As merged (mmengine turns a list option into the old value's type where it can); plain dicts and lists.
-        cfg_dict = cfg._cfg_dict.to_dict()
-        new = cfg_dict[key]
-        if old is None or new == old:
-            continue
-        for top in cfg_dict:
-            if top == key:
-                continue
-            if isinstance(old, str):
-                if isinstance(new, str):
-                    cfg_dict[top] = _replace_everywhere(cfg_dict[top], old, new, top, changed)
-            else:
-                cfg_dict[top] = _replace_same_key(cfg_dict[top], key, old, new, top, changed)
-        for top in cfg_dict:
-            cfg[top] = cfg_dict[top]
-    if changed:
-        print_log(f'--cfg-options: propagated the new top-level values to {changed}', logger='current')
-    return changed
-
-
-def load_config(path: str, cfg_options: dict | None = None) -> Config:
-    """Loads a config file, naming the file in every error, and applies ``--cfg-options``."""
     if not osp.isfile(path):
         raise ConfigError(f'Config file not found: {path!r} (expected a python config, e.g. '
                           f'configs/smoke/td-hm_vit-tiny_1xb4-20it_tinycoco-64x48.py)')
     try:
-        cfg = Config.fromfile(path)
+        return load_with_overrides(path, cfg_options, runtime_keys)
+    except ConfigError:
+        raise
     except Exception as e:  # mmengine raises many kinds; the user needs the file named.
         raise ConfigError(f'Could not parse config {path!r}: {type(e).__name__}: {e}') from e
-    merge_cfg_options(cfg, cfg_options)
-    return cfg
 
 
 def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
@@ -252,8 +168,9 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument('config', help='config file path')
     parser.add_argument('--work-dir', help='the directory to save logs, checkpoints and pictures')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config keys, xxx=yyy; top-level asset variables (data_root=...) '
-                        'propagate to every place the config used them')
+                        help='override config keys, xxx=yyy, as if written in the config file: a top-level '
+                        'variable (data_root=..., train_pipeline.1.prob=0.0) changes every value the config '
+                        'computes from it (docs/configs.md)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher')
     # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK.

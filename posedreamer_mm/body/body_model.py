@@ -163,6 +163,8 @@ class SMPLXBodyModel(nn.Module):
     Args:
         model_path: Directory with ``SMPLX_{NEUTRAL,MALE,FEMALE}.<ext>`` (or a ``smplx/`` subfolder of it), or
             the file itself. The stand-in from :func:`~posedreamer_mm.body.standin.write_standin_smplx` works.
+            ``None``: the open stand-in (:func:`~posedreamer_mm.body.standin.standin_model_dir`, written on first
+            use, logged as a WARNING); a path that does not exist raises :class:`BodyModelFileError`.
         gender: ``'neutral'``, ``'male'`` or ``'female'``. ``None`` (default): the gender a file ``model_path``
             names (``SMPLX_MALE.npz`` -> ``'male'``), else ``'neutral'``. A gender that contradicts the file
             name raises ``ValueError``.
@@ -180,11 +182,14 @@ class SMPLXBodyModel(nn.Module):
     """
     PARAM_DIMS = dict(global_orient=3, body_pose=63, jaw_pose=3, leye_pose=3, reye_pose=3, transl=3)
 
-    def __init__(self, model_path: str | os.PathLike, gender: str | None = None, num_betas: int = 10,
+    def __init__(self, model_path: str | os.PathLike | None, gender: str | None = None, num_betas: int = 10,
                  num_expression_coeffs: int = 10, use_pca: bool = False, num_pca_comps: int = 6,
                  flat_hand_mean: bool = True, use_face_contour: bool = False, ext: str = 'npz'):
         super().__init__()
         import smplx
+        if model_path is None:  # the user asked for no licensed model (a config's body_model_dir = None)
+            from .standin import standin_model_dir
+            model_path = standin_model_dir(gender or 'neutral')
         named = gender_from_file_name(model_path) if pathlib.Path(model_path).expanduser().is_file() else None
         if gender is not None and named is not None and gender != named:
             raise ValueError(f'gender={gender!r} but model_path {str(model_path)!r} is the {named} model; pass '

@@ -61,7 +61,8 @@ class GenderedSMPLXBodyModel(nn.Module):
     colours are common.
 
     Args:
-        model_path: Directory with ``SMPLX_<GENDER>.<ext>`` (a file is refused: it holds one gender).
+        model_path: Directory with ``SMPLX_<GENDER>.<ext>`` (a file is refused: it holds one gender); ``None``:
+            the open stand-in, each gender written when first needed (:class:`SMPLXBodyModel`).
         genders: Genders to build up front (their files are checked now); others are built when first needed
             and raise :class:`BodyModelFileError` naming the missing file then. ``()`` builds nothing now.
         default_gender: The model of :attr:`default` and :attr:`faces` (e.g. the one whose canonical body gives
@@ -69,10 +70,10 @@ class GenderedSMPLXBodyModel(nn.Module):
         **kwargs: :class:`SMPLXBodyModel` arguments shared by every gender.
     """
 
-    def __init__(self, model_path: str | os.PathLike, genders: Iterable[str] = ('neutral',),
+    def __init__(self, model_path: str | os.PathLike | None, genders: Iterable[str] = ('neutral',),
                  default_gender: str = 'neutral', **kwargs) -> None:
         super().__init__()
-        if pathlib.Path(model_path).expanduser().is_file():
+        if model_path is not None and pathlib.Path(model_path).expanduser().is_file():
             raise ValueError(f'GenderedSMPLXBodyModel needs the directory of the SMPLX_<GENDER> files, got the file '
                              f'{model_path}')
         if default_gender not in GENDERS:

@@ -326,5 +326,34 @@ def ensure_standin_smplx(out_dir: str | os.PathLike, genders: Sequence[str] = ('
     return out
 
 
+#: Stand-in directories already announced in this process (the WARNING is logged once per directory).
+_announced: set[str] = set()
+
+
+def standin_dir() -> str:
+    """Directory of the stand-in that ``model_path=None`` means: ``$PDM_STANDIN_DIR``, by default
+    ``~/.cache/posedreamer_mm/smplx_standin``."""
+    return os.environ.get('PDM_STANDIN_DIR') or os.path.join(os.path.expanduser('~'), '.cache', 'posedreamer_mm',
+                                                             'smplx_standin')
+
+
+def standin_model_dir(gender: str = 'neutral') -> str:
+    """What ``SMPLXBodyModel(model_path=None)`` loads: :func:`standin_dir` with ``gender``'s file checked or written
+    (:func:`ensure_standin_smplx`; concurrent writers are safe, the write is atomic and the bytes the same).
+
+    Logged as a WARNING once per process: labels made with it are a mannequin's, not SMPL-X's.
+    """
+    out = standin_dir()
+    ensure_standin_smplx(out, (gender,))
+    if out not in _announced:
+        _announced.add(out)
+        from mmengine.logging import print_log
+        print_log(f'model_path is None: using the open SMPL-X STAND-IN in {out} (a procedural mannequin in the '
+                  'SMPL-X file format, NOT the licensed SMPL-X model; set body_model_dir for real labels)',
+                  logger='current', level=logging.WARNING)
+    return out
+
+
 __all__ = ['NUM_FACES', 'NUM_JOINTS', 'NUM_VERTS', 'JOINT_NAMES_55', 'PARENTS', 'SMPLX_VERTEX_IDS', 'STANDIN_NOTE',
-           'GENDERS', 'build_standin', 'write_standin_smplx', 'ensure_standin_smplx']
+           'GENDERS', 'build_standin', 'write_standin_smplx', 'ensure_standin_smplx', 'standin_dir',
+           'standin_model_dir']
