@@ -13,7 +13,7 @@ import os
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
-from .launch import ConfigError, load_config, shutdown_distributed
+from .launch import ConfigError, load_config, setup_slurm_env, shutdown_distributed
 
 
 def generate_parser(description: str) -> argparse.ArgumentParser:
@@ -41,19 +41,8 @@ def init_generation_dist(launcher: str) -> tuple[int, int]:
         return 0, 1
     import torch
     import torch.distributed as dist
-    if launcher == 'slurm' and 'RANK' not in os.environ:
-        os.environ['RANK'] = os.environ.get('SLURM_PROCID', '0')
-        os.environ['WORLD_SIZE'] = os.environ.get('SLURM_NTASKS', '1')
-        os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
-        os.environ.setdefault('MASTER_PORT', '29500')
-        if 'MASTER_ADDR' not in os.environ:
-            nodes = os.environ.get('SLURM_NODELIST', '127.0.0.1')
-            import subprocess
-            try:
-                os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {nodes} | head -n1') \
-                    if '[' in nodes or ',' in nodes else nodes
-            except OSError:
-                os.environ['MASTER_ADDR'] = '127.0.0.1'
+    if launcher == 'slurm':
+        setup_slurm_env()
     if not dist.is_initialized():
         dist.init_process_group('gloo')
     if torch.cuda.is_available():

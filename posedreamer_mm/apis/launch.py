@@ -9,13 +9,71 @@ import argparse
 import logging
 import os
 import os.path as osp
-from collections.abc import Iterable
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, MutableMapping
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
 
 from .overrides import RUNNER_KEYS, ConfigError, load_with_overrides
+
+#: MASTER_PORT of a Slurm launch that sets none (mmengine's ``init_dist('slurm')`` default).
+SLURM_MASTER_PORT = '29500'
+
+
+def slurm_first_host(nodelist: str) -> str:
+    """The first host of a Slurm hostlist: ``node[01-04,07],gpu5`` -> ``node01``, ``r[1-2]-n[3-4]`` -> ``r1-n3``.
+
+    The first entry at bracket depth 0, each ``[...]`` range replaced by its first value (zero padding kept), as
+    ``scontrol show hostnames`` lists it first.
+    """
+    depth, end = 0, len(nodelist)
+    for i, ch in enumerate(nodelist):
+        depth += (ch == '[') - (ch == ']')
+        if ch == ',' and depth == 0:
+            end = i
+            break
+    return re.sub(r'\[([^\]]*)\]', lambda m: re.split(r'[,-]', m.group(1))[0], nodelist[:end].strip())
+
+
+def setup_slurm_env(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Sets torch.distributed's ``env://`` variables from Slurm's for a ``srun`` task that has none.
+
+    Without ``RANK`` (a plain ``srun python tools/x.py --launcher slurm``): ``RANK``, ``WORLD_SIZE`` and
+    ``LOCAL_RANK`` from ``SLURM_PROCID``, ``SLURM_NTASKS`` and ``SLURM_LOCALID``. ``MASTER_PORT`` and
+    ``MASTER_ADDR`` are kept if set; else the port is 29500 and the address the first host of ``SLURM_NODELIST``
+    (``SLURM_JOB_NODELIST``): ``scontrol show hostnames`` names it when ``scontrol`` is on the PATH and answers,
+    else :func:`slurm_first_host` reads the hostlist itself; without a node list (one node), ``127.0.0.1``.
+    Every task derives the same address, so they meet on the job's first node (mmengine's ``init_dist('slurm')``
+    does the same with CUDA).
+
+    Returns:
+        The variables set (name -> value); nothing when ``RANK`` was already set (torchrun inside the job).
+    """
+    env = os.environ if environ is None else environ
+    if 'RANK' in env:
+        return {}
+    out = dict(RANK=env.get('SLURM_PROCID', '0'), WORLD_SIZE=env.get('SLURM_NTASKS', '1'),
+               LOCAL_RANK=env.get('SLURM_LOCALID', '0'))
+    if 'MASTER_PORT' not in env:
+        out['MASTER_PORT'] = SLURM_MASTER_PORT
+    if 'MASTER_ADDR' not in env:
+        nodes = env.get('SLURM_NODELIST') or env.get('SLURM_JOB_NODELIST')
+        addr = ''
+        if nodes and shutil.which('scontrol', path=env.get('PATH')):
+            try:
+                done = subprocess.run(['scontrol', 'show', 'hostnames', nodes], capture_output=True, text=True,
+                                      timeout=60, env=dict(env))
+                addr = done.stdout.split('\n')[0].strip() if done.returncode == 0 else ''
+            except (OSError, subprocess.TimeoutExpired):
+                addr = ''
+        out['MASTER_ADDR'] = addr or (slurm_first_host(nodes) if nodes else '127.0.0.1')
+    env.update(out)
+    return out
+
 
 def load_config(path: str, cfg_options: dict | None = None,
                 runtime_keys: Iterable[str] = RUNNER_KEYS) -> Config:
@@ -52,12 +110,8 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
     cfg.setdefault('env_cfg', ConfigDict())
     cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
     cfg.env_cfg.dist_cfg.backend = 'gloo'
-    if launcher == 'slurm' and 'RANK' not in os.environ:
-        os.environ.setdefault('RANK', os.environ.get('SLURM_PROCID', '0'))
-        os.environ.setdefault('WORLD_SIZE', os.environ.get('SLURM_NTASKS', '1'))
-        os.environ.setdefault('LOCAL_RANK', os.environ.get('SLURM_LOCALID', '0'))
-        os.environ.setdefault('MASTER_PORT', '29500')
-        os.environ.setdefault('MASTER_ADDR', '127.0.0.1')
+    if launcher == 'slurm':
+        setup_slurm_env()
     if not dist.is_initialized():
         dist.init_process_group('gloo')
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})
