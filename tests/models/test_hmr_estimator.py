@@ -55,10 +55,15 @@ def test_nan_placeholders_of_missing_labels_leave_losses_and_gradients_finite(st
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_predictions_are_smplx_bodies_seen_by_the_full_image_camera(standin_model_dir, standin_body, samples):
-    model = _build(standin_model_dir, with_hands=True)
+@pytest.mark.parametrize('with_face', [False, True])
+def test_predictions_are_smplx_bodies_seen_by_the_full_image_camera(standin_model_dir, standin_body, samples,
+                                                                     with_face):
+    """The axis-angle parameters, posed by the body model's own named arguments (jaw_pose, hands, expression),
+    reproduce the predicted mesh: a face head's jaw drives SMPL-X's jaw joint, not an eye or a hand joint."""
+    model = _build(standin_model_dir, with_hands=True, with_face=with_face)
     with torch.no_grad():
         model.head.dec_pose.bias.normal_(0, 0.2)  # a non-rest pose, so the checks see real rotations
+        model.head.dec_shape.bias.normal_(0, 0.5)  # and a non-zero shape and expression
     out = model.test_step(pseudo_collate(samples))
     for sample in out:
         pred = sample.pred_instances
@@ -66,6 +71,7 @@ def test_predictions_are_smplx_bodies_seen_by_the_full_image_camera(standin_mode
         assert shapes['vertices'] == (1, 10475, 3) and shapes['joints_3d'] == (1, 127, 3)
         assert shapes['smplx_body_pose'] == (1, 63) and shapes['smplx_left_hand_pose'] == (1, 45)
         assert shapes['keypoints'] == (1, 17, 2) and all(v.dtype == np.float32 for v in pred.values())
+        assert np.abs(pred['smplx_jaw_pose']).max() > 0.05 if with_face else not pred['smplx_jaw_pose'].any()
         np.testing.assert_array_equal(pred['smplx_transl'], pred['cam_t'])
         # The axis-angle parameters reproduce the predicted mesh through the body model (the metric's route).
         params = {k[6:]: torch.as_tensor(pred[k]) for k in pred.keys() if k.startswith('smplx_')}
@@ -119,7 +125,8 @@ def test_bad_input_is_named(standin_model_dir, samples):
     del bad[1]['data_samples'].focal
     with pytest.raises(ValueError, match="has no metainfo 'focal'"):
         model.train_step(pseudo_collate(bad), _NoOptim())
-    mixed = [samples[0], dict(inputs=torch.zeros(3, 32, 24, dtype=torch.uint8), data_samples=samples[1]['data_samples'])]
+    mixed = [samples[0],
+             dict(inputs=torch.zeros(3, 32, 24, dtype=torch.uint8), data_samples=samples[1]['data_samples'])]
     with pytest.raises(ValueError, match='different sizes'):
         model.data_preprocessor(pseudo_collate(mixed))
 

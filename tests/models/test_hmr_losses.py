@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from posedreamer_mm.body.rotations import axis_angle_to_matrix
-from posedreamer_mm.registry import MODELS
 from posedreamer_mm.models.losses import rotation_matrix_distance
+from posedreamer_mm.registry import MODELS
 
 
 def _labels(b=3, seed=0):
@@ -85,7 +85,8 @@ def test_rotation_distance_is_4_one_minus_cos():
     axis = torch.nn.functional.normalize(torch.tensor([0.3, -0.5, 0.8]), dim=0)
     r0 = axis_angle_to_matrix(torch.tensor([0.2, 0.1, -0.4])).double()
     rel = axis_angle_to_matrix((axis[None] * angles[:, None]).double())
-    torch.testing.assert_close(rotation_matrix_distance(r0 @ rel, r0.expand(7, 3, 3)), 4 * (1 - torch.cos(angles)).double())
+    torch.testing.assert_close(rotation_matrix_distance(r0 @ rel, r0.expand(7, 3, 3)),
+                               4 * (1 - torch.cos(angles)).double())
 
 
 def test_betas_prior_and_weights():
@@ -98,3 +99,106 @@ def test_betas_prior_and_weights():
     t = _labels(1)
     pred = dict(keypoints_crop=t['keypoints'] + torch.tensor([6.4, 0.0]))
     assert MODELS.build(dict(type='HMRKeypoint2DLoss', loss_weight=2.0))(pred, t).item() == pytest.approx(0.2)
+
+
+def _random_pred_and_labels(seed: int, b: int = 4):
+    """Unrelated random prediction and labels (rotations from random axis-angles), random flags."""
+    g = torch.Generator().manual_seed(seed)
+    t = _labels(b, seed)
+    pred = _pred_from(_labels(b, seed + 1000))
+    pred['joints_3d'] = torch.randn(b, 127, 3, generator=g)
+    for k in [k for k in t if k.startswith('has_')]:
+        t[k] = (torch.rand(b, generator=g) > 0.3).float()
+    t['keypoints_visible'] = (torch.rand(b, 17, generator=g) > 0.3).float()
+    return pred, t
+
+
+ALL_LOSSES = LOSSES + [dict(type='BetasPriorLoss')]
+
+
+@pytest.mark.parametrize('cfg', ALL_LOSSES, ids=lambda c: c['type'])
+def test_every_loss_is_non_negative_on_random_inputs(cfg):
+    loss = MODELS.build(cfg)
+    values = [loss(*_random_pred_and_labels(seed)).item() for seed in range(20)]
+    assert min(values) >= 0.0 and max(values) > 0.0, values
+
+
+def _half_unlabelled(t: dict, pred: dict, flags: tuple[str, ...]):
+    """Appends to the batch a copy of each sample with garbage labels and the given flags cleared."""
+    junk = _labels(t['smplx_betas'].shape[0], seed=77)
+    t2 = {k: torch.cat([v, junk[k] * 10 if not k.startswith('has_') and k not in ('input_size',) else v]) for k, v
+          in t.items()}
+    for f in flags:
+        t2[f][len(t[f]):] = 0
+    pred2 = {k: torch.cat([v.detach(), v.detach()]) for k, v in pred.items()}
+    return pred2, t2
+
+
+def test_keypoint_loss_is_the_mean_over_labelled_keypoints_by_hand():
+    """Every labelled keypoint off by (3, 4) px in a 48 x 64 crop: L1 / longer side = 7 / 64, whatever number of
+    unlabelled keypoints and samples ride along (dividing by all of them would give less)."""
+    t = _labels(2)
+    pred = _pred_from(t)
+    pred['keypoints_crop'] = t['keypoints'] + torch.tensor([3.0, 4.0])
+    t['keypoints_visible'][:, ::2] = 0  # half the keypoints unlabelled
+    loss = MODELS.build(dict(type='HMRKeypoint2DLoss'))
+    assert loss(pred, t).item() == pytest.approx(7 / 64)
+    pred2, t2 = _half_unlabelled(t, pred, ('keypoints_visible',))
+    t2['keypoints_visible'][2:] = 0
+    assert loss(pred2, t2).item() == pytest.approx(7 / 64)
+
+
+def test_joint_3d_loss_is_the_mean_over_labelled_samples_by_hand():
+    """Joint 5 of every labelled sample 10 cm off, the root exact: the root-aligned L1 is 0.1 m over 22 joints."""
+    t = _labels(2)
+    pred = _pred_from(t)
+    pred['joints_3d'] = t['joints_3d'].clone()
+    pred['joints_3d'][:, 5, 0] += 0.1
+    loss = MODELS.build(dict(type='HMRJoint3DLoss'))
+    assert loss(pred, t).item() == pytest.approx(0.1 / 22)
+    pred2, t2 = _half_unlabelled(t, pred, ('has_joints_3d',))
+    assert loss(pred2, t2).item() == pytest.approx(0.1 / 22)
+    # The root is subtracted from both: moving the predicted root moves every other joint's error.
+    pred['joints_3d'][:, 0, 1] += 0.2
+    assert loss(pred, t).item() == pytest.approx((0.1 + 21 * 0.2) / 22)
+
+
+@pytest.mark.parametrize('part,expected', [
+    ('global_orient', 4 * (1 - math.cos(0.5))),        # the root turned 0.5 rad: ||R1 - R2||^2 = 4 (1 - cos)
+    ('body_pose', 4 * (1 - math.cos(0.5)) / 21),       # one of 21 joints turned 0.5 rad
+    ('hands', 4 * (1 - math.cos(0.5)) / 15 / 2),       # one of 15 left-hand joints; the two hands averaged
+    ('face', 4 * (1 - math.cos(0.5)) + 0.25),          # the jaw turned, every expression off by 0.5
+    ('betas', 1.0),                                    # every beta off by 1: mean square 1
+    ('transl', 0.6),                                   # (0.1, 0.2, -0.3) m: L1 0.6
+])
+def test_param_loss_parts_are_means_over_labelled_samples_by_hand(part, expected):
+    t = _labels(2)
+    pred = {k: v.detach() for k, v in _pred_from(t).items()}
+    turn = axis_angle_to_matrix(torch.tensor([0.0, 0.5, 0.0]))
+    if part == 'global_orient':
+        pred['global_orient'] = turn @ pred['global_orient']
+    elif part == 'body_pose':
+        pred['body_pose'][:, 7] = turn @ pred['body_pose'][:, 7]
+    elif part == 'hands':
+        pred['left_hand_pose'][:, 3] = turn @ pred['left_hand_pose'][:, 3]
+    elif part == 'face':
+        pred['jaw_pose'] = turn @ pred['jaw_pose']
+        pred['expression'] = pred['expression'] + 0.5
+    elif part == 'betas':
+        pred['betas'] = pred['betas'] + 1.0
+    else:
+        pred['cam_t'] = pred['cam_t'] + torch.tensor([0.1, 0.2, -0.3])
+    loss = MODELS.build(dict(type='SMPLXParamLoss', part_weights={part: 1.0}))
+    assert loss(pred, t).item() == pytest.approx(expected, rel=1e-5)
+    pred2, t2 = _half_unlabelled(t, pred, (f'has_smplx_{part}',))
+    assert loss(pred2, t2).item() == pytest.approx(expected, rel=1e-5)
+    # Another part's weight alone sees none of this change.
+    other = 'betas' if part != 'betas' else 'transl'
+    assert MODELS.build(dict(type='SMPLXParamLoss', part_weights={other: 1.0}))(pred, t).item() == pytest.approx(
+        0.0, abs=1e-6)
+
+
+def test_betas_prior_is_the_mean_square_by_hand():
+    pred = dict(betas=torch.tensor([[1.0, -2.0], [0.0, 3.0]]))
+    assert MODELS.build(dict(type='BetasPriorLoss', loss_weight=2.0))(pred, {}).item() == pytest.approx(
+        2.0 * (1 + 4 + 0 + 9) / 4)
