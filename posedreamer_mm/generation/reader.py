@@ -243,23 +243,21 @@ def verify_shard(root: str, name: str, manifest: dict | None = None) -> ShardChe
 
 
 def dataset_problems(root: str, manifest: dict) -> list[str]:
-    """Problems of the dataset as a whole: incomplete shard folders, shards the manifest lists that are gone,
-    a ``complete`` status with shards of the plan missing."""
+    """Problems of the dataset as a whole (each shard folder is :func:`verify_shard`'s): shards the manifest lists
+    that are gone, and a ``complete`` status with shards of the plan missing."""
     shards_dir = osp.join(root, SHARDS_DIR)
-    names = sorted(n for n in os.listdir(shards_dir) if n.isdigit()) if osp.isdir(shards_dir) else []
-    problems = [f'{osp.join(shards_dir, n)} has no {SHARD_INFO}: an incomplete shard folder (a re-run of the same '
-                'generate command regenerates it)' for n in names
-                if not osp.isfile(osp.join(shards_dir, n, SHARD_INFO))]
-    gone = sorted({s.get('name') for s in manifest.get('shards', [])} - set(names))
+    names = set(n for n in os.listdir(shards_dir) if n.isdigit()) if osp.isdir(shards_dir) else set()
+    problems = []
+    gone = sorted({s.get('name') for s in manifest.get('shards', [])} - names)
     if gone:
         problems.append(f'{osp.join(root, "manifest.json")} lists shards that are not there: {_few(gone)}')
     if manifest.get('status') == 'complete':
         size, total = manifest.get('writer', {}).get('shard_size'), manifest.get('num_samples')
         if size and total is not None:
-            want = {shard_name(s) for s in range(-(-total // size))}
-            absent = sorted(want - set(names))
-            if absent and not gone:
-                problems.append(f'the manifest says complete but shards {_few(absent)} of its plan are missing')
+            absent = sorted({shard_name(s) for s in range(-(-total // size))} - names - set(gone))
+            if absent:
+                problems.append(f'{osp.join(root, "manifest.json")} says complete but shards {_few(absent)} of its '
+                                'plan are missing')
     return problems
 
 
