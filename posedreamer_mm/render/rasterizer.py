@@ -30,6 +30,8 @@ from typing import Sequence
 
 import numpy as np
 
+from posedreamer_mm.utils.pickling import PicklesWithoutLocalState
+
 from .egl import egl_devices, get_context, gl_device_info, keep_inherited, make_current  # noqa: F401 (re-exported)
 from .geometry import GeometryError, validate_camera, validate_faces
 from .shaders import FRAGMENT_SHADER as _FRAGMENT_SHADER
@@ -87,7 +89,7 @@ class _GLState:
         return [*fbos, *self.buffers.values(), *self.programs.values(), self.vao]
 
 
-class MeshRasterizer:
+class MeshRasterizer(PicklesWithoutLocalState):
     """Renders triangle meshes with vertex attributes into numpy arrays (no MSAA, no culling, z-buffered).
 
     GL objects are kept between calls: per frame only vertex positions (and colours/normals when given) are
@@ -112,6 +114,9 @@ class MeshRasterizer:
             generation run's working set: the crop with and without normals plus the skeleton's 64/128 px face
             windows.
     """
+
+    #: GL objects of each thread (``utils/pickling.py``: a pickled copy starts without any and a fresh lock).
+    _process_local = dict(_states=dict)
 
     def __init__(self, near: float = 0.01, far: float = 100.0, device_index: int | str | None = None,
                  color_dtype: str = 'f1', max_framebuffers: int = 6) -> None:
@@ -160,14 +165,8 @@ class MeshRasterizer:
         """The calling thread's framebuffer cache (tests inspect it)."""
         return self._state().fbos
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state.update(_states={}, _lock=None)
-        return state
-
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+        super().__setstate__(state)
         _LIVE.add(self)
 
     # --- GL object caches (of one thread's state) ---------------------------------------------------------

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from posedreamer_mm.registry import SCORERS
+from posedreamer_mm.utils.pickling import PicklesWithoutLocalState
 
 from .base import BasePoseScorer, PoseDetections, check_rgb_image
 
@@ -27,7 +28,7 @@ MEDIAPIPE_TO_COCO17 = np.array([0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 2
 
 
 @SCORERS.register_module()
-class MediaPipeScorer(BasePoseScorer):
+class MediaPipeScorer(PicklesWithoutLocalState, BasePoseScorer):
     """Single-person 2D pose scoring with mediapipe's bundled BlazePose model; needs no download.
 
     Args:
@@ -39,6 +40,7 @@ class MediaPipeScorer(BasePoseScorer):
     """
 
     name = 'mediapipe'
+    _process_local = dict(_pose=None, _pid=None)   # the graph is rebuilt on first use in a copy
 
     def __init__(self, min_detection_confidence: float = 0.5, model_complexity: int = 1) -> None:
         if model_complexity != 1:
@@ -80,15 +82,6 @@ class MediaPipeScorer(BasePoseScorer):
             out.append(PoseDetections(coco[None, :, :2], scores[None], [[x1, y1, x2, y2]], [scores.mean()], (w, h),
                                       self.name))
         return out
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state['_pose'], state['_pid'], state['_lock'] = None, None, None
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(model_complexity={self.model_complexity}, '

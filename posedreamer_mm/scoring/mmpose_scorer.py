@@ -25,6 +25,7 @@ import numpy as np
 
 from posedreamer_mm.apis.checkpoint import check_checkpoint
 from posedreamer_mm.registry import SCORERS
+from posedreamer_mm.utils.pickling import PicklesWithoutLocalState
 
 from .base import BasePoseScorer, PoseDetections, check_rgb_image
 
@@ -65,7 +66,7 @@ def _check_checkpoint(path, what: str) -> str:
 
 
 @SCORERS.register_module()
-class MMPoseScorer(BasePoseScorer):
+class MMPoseScorer(PicklesWithoutLocalState, BasePoseScorer):
     """Top-down 2D pose scoring: mmdet person boxes, then an mmpose estimator on each box. Multi-person.
 
     Args:
@@ -87,6 +88,7 @@ class MMPoseScorer(BasePoseScorer):
     """
 
     name = 'mmpose'
+    _process_local = dict(_models=None)   # workers rebuild the models on first use
 
     def __init__(self, pose_config, pose_checkpoint: str, det_config=None, det_checkpoint: str | None = None,
                  device: str = 'auto', det_cat_id: int = 0, det_score_thr: float = 0.3, max_people: int = 20,
@@ -214,15 +216,6 @@ class MMPoseScorer(BasePoseScorer):
                                       (im.shape[1], im.shape[0]), self.name))
             k += n
         return out
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state['_models'], state['_lock'] = None, None   # workers rebuild the models on first use
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         det = 'whole image' if self.det_cfg is None else self.det_cfg.model.get('type', '?')
