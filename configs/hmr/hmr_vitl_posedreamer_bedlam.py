@@ -8,7 +8,7 @@
 # the installed mmpose package: it resolves from any working directory.
 _base_ = ['../_base_/default_runtime.py', 'mmpose::_base_/datasets/coco.py']
 
-# ---- assets (override with --cfg-options; the new value propagates to every dict that used it) ------------
+# ---- assets (--cfg-options body_model_dir=... acts as if written here: docs/configs.md) -------------------
 body_model_dir = 'data/body_models/smplx/'  # holds SMPLX_NEUTRAL.npz (licensed: https://smpl-x.is.tue.mpg.de)
 # mmpose ViTPose-L COCO checkpoint (keys 'backbone.*'); for an MAE checkpoint (mmpose's
 # pretrained_models/mae_pretrain_vit_large_20230913.pth) set backbone_checkpoint_prefix=None.

@@ -43,9 +43,9 @@ def fixtures(tmp_path_factory, standin_model_dir):
     return write_config_fixtures(tmp_path_factory.mktemp('hmr_data'), standin_model_dir)
 
 
-def data_options(paths: dict, standin_model_dir) -> dict:
-    """``--cfg-options`` pointing every asset variable of the HMR configs at the fixtures."""
-    return dict(
+def data_options(paths: dict, standin_model_dir, **more) -> dict:
+    """``--cfg-options`` pointing every asset variable of the HMR configs at the fixtures (and ``more``)."""
+    return dict(**more,
         body_model_dir=f'{standin_model_dir}/', posedreamer_root=paths['posedreamer']['label_root'] + '/',
         posedreamer_yoga_root=paths['posedreamer']['label_root'] + '/',
         bedlam_label_root=paths['bedlam']['label_root'] + '/', bedlam_img_root=paths['bedlam']['img_root'] + '/',
@@ -55,19 +55,11 @@ def data_options(paths: dict, standin_model_dir) -> dict:
         mpii_attribute_file=paths['mpii_attribute_file'])
 
 
-def _set_key(node, key, value):
-    if isinstance(node, dict):
-        for k in node:
-            node[k] = value if k == key else _set_key(node[k], key, value)
-    elif isinstance(node, list):
-        return [_set_key(v, key, value) for v in node]
-    return node
-
-
 def tiny_config(path, paths, standin_model_dir) -> Config:
     """The config at tiny size: width-32 ViT, 64x48 crops, batch 2, no workers; everything else as written."""
-    cfg = load_config(str(path), {k: v for k, v in data_options(paths, standin_model_dir).items()
-                                  if k in Config.fromfile(str(path))})
+    names = Config.fromfile(str(path))  # the asset variables this config defines (others would be refused)
+    options = data_options(paths, standin_model_dir, input_size=TINY_INPUT)
+    cfg = load_config(str(path), {k: v for k, v in options.items() if k in names})
     cfg.model.backbone = tiny_vit_backbone((TINY_INPUT[1], TINY_INPUT[0]))
     head = tiny_head(with_hands=cfg.model.head.with_hands, with_face=cfg.model.head.with_face,
                      pos_embed_size=cfg.model.head.get('pos_embed_size'))
@@ -76,9 +68,7 @@ def tiny_config(path, paths, standin_model_dir) -> Config:
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].update(batch_size=2, num_workers=0, persistent_workers=False)
         cfg[loader].pop('pin_memory', None)
-    as_dict = cfg.to_dict()
-    _set_key(as_dict, 'input_size', TINY_INPUT)
-    return Config(as_dict, filename=cfg.filename)
+    return cfg
 
 
 def assert_geometric_transforms_use(pipeline, model_dir):
