@@ -48,7 +48,7 @@ def {_APPLY}(obj, parts, value, key, where, done=()):
     if not parts:
         return value
     head, rest = parts[0], parts[1:]
-    here = '.'.join(done + (head,))
+    here = '.'.join((key.split('.')[0],) + done + (head,))
     if isinstance(obj, dict):
         new = dict(obj)
         new[head] = {_APPLY}(obj[head] if head in obj else ({{}} if rest else None), rest, value, key, where,
@@ -62,7 +62,7 @@ def {_APPLY}(obj, parts, value, key, where, done=()):
         new[int(head)] = {_APPLY}(obj[int(head)], rest, value, key, where, done + (head,))
         return new if isinstance(obj, list) else tuple(new)
     # (the braces are split: mmengine would take the text for one of its base-variable placeholders)
-    raise TypeError('{_MARK}' + key + ': ' + '.'.join(done) + ' is ' + repr(obj) + ' at ' + where
+    raise TypeError('{_MARK}' + key + ': ' + '.'.join((key.split('.')[0],) + done) + ' is ' + repr(obj) + ' at ' + where
                     + ', not a dict or list (a {{' + '{{_base_.x}}' + '}} value is filled in only after the file '
                     'ran: override the base variable x instead)')
 '''
@@ -255,6 +255,9 @@ def load_with_overrides(path: str, options: dict[str, Any] | None,
     bad = [k for k in options if not all(k.split('.'))]
     if bad:
         raise ConfigError(f'--cfg-options {bad[0]!r}: empty key part')
+    if any(k.split('.')[0] == '_base_' for k in options):
+        raise ConfigError('--cfg-options _base_: the inheritance list is not overridable; write a config that '
+                          'inherits the one you want')
     if Config._is_lazy_import(path):
         raise ConfigError(f'--cfg-options on {path}: a lazy-import config (read_base) cannot be re-evaluated; '
                           'edit the file')

@@ -146,14 +146,16 @@ def test_what_cannot_be_applied_faithfully_is_refused(tmp_path):
     refused("pipe = [dict(prob=0.5)]\npipe[0]['prob'] = 0.3\n", {'pipe.0.prob': 0.0},
             r'pipe.0.prob=0.0 did not hold: the config ends with pipe.0.prob = 0.3')
     refused('for seed in range(3):\n    pass\n', {'seed': 1}, r'seed: .*cfg.py:1 binds .seed. by a statement')
-    refused('pipe = [dict(prob=0.5)]\n', {'pipe.3.prob': 0.0}, r'pipe.3.prob: 3 is not an index of the 1-entry')
-    refused('seed = 0\n', {'seed.x': 1}, r'seed.x: {2}is 0 at .*cfg.py:1, not a dict or list')
+    refused('pipe = [dict(prob=0.5)]\n', {'pipe.3.prob': 0.0}, r'pipe.3.prob: pipe.3 is not an index of the 1-entry')
+    refused('seed = 0\n', {'seed.x': 1}, r'seed.x: seed is 0 at .*cfg.py:1, not a dict or list')
     refused('seed = 0\n', {'seed': float('nan')}, r'seed: nan .* cannot be written in a config file')
+    refused('seed = 0\n', {'_base_': ['other.py']}, r'_base_: the inheritance list is not overridable')
     # A package base is not re-evaluated; mmpose's dataset_info is one.
     with pytest.raises(ConfigError, match=r"dataset_info.*package base 'mmpose::_base_/datasets/coco.py'"):
         load_config(HMR, {'dataset_info.dataset_name': 'x'})
     # A dotted key through a {{_base_.x}} value (filled in after the file ran) names the base variable to use.
-    with pytest.raises(ConfigError, match=r'datasets.0 is {{_base_.bedlam_train}} at .*hmr_vitl_bedlam.py:4'):
+    with pytest.raises(ConfigError, match=r'train_dataloader.dataset.datasets.0 is {{_base_.bedlam_train}} at '
+                       r'.*hmr_vitl_bedlam.py:4'):
         load_config(str(ROOT / 'configs' / 'hmr' / 'hmr_vitl_bedlam.py'),
                     {'train_dataloader.dataset.datasets.0.label_root': '/x'})
 
