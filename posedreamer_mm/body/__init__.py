@@ -3,7 +3,7 @@ docs/bodies.md and docs/sources.md). Importing it registers every pose source in
 from . import sources
 from .body_model import (BodyModelFileError, BodyOutput, SMPLXBodyModel, canonical_body_pose, check_model_file,
                          resolve_model_file)
-from .gendered import GenderedSMPLXBodyModel, build_gendered_body_models
+from .gendered import GenderedSMPLXBodyModel, build_gendered_body_models, shared_body_models
 from .camera import (bbox_from_points, crop_camera, crop_image, crop_points_2d, intrinsics_matrix, points_in_front,
                      project_points, square_crop_box, transform_points, unproject_points, upright_global_orient)
 from .joint_maps import (COCO17_FLIP_PAIRS, COCO17_NAMES, COCO17_SKELETON, OPENPOSE18_LIMBS, OPENPOSE18_NAMES,
@@ -15,6 +15,7 @@ from .standin import build_standin, ensure_standin_smplx, write_standin_smplx
 
 __all__ = [
     'BodyModelFileError', 'BodyOutput', 'SMPLXBodyModel', 'GenderedSMPLXBodyModel', 'build_gendered_body_models',
+    'shared_body_models',
     'ensure_standin_smplx', 'sample_file', 'validate_sample_id', 'canonical_body_pose', 'check_model_file',
     'resolve_model_file', 'bbox_from_points', 'crop_camera', 'crop_image', 'crop_points_2d', 'intrinsics_matrix',
     'points_in_front', 'project_points', 'square_crop_box', 'transform_points', 'unproject_points',

@@ -17,7 +17,9 @@ from torch import nn
 
 from posedreamer_mm.registry import BODY_MODELS
 
-from .body_model import GENDERS, BodyOutput, SMPLXBodyModel
+from .body_model import GENDERS, BodyOutput, SMPLXBodyModel, gender_from_file_name
+from .flip import PelvisRegressor
+from .standin import standin_dir
 
 
 def build_gendered_body_models(model_path: str | os.PathLike, genders: Iterable[str],
@@ -60,26 +62,38 @@ class GenderedSMPLXBodyModel(nn.Module):
     split, run per gender and put back in order. All genders share the mesh topology, so :attr:`faces` and PNCC
     colours are common.
 
+    This is the one place the project keeps "a model per gender": the generator, the HMR flip/roll pivot
+    (:class:`~posedreamer_mm.datasets.transforms.hmr_geometric.GenderedPelvis`) and the HMR metric use it, the
+    CPU users through the per-process :func:`shared_body_models`.
+
     Args:
-        model_path: Directory with ``SMPLX_<GENDER>.<ext>`` (a file is refused: it holds one gender); ``None``:
-            the open stand-in, each gender written when first needed (:class:`SMPLXBodyModel`).
+        model_path: Directory with ``SMPLX_<GENDER>.<ext>``; ``None``: the open stand-in, each gender written when
+            first needed (:class:`SMPLXBodyModel`); one file: that file's gender only (from its name, else
+            ``default_gender``), and a body of another gender is refused naming the file.
         genders: Genders to build up front (their files are checked now); others are built when first needed
-            and raise :class:`BodyModelFileError` naming the missing file then. ``()`` builds nothing now.
+            and raise :class:`BodyModelFileError` naming the missing file then. ``()`` builds nothing now; default
+            ``(default_gender,)``.
         default_gender: The model of :attr:`default` and :attr:`faces` (e.g. the one whose canonical body gives
-            the PNCC colours); built when first used.
+            the PNCC colours); built when first used. Default ``'neutral'`` (a file: its own gender).
         **kwargs: :class:`SMPLXBodyModel` arguments shared by every gender.
     """
 
-    def __init__(self, model_path: str | os.PathLike | None, genders: Iterable[str] = ('neutral',),
-                 default_gender: str = 'neutral', **kwargs) -> None:
+    def __init__(self, model_path: str | os.PathLike | None, genders: Iterable[str] | None = None,
+                 default_gender: str | None = None, **kwargs) -> None:
         super().__init__()
+        #: The single file ``model_path`` names, or None (a directory or the stand-in).
+        self.model_file = None
         if model_path is not None and pathlib.Path(model_path).expanduser().is_file():
-            raise ValueError(f'GenderedSMPLXBodyModel needs the directory of the SMPLX_<GENDER> files, got the file '
-                             f'{model_path}')
+            self.model_file = str(model_path)
+            default_gender = gender_from_file_name(model_path) or default_gender
+        default_gender = default_gender or 'neutral'
         if default_gender not in GENDERS:
             raise ValueError(f'default_gender must be one of {GENDERS}, got {default_gender!r}')
         self.model_path, self.kwargs, self.default_gender = model_path, dict(kwargs), str(default_gender)
-        self.models = nn.ModuleDict(build_gendered_body_models(model_path, genders, **kwargs))
+        self._pelvis: dict[str, PelvisRegressor] = {}
+        self.models = nn.ModuleDict()
+        for gender in dict.fromkeys((self.default_gender,) if genders is None else genders):
+            self.model(gender)
 
     @classmethod
     def from_config(cls, cfg: dict, genders: Iterable[str] = ()) -> GenderedSMPLXBodyModel:
@@ -106,17 +120,28 @@ class GenderedSMPLXBodyModel(nn.Module):
         if not (isinstance(kind, type) and issubclass(kind, SMPLXBodyModel)):
             raise TypeError(f'a gendered body model set needs an SMPLXBodyModel or GenderedSMPLXBodyModel config, '
                             f'got type={kind!r}')
-        return cls(genders=genders, default_gender=cfg.pop('gender', None) or 'neutral', **cfg)
+        return cls(genders=genders, default_gender=cfg.pop('gender', None), **cfg)
 
     def model(self, gender: str) -> SMPLXBodyModel:
-        """The model of ``gender`` (built on first use, on the device of the existing ones)."""
+        """The model of ``gender`` (built on first use, on the device of the existing ones).
+
+        Raises:
+            ValueError: an unknown gender, or another gender than a single ``model_path`` file's (naming it).
+            BodyModelFileError: the gender's file is missing or unreadable (naming it).
+        """
         gender = str(gender)
         if gender not in self.models:
+            if gender not in GENDERS:
+                raise ValueError(f'unknown gender {gender!r}; expected one of {GENDERS}')
+            if self.model_file is not None and gender != self.default_gender:
+                raise ValueError(f'a {gender} body, but model_path is the file {self.model_file} (the '
+                                 f'{self.default_gender} model); give the directory holding SMPLX_{gender.upper()}')
             model = build_gendered_body_models(self.model_path, [gender], **self.kwargs)[gender]
             if len(self.models):
                 ref = next(iter(self.models.values()))
                 if not torch.equal(model.faces_tensor.cpu(), ref.faces_tensor.cpu()):
-                    raise ValueError(f'{model.model_file} has a different mesh than {ref.model_file}')
+                    raise ValueError(f'{model.model_file} ({gender}) and {ref.model_file} have different meshes; all '
+                                     'genders must share one topology')
                 model.to(ref.smplx.v_template.device)
             self.models[gender] = model
         return self.models[gender]
@@ -148,7 +173,7 @@ class GenderedSMPLXBodyModel(nn.Module):
             if v.ndim == 0 or v.shape[0] != b:
                 raise ValueError(f'{k} has shape {tuple(v.shape)}, expected {b} rows (one per gender)')
         verts = joints = None
-        for gender in dict.fromkeys(genders):
+        for gender in dict.fromkeys((self.default_gender,) if genders is None else genders):
             idx = torch.tensor([i for i, g in enumerate(genders) if g == gender])
             out = self.model(gender)(**{k: v[idx] for k, v in tensors.items()})
             if verts is None:
@@ -165,5 +190,48 @@ class GenderedSMPLXBodyModel(nn.Module):
         from .sample import BodySample
         return self(genders=[s.gender for s in samples], **BodySample.stack(list(samples)))
 
+    def pelvis_regressor(self, gender: str) -> PelvisRegressor:
+        """The exact rest pelvis ``J0(betas)`` map of ``gender``'s model (built with the model, then a dict look-up:
+        a fork worker that only looks up a gender built before the fork runs no torch). Raises as :meth:`model`."""
+        gender = str(gender)
+        if gender not in self._pelvis:
+            self._pelvis[gender] = PelvisRegressor(self.model(gender))
+        return self._pelvis[gender]
 
-__all__ = ['GenderedSMPLXBodyModel', 'build_gendered_body_models']
+
+_SHARED: dict[str, GenderedSMPLXBodyModel] = {}
+
+
+def _config_key(cfg: dict) -> str:
+    cfg = dict(cfg)
+    kind = cfg.pop('type', SMPLXBodyModel)
+    name = kind.rsplit('.', 1)[-1] if isinstance(kind, str) else getattr(kind, '__name__', repr(kind))
+    if cfg.get('model_path') is None:  # the stand-in: where it lives ($PDM_STANDIN_DIR) tells two apart
+        cfg['model_path'] = ('stand-in', standin_dir())
+    items = sorted((k, str(v) if isinstance(v, os.PathLike) else v) for k, v in cfg.items())
+    return repr((name, items))
+
+
+def shared_body_models(cfg: dict) -> GenderedSMPLXBodyModel:
+    """The per-process gendered model set of a ``BODY_MODELS`` config: one per equal config, built once.
+
+    For CPU users that only read the models (HMR transforms, the HMR metric): every user of the same config in a
+    process gets the same :class:`GenderedSMPLXBodyModel`, so each gender's model is read once per process (fork
+    workers inherit the parent's). Do not move it to another device or train it; a trainable or GPU model builds
+    its own (``BODY_MODELS.build``).
+
+    Args:
+        cfg: An ``SMPLXBodyModel`` or ``GenderedSMPLXBodyModel`` config (:meth:`GenderedSMPLXBodyModel.from_config`;
+            a single-gender config's ``gender`` is the set's default). Nothing is built until a gender is asked
+            for.
+
+    Example:
+        ``shared_body_models(dict(type='SMPLXBodyModel', model_path=DIR)).model('female')(betas=...)``
+    """
+    key = _config_key(cfg)
+    if key not in _SHARED:
+        _SHARED[key] = GenderedSMPLXBodyModel.from_config(cfg).eval()
+    return _SHARED[key]
+
+
+__all__ = ['GenderedSMPLXBodyModel', 'build_gendered_body_models', 'shared_body_models']

@@ -55,8 +55,11 @@ def test_a_missing_gender_file_is_named(tmp_path, gendered_dir):
         model.forward_samples([BodySample(id='m', gender='male')])
     with pytest.raises(BodyModelFileError, match='SMPLX_FEMALE.npz'):
         GenderedSMPLXBodyModel(tmp_path, genders=('neutral', 'female'))
-    with pytest.raises(ValueError, match='directory'):
-        GenderedSMPLXBodyModel(tmp_path / 'SMPLX_NEUTRAL.npz')
+    # One file holds one gender: the set has that one, another gender is refused naming the file.
+    single = GenderedSMPLXBodyModel(gendered_dir / 'SMPLX_FEMALE.npz')
+    assert single.default_gender == 'female' and single.default.gender == 'female'
+    with pytest.raises(ValueError, match='a male body, but model_path is the file .*SMPLX_FEMALE.npz'):
+        single.model('male')
 
 
 def test_ensure_standin_rewrites_a_truncated_file(tmp_path, gendered_dir):

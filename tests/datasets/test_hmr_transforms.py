@@ -175,7 +175,7 @@ def test_a_single_file_body_model_refuses_another_gender(loaded, standin_model_d
     flip(copy.deepcopy(loaded[0]))  # the file's own gender works
     results = copy.deepcopy(loaded[0])
     results['gender'] = 'male'
-    with pytest.raises(ValueError, match='a male sample, but body_model.model_path is the file .*SMPLX_NEUTRAL.npz'):
+    with pytest.raises(ValueError, match='a male body, but model_path is the file .*SMPLX_NEUTRAL.npz'):
         flip(results)
 
 

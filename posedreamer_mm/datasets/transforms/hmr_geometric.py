@@ -8,19 +8,18 @@ The maths lives in :mod:`posedreamer_mm.body.flip`.
 from __future__ import annotations
 
 import math
-import pathlib
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 from mmcv.transforms import BaseTransform
 
+from posedreamer_mm.body.body_model import GENDERS, BodyModelFileError
 from posedreamer_mm.body.flip import (PelvisRegressor, coco17_flip_indices, flip_joints_3d, flip_points_2d,
                                       flip_smplx, roll_image_affine, roll_matrix, roll_smplx_root)
-from posedreamer_mm.body.body_model import GENDERS, BodyModelFileError, SMPLXBodyModel, resolve_model_file
-from posedreamer_mm.body.gendered import GenderedSMPLXBodyModel
+from posedreamer_mm.body.gendered import shared_body_models
 from posedreamer_mm.body.sources.base import SMPLX_NEUTRAL_PELVIS_REST
-from posedreamer_mm.registry import BODY_MODELS, TRANSFORMS
+from posedreamer_mm.registry import TRANSFORMS
 
 
 class GenderedPelvis:
@@ -30,11 +29,13 @@ class GenderedPelvis:
     body under the neutral model, so the flip and roll pivots use the model the label was made with
     (``results['gender']``, as :class:`~posedreamer_mm.evaluation.HMRMetric` builds its ground-truth meshes).
 
-    Every gender whose ``SMPLX_<GENDER>`` file is in the configured directory is read **when the transform is
-    built**, in the main process, and only its 3 x num_betas map is kept
-    (:class:`~posedreamer_mm.body.flip.PelvisRegressor`, numpy): building an SMPL-X layer lazily in a fork-pool
-    worker of a parent that had run torch hangs, and a corrupt file fails at once. The maps are shared by the
-    transforms of one process. A sample of a gender without a file raises, naming the file that is missing.
+    The models are the process's shared set (:func:`~posedreamer_mm.body.gendered.shared_body_models`, the one
+    home of "a model per gender"). Every gender the configured ``model_path`` has a file for (all three for the
+    stand-in, ``model_path=None``) is read **when the transform is built**, in the main process, and only its
+    3 x num_betas map is kept here (:class:`~posedreamer_mm.body.flip.PelvisRegressor`, numpy; a pickled
+    transform stays small): building an SMPL-X layer lazily in a fork-pool worker of a parent that had run torch
+    hangs, and a corrupt file fails at once. A sample of a gender without a file raises, naming the file that is
+    missing (or, for a one-file ``model_path``, that file).
 
     Args:
         body_model: ``SMPLXBodyModel`` or ``GenderedSMPLXBodyModel`` config (its ``gender`` is the default for
@@ -42,47 +43,25 @@ class GenderedPelvis:
     """
 
     def __init__(self, body_model: dict):
+        models = shared_body_models(body_model)
+        self.default_gender = models.default_gender
+        self._regressors: dict[str, PelvisRegressor] = {}
         self._missing: dict[str, Exception] = {}
-        path = body_model.get('model_path')
-        if path is not None and pathlib.Path(str(path)).expanduser().is_file():
-            model = BODY_MODELS.build(body_model)
-            self._file, self.default_gender = str(path), model.gender
-            self._regressors = {model.gender: PelvisRegressor(model)}
-            return
-        models = GenderedSMPLXBodyModel.from_config(body_model)  # builds nothing: genders=()
-        self._file, self.default_gender = None, models.default_gender
-        self._regressors = {}
         for gender in GENDERS:
             try:
-                resolve_model_file(models.model_path, gender, models.kwargs.get('ext', 'npz'))
-            except BodyModelFileError as e:
-                self._missing[gender] = e
-                continue
-            self._regressors[gender] = _pelvis_regressor(models.model_path, gender, models.kwargs)
-        if self.default_gender not in self._regressors:
-            raise self._missing[self.default_gender]
+                self._regressors[gender] = models.pelvis_regressor(gender)
+            except (BodyModelFileError, ValueError) as err:  # no file for it, or another gender's single file
+                if gender == self.default_gender:
+                    raise
+                self._missing[gender] = err
 
     def __call__(self, betas, gender: str | None = None) -> np.ndarray:
         gender = str(gender) if gender else self.default_gender
         if gender not in self._regressors:
             if gender not in GENDERS:
                 raise ValueError(f'unknown gender {gender!r}; expected one of {GENDERS}')
-            if self._file is not None:
-                raise ValueError(f'a {gender} sample, but body_model.model_path is the file {self._file} '
-                                 f'({self.default_gender}); give the directory holding SMPLX_{gender.upper()}')
             raise self._missing[gender]
         return self._regressors[gender](betas)
-
-
-_PELVIS_CACHE: dict[str, PelvisRegressor] = {}
-
-
-def _pelvis_regressor(model_path, gender: str, kwargs: dict) -> PelvisRegressor:
-    """The pelvis map of one gender's model, read once per process and shared by the transforms using it."""
-    key = repr((str(model_path), gender, sorted(kwargs.items())))
-    if key not in _PELVIS_CACHE:
-        _PELVIS_CACHE[key] = PelvisRegressor(SMPLXBodyModel(model_path, gender=gender, **kwargs))
-    return _PELVIS_CACHE[key]
 
 
 def _pelvis_fn(body_model: dict | None):
