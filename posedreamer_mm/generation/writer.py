@@ -191,10 +191,11 @@ class ShardedDatasetWriter:
                 self.check_output(root, header)
                 return
             self._check_empty(root)
-            os.makedirs(osp.join(root, SHARDS_DIR), exist_ok=True)
+            # The manifest first: a run arriving meanwhile sees a dataset (or only the lock), never a foreign dir.
             manifest = dict(format=FORMAT_NAME, version=FORMAT_VERSION, status='in_progress', **header,
                             writer=self.content_config())
             atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=True))
+            os.makedirs(osp.join(root, SHARDS_DIR), exist_ok=True)
         except BaseException:
             if taken:
                 output_lock.release(root)

@@ -26,10 +26,12 @@ import datetime
 import json
 import os
 import os.path as osp
+import random
 import socket
 import sys
 import tempfile
 import threading
+import time
 import uuid
 import warnings
 
@@ -183,7 +185,7 @@ class OutputLock:
         """
         os.makedirs(self.directory, exist_ok=True)
         info = self._new_info()
-        for _ in range(5):
+        for _ in range(50):
             if self._create(info):
                 self._start(info)
                 return self
@@ -220,18 +222,38 @@ class OutputLock:
         os.replace(tmp, self.path)
 
     def _break(self, stale: dict | None) -> None:
-        """Removes the stale lock, unless another run replaced it meanwhile (then it is put back)."""
-        aside = f'{self.path}.stale-{uuid.uuid4().hex[:8]}'
+        """Removes the stale lock ``stale`` under a take-over guard, unless it changed meanwhile.
+
+        Only one process at a time breaks a lock (the guard is created exclusively), and it removes the lock only
+        if the file still names the stale run, so contenders for a dead run's lock end with one holder.
+        """
+        guard = osp.join(self.directory, f'.{LOCK_NAME}{TMP_MARKER}takeover')
         try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
+            os.close(os.open(guard, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                if fs_now(self.directory) - os.stat(guard).st_mtime > 30:  # left by a process killed here
+                    os.unlink(guard)
+            time.sleep(random.uniform(0.05, 0.2))  # another process is taking over: look again after it
             return
-        moved = read_holder(aside)
-        if stale is not None and moved is not None and moved.get('run_id') != stale.get('run_id'):
-            with contextlib.suppress(OSError):
-                os.link(aside, self.path)  # a fresh lock of another run: put it back (fails if a third took it)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(aside)
+        try:
+            current = read_holder(self.path)
+            if (current or {}).get('run_id') != (stale or {}).get('run_id'):
+                return  # replaced or released meanwhile
+            aside = osp.join(self.directory, f'.{LOCK_NAME}{TMP_MARKER}stale-{uuid.uuid4().hex[:8]}')
+            try:
+                os.rename(self.path, aside)
+            except FileNotFoundError:
+                return
+            moved = read_holder(aside)
+            if (moved or {}).get('run_id') != (stale or {}).get('run_id'):
+                with contextlib.suppress(OSError):
+                    os.link(aside, self.path)  # a fresh lock created in between: put it back
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(aside)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(guard)
 
     # --- holding ------------------------------------------------------------------------------------------------
     def _start(self, info: dict) -> None:

@@ -226,3 +226,40 @@ def test_shards_of_rank_on_hand_computed_cases():
     assert shards_of_rank(7, 2, 3) == [2, 5] and shards_of_rank(2, 3, 4) == []
     with pytest.raises(ValueError, match='rank 4, world_size 4'):
         shards_of_rank(7, 4, 4)
+
+
+def _contender(root, start, results, hold):
+    import warnings
+    warnings.simplefilter('ignore')
+    start.wait()
+    try:
+        ShardedDatasetWriter(shard_size=2).prepare_output(root, HEADER)
+        results.put(('won', os.getpid(), ''))
+        hold.wait(60)  # keep the lock live while the others try
+    except OutputLockedError as err:
+        results.put(('refused', os.getpid(), str(err)))
+    except BaseException as err:  # any other error fails the test, not the wait
+        results.put(('error', os.getpid(), repr(err)))
+
+
+def test_processes_racing_for_a_dead_runs_lock_end_with_one_holder(tmp_path):
+    import multiprocessing
+    ctx = multiprocessing.get_context('fork')
+    for round_ in range(3):
+        root = tmp_path / f'r{round_}'
+        root.mkdir()
+        (root / 'writer.lock').write_text(json.dumps(dict(host='node-b', pid=1, run_id='dead')))
+        os.utime(root / 'writer.lock', (time.time() - 1000, time.time() - 1000))
+        start, hold, results = ctx.Event(), ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_contender, args=(str(root), start, results, hold)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        start.set()
+        got = [results.get(timeout=60) for _ in procs]
+        hold.set()
+        for p in procs:
+            p.join(timeout=60)
+        winners = [pid for status, pid, _ in got if status == 'won']
+        assert len(winners) == 1 and not [g for g in got if g[0] == 'error'], got
+        assert all(f'pid {winners[0]}' in msg for status, _, msg in got if status == 'refused'), got
+        assert not [n for n in os.listdir(root) if n.startswith('.')]  # no guard or aside file left
