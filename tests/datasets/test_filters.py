@@ -206,3 +206,37 @@ def test_score_pose_min_keypoints_zero_matches_the_person_on_the_label():
                      pose_detections=people))
     assert out['pose_match'].index == 1 and out['scores']['oks'] == pytest.approx(1.0, abs=1e-9)
     assert TRANSFORMS.build(dict(type='FilterByOKS', thr=1.0 - 1e-9))(out) is not None
+
+
+def test_every_filter_threshold_keeps_a_tie():
+    """Each threshold of filters.py at exactly the measured value lands on the documented (keeping / counting)
+    side, and a hair beyond it on the other (module docstring: thresholds are inclusive on the keeping side)."""
+    # FilterByPersonCount: a box scoring exactly bbox_thr is counted; min_people equal to the count is kept.
+    people = [FRONT + 10 * i for i in range(2)]
+    res = scored(dets(people, 0.9, bbox_scores=np.array([0.5, 0.9])), label(FRONT, 2))
+    count = TRANSFORMS.build(dict(type='FilterByPersonCount', min_people=2, bbox_thr=0.5))
+    assert count(dict(res)) is not None and res['scores']['num_people'] == 2
+    strict = dict(res)
+    assert TRANSFORMS.build(dict(type='FilterByPersonCount', min_people=2, bbox_thr=0.5001))(strict) is None
+    assert strict['drop_reason'] == 'too_few_people'
+    # ... and a keypoint scoring exactly keypoint_thr is confident.
+    scores = np.full((2, 17), 0.3)
+    res = scored(dets(people, scores), label(FRONT, 2))
+    assert TRANSFORMS.build(dict(type='FilterByPersonCount', min_people=2, keypoint_thr=0.3))(dict(res))
+    assert TRANSFORMS.build(dict(type='FilterByPersonCount', min_people=2, keypoint_thr=0.3001))(dict(res)) is None
+
+    # FilterByImageQuality: brightness equal to min/max, clipped fraction equal to the max, aesthetic equal to min.
+    img = np.zeros((4, 8, 3), np.uint8)
+    img[:, :2], img[:, 2:4], img[:, 4:6], img[:, 6:] = 0, 100, 150, 255     # a quarter dark, a quarter bright
+    expo = dict(min_sharpness=None, min_brightness=None, max_brightness=None, max_clipped_fraction=None)
+
+    def quality(**kw):
+        return TRANSFORMS.build(dict(type='FilterByImageQuality', **{**expo, **kw}))(dict(img=img))
+    bright = (0 + 100 + 150 + 255) / 4 / 255
+    assert quality(min_brightness=bright)['scores']['brightness'] == pytest.approx(bright)
+    assert quality(min_brightness=bright + 1e-9) is None
+    assert quality(max_brightness=bright) is not None and quality(max_brightness=bright - 1e-9) is None
+    assert quality(max_clipped_fraction=0.5)['scores']['clipped_fraction'] == 0.5     # dark + bright
+    assert quality(max_clipped_fraction=0.4999) is None
+    assert quality(aesthetic=lambda im: 5.0, min_aesthetic=5.0) is not None
+    assert quality(aesthetic=lambda im: 5.0, min_aesthetic=5.0001) is None

@@ -167,3 +167,24 @@ def test_a_non_finite_prediction_is_counted_named_and_left_out(model, metric):
     for key, value in ref.items():
         np.testing.assert_allclose(out[f'ubody/{key}_mm'], value.mean(), rtol=1e-4, atol=1e-4, err_msg=key)
     assert any('ubody_nan_1' in m and 'non-finite' in m for m in messages), messages
+
+
+def test_a_sample_without_a_label_translation_counts_every_point(model, metric):
+    """docs/hmr_data.md: only ground-truth points inside the image count, but a sample without a label translation
+    (no camera-frame mesh) counts every point. The camera below sees the upper body only."""
+    params = {k: v[0] for k, v in fixture_bodies(1, seed=13).items()}
+    gt, pred = _verts(model, params), _verts(model, dict(params, body_pose=params['body_pose'] + 0.2))
+    camera = dict(focal=np.array([600.0, 600.0]), princpt=np.array([100.0, 200.0]), img_shape_full=np.array([220, 200]))
+    cams = tuple(v[None] for v in (camera['focal'], camera['princpt'], np.array([200.0, 220.0])))
+    assert 0.1 < in_image(gt[None], *cams).mean() < 0.9
+    full = smplx_errors_mm(pred[None], gt[None], metric.j_regressor)
+    inside = smplx_errors_mm(pred[None], gt[None], metric.j_regressor, camera=cams)
+    with_transl = _sample(params, pred, 'a', **camera)
+    without = _sample(params, pred, 'b', **camera)
+    without['gt_instances']['has_smplx_transl'] = torch.zeros(1)
+    metric.results.clear()
+    metric.process({}, [with_transl, without])
+    out = metric.compute_metrics(metric.results)
+    assert out['a/pve_mm'] == pytest.approx(inside['pve'][0], rel=1e-4)
+    assert out['b/pve_mm'] == pytest.approx(full['pve'][0], rel=1e-4)
+    assert abs(out['a/pve_mm'] - out['b/pve_mm']) > 1.0

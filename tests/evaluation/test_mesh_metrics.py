@@ -192,3 +192,18 @@ def test_fingertip_vertices_are_smplx_vertex_ids():
     fingers = ('thumb', 'index', 'middle', 'ring', 'pinky')
     assert LEFT_TIP_VERTICES == tuple(ids['l' + f] for f in fingers)
     assert RIGHT_TIP_VERTICES == tuple(ids['r' + f] for f in fingers)
+
+
+def test_in_image_excludes_points_behind_the_camera_and_the_border():
+    """focal 100, principal point (50, 40), image 100 x 80: u = 100 x / z + 50, v = 100 y / z + 40."""
+    cam = (np.array([[100.0, 100.0]]), np.array([[50.0, 40.0]]), np.array([[100.0, 80.0]]))
+    points = np.array([[[0.0, 0.0, 2.0],       # the principal point: inside
+                        [0.0, 0.0, -2.0],      # behind the camera, would project to the principal point: outside
+                        [-0.2, 0.1, -2.0],     # behind, would project inside (u 60, v 35): outside
+                        [-1.0, 0.0, 2.0],      # u = 0 exactly: outside (strict, SMPLer-X)
+                        [-0.98, 0.0, 2.0],     # u = 1: inside
+                        [1.0, 0.0, 2.0],       # u = W exactly: outside
+                        [0.0, 0.78, 2.0],      # v = 79 < H: inside
+                        [0.0, 0.8, 2.0],       # v = H exactly: outside
+                        [0.0, 0.0, 0.0]]])     # on the camera centre: outside
+    np.testing.assert_array_equal(in_image(points, *cam)[0], [1, 0, 0, 0, 1, 0, 1, 0, 0])

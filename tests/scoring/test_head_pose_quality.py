@@ -56,3 +56,49 @@ def test_exposure_stats():
     assert out == pytest.approx(dict(brightness=0.5, dark_fraction=0.5, bright_fraction=0.5))
     with pytest.raises(ValueError, match='uint8 RGB'):
         exposure_stats(img[..., 0])
+
+
+def test_sharpness_region_is_x1_y1_x2_y2_with_different_extents():
+    """A wide flat box (x 10..190, y 40..80) of texture in a flat 300 x 200 image: the region measures exactly that
+    crop; reading it as (y1, x1, y2, x2) would measure rows 10..190 of columns 40..80 instead."""
+    img = np.full((300, 200, 3), 120, np.uint8)
+    tex = np.random.default_rng(1).integers(0, 256, (40, 180, 3), np.uint8)
+    img[40:80, 10:190] = tex
+    region = [10, 40, 190, 80]
+    got = laplacian_sharpness(img, region=region)
+    assert got == laplacian_sharpness(img[40:80, 10:190].copy())
+    assert got != pytest.approx(laplacian_sharpness(img[10:190, 40:80].copy()), rel=0.05)
+    # Clipped to the image: a box reaching out on the left measures from column 0.
+    assert laplacian_sharpness(img, region=[-30, 40, 190, 80]) == laplacian_sharpness(img[40:80, 0:190].copy())
+    # Size threshold: 8 x 8 pixels are measured (a tie counts), 7 wide falls back to the whole image.
+    assert laplacian_sharpness(img, region=[10, 40, 18, 48]) == laplacian_sharpness(img[40:48, 10:18].copy())
+    assert laplacian_sharpness(img, region=[10, 40, 17, 48]) == laplacian_sharpness(img)
+
+
+def test_clipped_pixels_dark_and_bright_at_their_thresholds():
+    """Grey levels 2 (dark, inclusive), 3, 252 and 253 (bright, inclusive), a quarter each; luma of grey = grey."""
+    img = np.zeros((4, 8, 3), np.uint8)
+    for col, level in enumerate((2, 3, 252, 253)):
+        img[:, 2 * col:2 * col + 2] = level
+    out = exposure_stats(img)
+    assert out['dark_fraction'] == 0.25 and out['bright_fraction'] == 0.25
+    assert out['brightness'] == pytest.approx((2 + 3 + 252 + 253) / 4 / 255)
+    # Colour: luma is Rec. 601 (pure red 255 -> 76), so a saturated red is neither dark nor bright.
+    red = np.zeros((2, 2, 3), np.uint8)
+    red[..., 0] = 255
+    assert exposure_stats(red) == pytest.approx(dict(brightness=76 / 255, dark_fraction=0.0, bright_fraction=0.0))
+
+
+def test_keypoint_head_pose_threshold_is_inclusive():
+    """A keypoint scoring exactly keypoint_thr is present for the left/right order; just below it is not."""
+    xy = np.zeros((17, 2))
+    xy[:, 1] = np.linspace(0, 100, 17)
+    xy[3, 0], xy[4, 0] = 60, 40                                   # ears in front order
+    scores = np.zeros((1, 17), np.float32)
+    scores[0, [3, 4]] = 0.3
+    from posedreamer_mm.scoring.base import PoseDetections
+    dets = PoseDetections(xy[None], scores, [[0, 0, 100, 100]], [1.0], (100, 100))
+    face_only = 0.3 * (2 * 0.0 - 1)                              # nose and eyes unseen; no pair: order 0
+    order = 0.7 * 20 / (20 + 0.02 * 6.25)                        # ears 20 px apart, 6.25 px apart in height
+    assert KeypointHeadPose(keypoint_thr=0.3).image_facing(None, dets, 0) == pytest.approx(face_only + order, abs=1e-5)
+    assert KeypointHeadPose(keypoint_thr=0.30001).image_facing(None, dets, 0) == pytest.approx(face_only, abs=1e-6)
