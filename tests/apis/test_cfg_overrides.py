@@ -32,22 +32,40 @@ def values_of(node, key, path=''):
             yield from values_of(v, key, f'{path}.{i}')
 
 
+def edited(config: str, tmp_path: Path, name: str, value) -> dict:
+    """The config loaded after rewriting its line ``name = ...`` to ``name = value`` in a copy of configs/ (so
+    relative ``_base_`` files resolve as in the original): what the override must be equal to."""
+    import re
+    import shutil
+
+    from mmengine.config import Config
+    shutil.copytree(ROOT / 'configs', tmp_path / 'configs', dirs_exist_ok=True)
+    copy = tmp_path / Path(config).relative_to(ROOT)
+    text, n = re.subn(rf'^{name} = .*$', f'{name} = {value!r}', copy.read_text(), count=1, flags=re.M)
+    assert n == 1, f'{config} has no one-line assignment of {name}'
+    copy.write_text(text)
+    return Config.fromfile(str(copy)).to_dict()
+
+
 @pytest.mark.parametrize('config', [GENERATION, DEMO], ids=['generation', 'demo'])
-def test_body_model_dir_replaces_none_in_every_body_model(config):
+def test_body_model_dir_replaces_none_in_every_body_model(config, tmp_path):
     """The README's main-job command: ``body_model_dir`` is ``None`` in the file (the stand-in), so the old
     propagation skipped it and the generator labelled a mannequin."""
-    cfg = load_config(config, {'body_model_dir': '/some/dir'})
-    paths = dict(values_of(cfg.to_dict(), 'model_path'))
-    assert {'generator.body_model.model_path', 'generator.backend.body_model.model_path'} <= set(paths)
-    assert set(paths.values()) == {'/some/dir'}, paths
+    cfg = load_config(config, {'body_model_dir': '/some/dir'}).to_dict()
+    paths = dict(values_of(cfg, 'model_path'))
+    assert 'generator.body_model.model_path' in paths and set(paths.values()) == {'/some/dir'}, paths
+    assert cfg == edited(config, tmp_path, 'body_model_dir', '/some/dir')
 
 
-def test_generation_settings_reach_the_generator_and_its_source():
-    cfg = load_config(GENERATION, {'seed': 3, 'crop_size': 256, 'num_samples': 7})
-    gen = cfg.generator
-    assert (gen.seed, gen.source.seed, gen.source.source.seed) == (3, 3, 3)
-    assert gen.crop_size == 256 and gen.crop_margin == 0.1
-    assert gen.num_samples == 7 and gen.source.source.num_samples == 7  # the file passes num_samples to both
+@pytest.mark.parametrize('config', [GENERATION, DEMO], ids=['generation', 'demo'])
+@pytest.mark.parametrize('name, value', [('seed', 3), ('crop_size', 256), ('num_samples', 7)])
+def test_generation_settings_act_as_if_the_file_said_them(config, name, value, tmp_path):
+    cfg = load_config(config, {name: value}).to_dict()
+    assert cfg == edited(config, tmp_path, name, value)
+    assert cfg != load_config(config).to_dict()
+    if name == 'seed':  # the generator and its sources, which read it from the variable
+        gen = cfg['generator']
+        assert (gen['seed'], gen['source']['seed'], gen['source']['source']['seed']) == (3, 3, 3)
 
 
 @pytest.mark.parametrize('config', [HMR, HMR_S], ids=['vitl', 'vits'])
@@ -81,9 +99,11 @@ def test_dataset_dicts_reach_the_dataloaders_that_use_them():
 
 
 def test_a_dict_setting_reaches_every_copy(tmp_path):
-    cfg = load_config(DEMO, {'body_model.gender': 'female'})
-    assert cfg.generator.body_model.gender == 'female' and cfg.generator.backend.body_model.gender == 'female'
-    assert cfg.generator.body_model.num_betas == 10  # the rest of the dict kept
+    cfg = load_config(DEMO, {'body_model.gender': 'female'}).to_dict()
+    assert cfg['generator']['body_model'] == dict(type='SMPLXBodyModel', model_path=None, gender='female',
+                                                  num_betas=10)  # the rest of the dict kept
+    assert cfg == edited(DEMO, tmp_path, 'body_model',
+                         dict(type='SMPLXBodyModel', model_path=None, gender='female', num_betas=10))
     cfg = load_config(HMR, {'body_model.num_betas': 11})
     got = dict(values_of(cfg.to_dict(), 'body_model'))
     assert len(got) >= 6 and all(v['num_betas'] == 11 for v in got.values()), got

@@ -64,12 +64,10 @@ def test_shutdown_distributed_ends_only_a_launcher_made_group(tmp_path):
 
 def test_top_level_settings_reach_every_use(tmp_path):
     """``--cfg-options seed=3`` used to set the variable only: the generator kept seed 0 (a silent wrong run)."""
-    cfg = load_config('configs/demo/render_standin_procedural.py',
-                      {'seed': 3, 'num_samples': 5, 'crop_size': 256})
+    cfg = load_config('configs/demo/render_standin_procedural.py', {'seed': 3, 'num_samples': 5})
     gen = cfg.generator
     assert gen.seed == 3 and gen.source.seed == 3 and gen.source.source.seed == 3
     assert gen.num_samples == 5 and gen.source.source.num_samples == 100000  # the source's own length stays
-    assert gen.crop_size == 256 and gen.crop_margin == 0.1
     # A tuple setting reaches the transforms built from it; equal values written separately stay.
     cfg_file = tmp_path / 'cfg.py'
     cfg_file.write_text('input_size = (192, 256)\nother = (192, 256)\n'
