@@ -10,8 +10,14 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import posedreamer_mm  # noqa: E402,F401  (compat fixes before mmpose/mmdet load)
-from posedreamer_mm.apis.launch import (build_runner, common_parser, load_config, merge_train_args,  # noqa: E402
-                                          parse_tool_args, shutdown_distributed)
+from posedreamer_mm.apis.launch import (  # noqa: E402
+    build_runner,
+    common_parser,
+    load_config,
+    merge_train_args,
+    parse_tool_args,
+    shutdown_distributed,
+)
 from posedreamer_mm.utils import register_all_modules  # noqa: E402
 
 

@@ -288,7 +288,7 @@ def load_with_overrides(path: str, options: dict[str, Any] | None,
                 raise ConfigError('--cfg-options ' + text.strip('\'"')) from err
             given = ' '.join(f'{k}={v!r}' for k, v in options.items())
             raise ConfigError(f'{path} with --cfg-options {given}: {type(err).__name__}: {err}') from err
-    cfg = Config(parsed._cfg_dict.to_dict(), cfg_text=parsed.text, filename=osp.abspath(path),
+    cfg = Config(parsed._cfg_dict.to_dict(), cfg_text=parsed.text, filename=path,
                  env_variables=parsed.env_variables)
     if added:
         cfg.merge_from_dict(added)
