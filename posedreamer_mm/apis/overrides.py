@@ -145,7 +145,7 @@ class _Rewriter:
         self.applied.setdefault(root, []).append(stmt.lineno)
         return out
 
-    def visit_block(self, stmts: list[ast.stmt], top: bool) -> list[ast.stmt]:
+    def visit_block(self, stmts: list[ast.stmt]) -> list[ast.stmt]:
         out: list[ast.stmt] = []
         for stmt in stmts:
             out.append(stmt)
@@ -163,10 +163,10 @@ class _Rewriter:
                 self._refuse(bad, stmt)
                 for attr in self._BLOCKS:
                     if getattr(stmt, attr, None):
-                        setattr(stmt, attr, self.visit_block(getattr(stmt, attr), top=False))
+                        setattr(stmt, attr, self.visit_block(getattr(stmt, attr)))
                 for handler in getattr(stmt, 'handlers', []):
                     self._refuse({handler.name} if handler.name else set(), handler)
-                    handler.body = self.visit_block(handler.body, top=False)
+                    handler.body = self.visit_block(handler.body)
             else:
                 self._refuse(_bound_names(stmt), stmt)
         return out
@@ -221,7 +221,7 @@ def _rewrite_chain(path: str, options: dict[str, Any], tmp: str, done: dict[str,
             stmt = ast.Assign(targets=stmt.targets, value=_literal('_base_', new[0] if single else new),
                               lineno=stmt.lineno)
         body.append(stmt)
-    tree.body = ast.parse(_HELPER).body + rewriter.visit_block(body, top=True)
+    tree.body = ast.parse(_HELPER).body + rewriter.visit_block(body)
     defined.update(rewriter.assigned, rewriter.bound)
     for root, lines in rewriter.applied.items():
         report.setdefault(root, []).extend(f'{path}:{n}' for n in lines)
