@@ -16,7 +16,7 @@ from posedreamer_mm.generation.reader import GeneratedDataReader
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'configs' / 'demo' / 'render_standin_procedural.py'
-ARGS = ['--num-samples', '24', '--no-progress', '--cfg-options', 'generator.crop_size=64']  # 3 shards of 8
+ARGS = ['--num-samples', '24', '--no-progress', '--cfg-options', 'crop_size=64']  # 3 shards of 8
 
 KILLED_AT_PUBLICATION = """
 import os, signal, sys
