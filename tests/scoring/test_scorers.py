@@ -85,6 +85,19 @@ def test_mmpose_scorer_end_to_end_matches_openmmlab_inference(tiny_models):
     np.testing.assert_allclose(clone(images[1]).keypoints, out[1].keypoints, atol=1e-4)
 
 
+def test_mmpose_scorer_det_score_thr_keeps_a_tie(tiny_models):
+    """A box scoring exactly det_score_thr is kept (``>=``, as documented); a float32 step above drops it."""
+    scorer = SCORERS.build(dict(type='MMPoseScorer', device='cpu', det_score_thr=0.0, max_people=20, **tiny_models))
+    img = np.random.default_rng(3).integers(0, 255, (160, 120, 3), np.uint8)
+    scores = np.sort(scorer(img).bbox_scores)
+    assert len(scores) >= 2 and scores[0] < scores[-1]
+    tie = float(scores[0])
+    scorer.det_score_thr = tie
+    assert len(scorer(img)) == len(scores)
+    scorer.det_score_thr = float(np.nextafter(np.float32(tie), np.float32(1)))
+    assert len(scorer(img)) == int((scores > tie).sum())
+
+
 def test_mmpose_scorer_whole_image_without_detector(tiny_models):
     scorer = SCORERS.build(dict(type='MMPoseScorer', device='cpu', pose_config=tiny_models['pose_config'],
                                 pose_checkpoint=tiny_models['pose_checkpoint']))
