@@ -74,10 +74,13 @@ def main(argv=None) -> dict:
             type='DatasetGenerator', body_model=dict(type='SMPLXBodyModel', model_path=model_dir),
             source=dict(type='AugmentedSource', source=dict(type='ProceduralPoseSource',
                                                             num_samples=args.num_samples, seed=0), seed=0),
-            controls=[dict(type=renderers[c]) for c in args.controls.split(',')],
+            pipeline=[dict(type='BodyForward'), dict(type='BodyCropCamera', size=args.crop),
+                      dict(type='RenderControls', controls=[dict(type=renderers[c])
+                                                            for c in args.controls.split(',')]),
+                      dict(type='COCO17Visibility'), dict(type='SamplePrompt')],
             backend=SleepBackend(args.batch_size, args.sleep_ms),
-            writer=dict(type='ShardedDatasetWriter', shard_size=50, image_format='jpg'),
-            num_samples=args.num_samples, crop_size=args.crop, num_workers=args.workers,
+            writer=dict(shard_size=50, image_format='jpg'),
+            num_samples=args.num_samples, num_workers=args.workers,
             warm_start=not args.no_warm_start, progress=False))
         out = args.out or osp.join(tmp, 'out')
         summary = generator.run(out)

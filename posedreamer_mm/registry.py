@@ -8,7 +8,7 @@ control renderers, generators, scorers) are roots in the ``posedreamer_mm`` scop
 
 ``locations`` lists the sub-packages imported on first build, so a config never needs ``custom_imports``.
 """
-import importlib.util
+import os.path as osp
 
 from mmengine.registry import Registry
 from mmpose import registry as mmpose_registry
@@ -17,8 +17,15 @@ SCOPE = 'posedreamer_mm'
 
 
 def _existing(locations: list[str]) -> list[str]:
-    """The sub-packages that exist (stages land one issue at a time; mmengine errors on a missing location)."""
-    return [f'{SCOPE}.{loc}' for loc in locations if importlib.util.find_spec(f'{SCOPE}.{loc}') is not None]
+    """The sub-packages that exist (mmengine errors on a missing location).
+
+    Looked up on disk, not with ``importlib.util.find_spec``: that imports the parent package of a nested
+    location (``generation`` for ``generation.backends``), which imports this module while it is half built.
+    """
+    here = osp.dirname(osp.abspath(__file__))
+    paths = {loc: osp.join(here, *loc.split('.')) for loc in locations}
+    return [f'{SCOPE}.{loc}' for loc, path in paths.items()
+            if osp.isfile(osp.join(path, '__init__.py')) or osp.isfile(path + '.py')]
 
 
 def _child(name: str, parent: Registry, locations: list[str]) -> Registry:
@@ -33,9 +40,9 @@ def _root(name: str, locations: list[str]) -> Registry:
 RUNNERS = _child('runner', mmpose_registry.RUNNERS, ['engine'])
 RUNNER_CONSTRUCTORS = _child('runner constructor', mmpose_registry.RUNNER_CONSTRUCTORS, ['engine'])
 LOOPS = _child('loop', mmpose_registry.LOOPS, ['engine'])
-HOOKS = _child('hook', mmpose_registry.HOOKS, ['engine', 'alignment', 'mining', 'testing'])
+HOOKS = _child('hook', mmpose_registry.HOOKS, ['engine', 'testing'])
 DATASETS = _child('dataset', mmpose_registry.DATASETS, ['datasets'])
-DATA_SAMPLERS = _child('data sampler', mmpose_registry.DATA_SAMPLERS, ['datasets', 'mining'])
+DATA_SAMPLERS = _child('data sampler', mmpose_registry.DATA_SAMPLERS, ['datasets'])
 TRANSFORMS = _child('transform', mmpose_registry.TRANSFORMS, ['datasets'])
 MODELS = _child('model', mmpose_registry.MODELS, ['models', 'body'])
 MODEL_WRAPPERS = _child('model_wrapper', mmpose_registry.MODEL_WRAPPERS, ['models'])
@@ -58,8 +65,12 @@ BODY_MODELS = _root('body model', ['body'])
 POSE_SOURCES = _root('pose source', ['body'])
 #: Control-image renderers: ``control=dict(type='PNCCRenderer', size=512)``.
 RENDERERS = _root('renderer', ['render'])
-#: Dataset generators and their diffusion backends.
+#: The dataset generator (``DatasetGenerator``, the main job).
 GENERATORS = _root('generator', ['generation'])
+#: Generation backends turning a sample's controls and prompt into its image (rendering baseline, diffusers).
+BACKENDS = _root('generation backend', ['generation.backends'])
+#: Prompt samplers (``SamplePrompt(prompts=dict(type='PromptSampler', preset='generic'))``).
+PROMPT_SAMPLERS = _root('prompt sampler', ['generation'])
 #: 2D pose / person-count / head-pose / quality scorers used by filters and DPO.
 SCORERS = _root('scorer', ['scoring'])
 #: diffusers scheduler classes (``scheduler=dict(type='UniPCMultistepScheduler', ...)`` of a backend), registered

@@ -15,6 +15,7 @@ body_model = dict(type='SMPLXBodyModel', model_path=body_model_dir, gender='neut
 
 generator = dict(
     type='DatasetGenerator',
+    # One body model per process, handed to every step below whose constructor takes `body_model`.
     body_model=body_model,
     # The source is longer than num_samples so --num-samples can raise it; sample i is the same either way.
     source=dict(
@@ -22,16 +23,21 @@ generator = dict(
         source=dict(type='ProceduralPoseSource', num_samples=100000, seed=seed, sampling='truncnorm'),
         seed=seed, betas_range=2.0, yaw_range=(-180.0, 180.0), distance_range=(2.5, 6.0), focal=890.0,
         img_size=(1024, 1024)),
-    # Rendered at the generator's crop camera (crop_size, crop_margin); stored under their control_type.
-    controls=[dict(type='PNCCRenderer'), dict(type='SkeletonRenderer'), dict(type='DepthRenderer')],
-    prompts=dict(type='PromptSampler', preset='generic'),
-    backend=dict(type='RenderBackend', batch_size=8, body_model=body_model),
+    # The per-sample steps before the backend (posedreamer_mm/generation/transforms.py); add your own registered
+    # transform anywhere in the list.
+    pipeline=[
+        dict(type='BodyForward'),
+        dict(type='BodyCropCamera', size=crop_size, margin=0.1),
+        # Rendered at the crop camera; stored under their control_type.
+        dict(type='RenderControls',
+             controls=[dict(type='PNCCRenderer'), dict(type='SkeletonRenderer'), dict(type='DepthRenderer')]),
+        dict(type='COCO17Visibility', min_visible=8),
+        dict(type='SamplePrompt', prompts=dict(type='PromptSampler', preset='generic')),
+    ],
+    backend=dict(type='RenderBackend', batch_size=8),
     stages=[],
-    writer=dict(type='ShardedDatasetWriter', shard_size=8, image_format='jpg', jpeg_quality=95, save_controls=True),
+    writer=dict(shard_size=8, image_format='jpg', jpeg_quality=95, save_controls=True),
     num_samples=num_samples,
     seed=seed,
-    crop_size=crop_size,
-    crop_margin=0.1,
-    min_visible_keypoints=8,
     num_workers=0,
 )

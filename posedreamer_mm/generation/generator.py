@@ -2,19 +2,24 @@
 
 ::
 
-    generator = GENERATORS.build(dict(type='DatasetGenerator', body_model=..., source=..., controls=[...],
-                                      prompts=dict(type='PromptSampler', preset='generic'),
-                                      backend=dict(type='RenderBackend'), stages=[...],
-                                      writer=dict(type='ShardedDatasetWriter', shard_size=1000),
-                                      num_samples=500_000, seed=0, crop_size=512, num_workers=8))
+    generator = GENERATORS.build(dict(
+        type='DatasetGenerator', body_model=dict(type='SMPLXBodyModel', model_path=...), source=...,
+        pipeline=[dict(type='BodyForward'), dict(type='BodyCropCamera', size=512, margin=0.1),
+                  dict(type='RenderControls', controls=[dict(type='PNCCRenderer'), dict(type='DepthRenderer')]),
+                  dict(type='COCO17Visibility', min_visible=8),
+                  dict(type='SamplePrompt', prompts=dict(type='PromptSampler', preset='generic'))],
+        backend=dict(type='RenderBackend', batch_size=8), stages=[...],
+        writer=dict(shard_size=1000), num_samples=500_000, seed=0, num_workers=8))
     summary = generator.run('outputs/run')
 
-Flow per source index (docs/conventions.md, "Data flow"): the pre-backend transforms
-(:mod:`posedreamer_mm.generation.transforms`) run in spawn worker processes; the backend gets batches of
-``backend.batch_size`` in the main thread and is kept busy; stages and writing run in a thread
-(:class:`~posedreamer_mm.generation.sink.ShardSink`). What a sample becomes depends only on its index (its id,
-its seed ``stable_seed(seed, id)``), so shards are assigned to ranks (``shard % world_size == rank``) and any
-number of ranks, kills and re-runs produce the same dataset. Details: docs/generation.md.
+Flow per source index (docs/generation.md, "Data flow"): the source's sample, then the ``pipeline`` transforms
+(:mod:`posedreamer_mm.generation.transforms` or any registered transform) run in spawn worker processes
+(:mod:`posedreamer_mm.generation.preparer`); the backend gets batches of ``backend.batch_size`` in the main thread
+and is kept busy; the ``stages`` and the writer run in a thread (:class:`~posedreamer_mm.generation.sink.ShardSink`).
+Each process builds ONE body model and hands it to every transform, renderer and backend whose constructor takes
+``body_model`` (unless its config sets one). What a sample becomes depends only on its index (its id, its seed
+``stable_seed(seed, id)``), so shards are assigned to ranks (``shard % world_size == rank``) and any number of
+ranks, kills and re-runs produce the same dataset.
 """
 from __future__ import annotations
 
@@ -30,16 +35,20 @@ from mmengine import dist
 from mmengine.logging import print_log
 from tqdm import tqdm
 
-from posedreamer_mm.body.gendered import GenderedSMPLXBodyModel
-from posedreamer_mm.registry import GENERATORS, POSE_SOURCES, TRANSFORMS
+from posedreamer_mm.body.body_model import BodyModelFileError
+from posedreamer_mm.registry import BACKENDS, GENERATORS, TRANSFORMS
 from posedreamer_mm.utils.fileio import atomic_write_text
-from .preparer import PreparedStream
-from .sink import ShardSink
-from .writer import SHARD_INFO, SHARDS_DIR, SUMMARY, OutputConflictError
+from posedreamer_mm.utils.pool import WorkerError
 
+from .preparer import SOURCE_KEYS, PreparedStream, SamplePreparer
+from .sink import GenerationError, ShardSink
+from .steps import StepOutcome, build_step, check_pipeline_keys
+from .writer import SHARD_INFO, SHARDS_DIR, SUMMARY, OutputConflictError, ShardedDatasetWriter
 
-class GenerationError(RuntimeError):
-    """The run cannot continue (a missing body-model file, a broken backend, a failed worker set-up)."""
+#: Keys the generator adds after the backend (``img``: the generated image, ``backend``: the backend's name).
+BACKEND_KEYS = frozenset({'img', 'backend'})
+
+__all__ = ['DatasetGenerator', 'GenerationError', 'config_fingerprint', 'plain']
 
 
 def plain(value: Any) -> Any:
@@ -66,40 +75,48 @@ class DatasetGenerator:
 
     Args:
         body_model: ``BODY_MODELS`` config of SMPL-X (``SMPLXBodyModel`` or ``GenderedSMPLXBodyModel``,
-            ``posedreamer_mm/body/gendered.py``); the generator builds one model per gender the source yields
-            (same directory) and gives the config's own gender model to the renderers.
-        source: ``POSE_SOURCES`` config.
-        controls: Renderer configs (``RENDERERS``) without ``size``/``margin``: every control is rendered at the
-            generator's crop camera. Stored under each renderer's ``control_type``.
-        backend: Backend config (``GENERATORS``; ``BaseGenerationBackend`` API) or a backend object.
-        prompts: ``PromptSampler`` config.
-        stages: Post-backend transforms (scoring, filters), configs of ``TRANSFORMS`` or objects.
-        writer: ``ShardedDatasetWriter`` config.
+            ``posedreamer_mm/body/gendered.py``). Each process builds one
+            :class:`~posedreamer_mm.body.gendered.GenderedSMPLXBodyModel` from it (a model per gender the source
+            yields, on first use) and hands it to every pipeline transform, stage and backend whose constructor
+            takes ``body_model`` and whose config does not set one.
+        source: ``POSE_SOURCES`` config (or a built source when ``num_workers=0``).
+        pipeline: The per-sample transforms before the backend, ``TRANSFORMS`` configs run in order (module
+            :mod:`posedreamer_mm.generation.transforms`; a config may add its own registered steps anywhere).
+        backend: ``BACKENDS`` config (``BaseGenerationBackend`` API) or a backend object.
+        stages: Post-backend transforms (scoring, filters), ``TRANSFORMS`` configs or objects.
+        writer: :class:`~posedreamer_mm.generation.writer.ShardedDatasetWriter` arguments (the dataset format,
+            docs/dataset_format.md; not a registry: another writer would be another format).
         num_samples: Source indices to generate, ``[0, num_samples)``; ``None`` = the whole source.
         seed: Global seed; a sample's seed is ``stable_seed(seed, sample id)``.
-        crop_size: Side of the square crop camera (control images and generated images), pixels.
-        crop_margin: Crop side = ``max(w, h) * (1 + crop_margin)`` of the body's projected box.
-        min_visible_keypoints: Drop a sample with fewer COCO-17 keypoints inside the image.
-        num_workers: Spawn worker processes for the pre-backend work (0: in the main process).
+        num_workers: Spawn worker processes for the pipeline (0: in the main process).
         warm_start: With workers, prepare samples in the main process until the first worker has started, so
             the backend starts at once (worker start-up takes seconds: imports, body models, GL contexts).
+        max_failure_rate: Stop the run (not marked complete) when more than this fraction of the samples handled
+            so far failed, checked from ``failure_rate_min_samples`` on; ``None`` never stops. A shard with no
+            written sample and a failure always stops the run.
+        failure_rate_min_samples: Samples handled before ``max_failure_rate`` is checked.
         custom_imports: Modules the workers import before building (the config's ``custom_imports``).
         progress: Show a progress bar.
+
+    Raises:
+        ValueError: a bad setting, or a step or stage whose Required Keys no earlier step adds (e.g.
+            ``FilterByOKS`` without ``ScorePose``: inside the generator there are no stored scores).
     """
 
-    def __init__(self, body_model: dict, source: dict, controls: list[dict] | dict[str, dict], backend: Any,
-                 prompts: dict | None = None, stages: list | tuple = (), writer: dict | None = None,
-                 num_samples: int | None = None, seed: int = 0, crop_size: int = 512, crop_margin: float = 0.1,
-                 min_visible_keypoints: int = 0, num_workers: int = 0, warm_start: bool = True,
+    def __init__(self, body_model: dict, source: Any, pipeline: list, backend: Any, stages: list | tuple = (),
+                 writer: dict | None = None, num_samples: int | None = None, seed: int = 0, num_workers: int = 0,
+                 warm_start: bool = True, max_failure_rate: float | None = 0.5, failure_rate_min_samples: int = 50,
                  custom_imports: list[str] | None = None, progress: bool = True) -> None:
-        controls = list(controls.values()) if isinstance(controls, dict) else list(controls)
-        prompts = prompts if prompts is not None else dict(type='PromptSampler', preset='generic')
-        self.prep_cfg = dict(source=plain(source) if isinstance(source, dict) else source,
-                             body_model=plain(body_model), controls=[plain(c) for c in controls],
-                             prompts=plain(prompts) if isinstance(prompts, dict) else prompts,
-                             crop_size=int(crop_size), crop_margin=float(crop_margin), seed=int(seed),
-                             min_visible_keypoints=int(min_visible_keypoints))
-        self.source = POSE_SOURCES.build(source) if isinstance(source, dict) else source
+        if max_failure_rate is not None and not 0 <= float(max_failure_rate) <= 1:
+            raise ValueError(f'max_failure_rate must be in [0, 1] or None, got {max_failure_rate}')
+        self.seed = int(seed)
+        self.body_model_cfg = plain(body_model)
+        self.source_cfg, self.pipeline_cfg = source, list(pipeline)
+        self.backend_cfg, self.stage_cfgs = backend, list(stages)
+        # This process's body model, source and steps: the warm start and num_workers=0 prepare with them, and
+        # building them here refuses a bad config before any worker starts or any sample is generated.
+        self.preparer = SamplePreparer(source, self.body_model_cfg, self.pipeline_cfg, self.seed)
+        self.body_model, self.source = self.preparer.body_model, self.preparer.source
         if num_samples is None:
             num_samples = len(self.source)
         if int(num_samples) < 1:
@@ -107,16 +124,21 @@ class DatasetGenerator:
         if int(num_samples) > len(self.source):
             raise ValueError(f'num_samples={num_samples} but the source has {len(self.source)} samples; generate '
                              'at most that many (AugmentedSource(repeats=...) makes more variants per pose)')
-        self.num_samples, self.seed = int(num_samples), int(seed)
-        self.backend_cfg = backend
-        self.backend = GENERATORS.build(backend) if isinstance(backend, dict) else backend
-        self.stage_cfgs = list(stages)
-        self.stages = [TRANSFORMS.build(s) if isinstance(s, dict) else s for s in stages]
-        self.writer = GENERATORS.build(writer if writer is not None else dict(type='ShardedDatasetWriter'))
+        self.num_samples = int(num_samples)
+        self.backend = build_step(BACKENDS, backend, self.body_model)
+        self.stages = [build_step(TRANSFORMS, s, self.body_model) for s in stages]
+        self.writer = ShardedDatasetWriter(**dict(writer or {}))
         self.num_workers, self.custom_imports = int(num_workers), list(custom_imports or [])
-        self.warm_start = bool(warm_start)
-        self.progress = progress
-        self._faces = GenderedSMPLXBodyModel.from_config(self.prep_cfg['body_model'])  # each gender on first use
+        self.warm_start, self.progress = bool(warm_start), progress
+        self.max_failure_rate = None if max_failure_rate is None else float(max_failure_rate)
+        self.failure_rate_min_samples = int(failure_rate_min_samples)
+        self._check_keys()
+
+    def _check_keys(self) -> None:
+        """Every step's Required Keys must be added by an earlier step (or the source, or the backend)."""
+        steps = [(f'pipeline[{i}]', t) for i, t in enumerate(self.preparer.transforms)]
+        available = check_pipeline_keys(steps, SOURCE_KEYS)
+        check_pipeline_keys([(f'stages[{i}]', s) for i, s in enumerate(self.stages)], available | BACKEND_KEYS)
 
     # --- identity of the output ---------------------------------------------------------------------------------
     def content_config(self) -> dict:
@@ -126,11 +148,14 @@ class DatasetGenerator:
             backend = {k: v for k, v in plain(backend).items() if k != 'batch_size'}  # images never depend on it
         else:
             backend = dict(type=type(backend).__name__, record=plain(backend.record()))
-        cfg = {k: v for k, v in self.prep_cfg.items()}
-        cfg['source'] = plain(cfg['source']) if isinstance(cfg['source'], dict) else type(cfg['source']).__name__
-        cfg['prompts'] = plain(cfg['prompts']) if isinstance(cfg['prompts'], dict) else repr(cfg['prompts'])
-        return dict(cfg, num_samples=self.num_samples, backend=backend, writer=self.writer.content_config(),
-                    stages=[plain(s) if isinstance(s, dict) else repr(s) for s in self.stage_cfgs])
+
+        def described(cfg: Any) -> Any:
+            return plain(cfg) if isinstance(cfg, dict) else repr(cfg)
+
+        return dict(source=plain(self.source_cfg) if isinstance(self.source_cfg, dict) else type(self.source).__name__,
+                    body_model=self.body_model_cfg, pipeline=[described(c) for c in self.pipeline_cfg],
+                    seed=self.seed, num_samples=self.num_samples, backend=backend,
+                    writer=self.writer.content_config(), stages=[described(s) for s in self.stage_cfgs])
 
     # --- the run ------------------------------------------------------------------------------------------------
     def _prepare_output(self, root: str, header: dict) -> None:
@@ -154,7 +179,8 @@ class DatasetGenerator:
 
         Raises:
             OutputConflictError: ``out_dir`` holds another config's dataset.
-            GenerationError: a fatal error (missing body-model file, worker set-up, backend failure).
+            GenerationError: a fatal error (missing body-model file, a worker's set-up or death, a backend failure,
+                a shard whose samples all failed, more failures than ``max_failure_rate``).
             posedreamer_mm.generation.writer.ShardWriteError: a write failed (no half shard is left visible).
         """
         root = osp.abspath(out_dir)
@@ -182,6 +208,7 @@ class DatasetGenerator:
                                             extra=dict(backend_record=plain(self.backend.record())))
             summary = self._summary(root, manifest, gathered)
             atomic_write_text(osp.join(root, SUMMARY), json.dumps(summary, indent=1, sort_keys=True))
+        # lead: release_output here (rank 0's run ends; in a `finally` around everything after _prepare_output)
         if world > 1:
             holder = [summary]
             dist.broadcast_object_list(holder, src=0)
@@ -190,15 +217,18 @@ class DatasetGenerator:
 
     def _generate(self, root: str, shards: list[int], indices: list[int]) -> dict:
         sink = ShardSink(self.writer, root, shards, self.num_samples, self.stages,
-                         max_queue=4 * self.backend.batch_size + 8).start()
+                         max_queue=4 * self.backend.batch_size + 8, max_failure_rate=self.max_failure_rate,
+                         failure_rate_min_samples=self.failure_rate_min_samples).start()
         timings: dict[str, float] = collections.defaultdict(float)
         busy, busy_steady, batch, start = 0.0, 0.0, [], time.perf_counter()
         # The backend's first call once the workers run: before it, the pipeline was starting and filling.
         first_call: list[float] = []
-        faces: dict[str, np.ndarray] = {}  # per gender; workers do not send them back
-        # In this process the source built above is reused (indexing a large source twice costs minutes).
-        stream = PreparedStream(self.prep_cfg, self.num_workers, imports=self.custom_imports,
-                                local_cfg=dict(self.prep_cfg, source=self.source), warm_start=self.warm_start)
+        worker_cfg = dict(source=self.source_cfg, body_model=self.body_model_cfg, pipeline=self.pipeline_cfg,
+                          seed=self.seed)
+        shard_size = self.writer.shard_size
+        stream = PreparedStream(self.preparer, worker_cfg, self.num_workers, imports=self.custom_imports,
+                                warm_start=self.warm_start,
+                                describe=lambda chunk: f'source indices {chunk} (shard {chunk[0] // shard_size})')
         bar = tqdm(total=len(indices), unit='img', desc='generate', disable=not self.progress, smoothing=0.1)
 
         def flush() -> None:
@@ -222,11 +252,11 @@ class DatasetGenerator:
                 img = np.asarray(img)
                 want = (int(results['sample'].img_size[1]), int(results['sample'].img_size[0]), 3)
                 if img.shape != want or img.dtype != np.uint8:
-                    sink.put(results['index'], 'fail', (results['id'], 'backend:bad_image',
-                                                        f'image {img.shape} {img.dtype}, expected {want} uint8'))
+                    message = f'image {img.shape} {img.dtype}, expected {want} uint8'
+                    sink.put(results['index'], StepOutcome('fail', results, 'backend', 'backend:bad_image', message))
                 else:
                     results.update(img=img, backend=self.backend.name)
-                    sink.put(results['index'], 'ok', results)
+                    sink.put(results['index'], StepOutcome('ok', results))
             bar.update(len(batch))
             bar.set_postfix(backend_busy=f'{busy / max(time.perf_counter() - start, 1e-9):.0%}', refresh=False)
             batch.clear()
@@ -234,26 +264,24 @@ class DatasetGenerator:
         try:
             with stream:  # workers start up while the backend loads its weights
                 self.backend.setup()
-                for item in stream(indices):
-                    for name, seconds in item.timings.items():
+                for outcome in stream(indices):
+                    for name, seconds in (outcome.timings or {}).items():
                         timings[name] += seconds
-                    if item.status == 'fatal':
-                        raise GenerationError(f'sample index {item.index}: {item.payload}')
-                    if item.status != 'ok':
-                        sink.put(item.index, item.status, item.payload)
+                    if outcome.status != 'ok':
+                        sink.put(outcome.results['index'], outcome)
                         bar.update(1)
                         continue
-                    results = item.payload
-                    gender = results['sample'].gender
-                    if gender not in faces:
-                        faces[gender] = self._faces.model(gender).faces
-                    results.setdefault('faces', faces[gender])
-                    batch.append(results)
+                    batch.append(outcome.results)
                     if len(batch) == self.backend.batch_size:
                         flush()
                 if batch:
                     flush()
             sink.close()
+        except (BodyModelFileError, WorkerError) as err:
+            bar.close()
+            sink.cancel()
+            raise GenerationError(f'{type(err).__name__}: {err}. Complete shards are kept; the same command resumes '
+                                  'after the cause is fixed.') from err
         except BaseException:
             bar.close()
             sink.cancel()
@@ -262,13 +290,12 @@ class DatasetGenerator:
         end = time.perf_counter()
         wall = end - start
         steady = end - first_call[0] if first_call else 0.0
-        for name, seconds in sink.timings.items():
+        for name, seconds in sink.stats.timings.items():
             timings[name] += seconds
         timings['backend'] += busy
-        return dict(sink.counts, dropped_by_reason=dict(sink.dropped), failed_by_reason=dict(sink.failed),
+        return dict(sink.counts, dropped_by_reason=dict(sink.stats.dropped), failed_by_reason=dict(sink.stats.failed),
                     wall_s=wall, steady_wall_s=steady, backend_busy_s=busy, backend_busy_steady_s=busy_steady,
-                    timings_s=dict(timings),
-                    shards_committed=len(sink.committed))
+                    timings_s=dict(timings), shards_committed=len(sink.committed))
 
     def _summary(self, root: str, manifest: dict, per_rank: list[dict]) -> dict:
         """Dataset totals (from every committed shard) plus this run's throughput and timings."""
@@ -307,5 +334,5 @@ class DatasetGenerator:
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(num_samples={self.num_samples}, seed={self.seed}, '
-                f'crop_size={self.prep_cfg["crop_size"]}, backend={self.backend!r}, writer={self.writer!r})')
+                f'pipeline={self.preparer.runner.names[1:]}, backend={self.backend!r}, writer={self.writer!r})')
 

@@ -2,7 +2,7 @@
 
 ::
 
-    prompts = GENERATORS.build(dict(type='PromptSampler', preset='yoga'))
+    prompts = PROMPT_SAMPLERS.build(dict(type='PromptSampler', preset='yoga'))
     prompt, negative, attributes = prompts(seed=1234, gender='female')
     # 'a full-body photo of a woman in her thirties doing yoga, slim build, wearing ... '
 
@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from posedreamer_mm.registry import GENERATORS
+from posedreamer_mm.registry import PROMPT_SAMPLERS
 
 _COMMON = dict(
     age=['in their twenties', 'in their thirties', 'in their forties', 'in their fifties', 'in their sixties',
@@ -55,7 +55,7 @@ PROMPT_PRESETS: dict[str, dict] = dict(
 )
 
 
-@GENERATORS.register_module()
+@PROMPT_SAMPLERS.register_module()
 class PromptSampler:
     """Draws a caption per sample from templates and attribute lists, deterministically from the sample's seed.
 
@@ -78,12 +78,26 @@ class PromptSampler:
         self.negative_prompt = negative_prompt if negative_prompt is not None else base.get('negative_prompt', '')
         if not self.templates:
             raise ValueError('PromptSampler needs at least one template (a preset or templates=[...])')
+        names = set(self.attributes) | {'person'}
         for template in self.templates:
-            fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
-            missing = fields - set(self.attributes) - {'person'}
+            try:
+                fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+            except ValueError as err:
+                raise ValueError(f'prompt template {template!r} is not a valid format string: {err}') from None
+            bad = [f for f in fields if not f.isidentifier()]
+            if bad:
+                raise ValueError(f'prompt template {template!r} has the field(s) {["{" + f + "}" for f in bad]}: every '
+                                 f'field must name an attribute list (have {sorted(names)}); write a literal brace '
+                                 'as {{ or }}')
+            missing = set(fields) - names
             if missing:
                 raise ValueError(f'prompt template {template!r} uses {sorted(missing)} but no attribute list '
                                  f'defines them (have {sorted(self.attributes)})')
+            try:  # conversions and format specs too: a template that cannot be filled fails here, not per sample
+                template.format(**{name: 'x' for name in names})
+            except (ValueError, KeyError, IndexError, AttributeError) as err:
+                raise ValueError(f'prompt template {template!r} cannot be filled: {type(err).__name__}: {err}') \
+                    from None
         empty = [k for k, v in self.attributes.items() if not v]
         if empty:
             raise ValueError(f'prompt attribute lists {empty} are empty')

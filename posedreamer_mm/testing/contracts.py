@@ -33,6 +33,13 @@ def missing_cases(registry, base: type, cases: Iterable[str], package: str = 'po
     return sorted(set(names) - listed)
 
 
+def generation_pipeline(controls: list[dict], size: int) -> list[dict]:
+    """The generator's default pre-backend pipeline at a ``size`` x ``size`` crop with these control renderers."""
+    return [dict(type='BodyForward'), dict(type='BodyCropCamera', size=size, margin=0.1),
+            dict(type='RenderControls', controls=list(controls)), dict(type='COCO17Visibility'),
+            dict(type='SamplePrompt', prompts=dict(type='PromptSampler'))]
+
+
 def prepared_results(source: dict, body_model: dict, controls: list[dict], size: int, num: int,
                      seed: int = 0) -> list[dict]:
     """``num`` per-sample results dicts as the generator hands them to a backend (its own transforms).
@@ -46,13 +53,12 @@ def prepared_results(source: dict, body_model: dict, controls: list[dict], size:
         seed: global seed.
     """
     from posedreamer_mm.generation.preparer import SamplePreparer
-    prep = SamplePreparer(source, body_model, controls, dict(type='PromptSampler'), crop_size=size,
-                          crop_margin=0.1, seed=seed)
+    prep = SamplePreparer(source, body_model, generation_pipeline(controls, size), seed=seed)
     out = []
     for index in range(len(prep.source)):
         prepared = prep(index)
         if prepared.status == 'ok':
-            out.append(prepared.payload)
+            out.append(prepared.results)
         if len(out) == num:
             return out
     raise ValueError(f'the source gave only {len(out)} usable samples, {num} needed')
@@ -131,9 +137,9 @@ class BackendContract:
         from posedreamer_mm.registry import POSE_SOURCES
         inputs = dict(generator_inputs)
         num, size = 3, inputs.pop('size')
-        DatasetGenerator(**{k: v for k, v in inputs.items() if k != 'num'}, backend=backend, num_samples=num,
-                         crop_size=size, writer=dict(type='ShardedDatasetWriter', shard_size=2, image_format='png'),
-                         progress=False).run(str(tmp_path / 'out'))
+        DatasetGenerator(source=inputs['source'], body_model=inputs['body_model'], seed=inputs['seed'],
+                         pipeline=generation_pipeline(inputs['controls'], size), backend=backend, num_samples=num,
+                         writer=dict(shard_size=2, image_format='png'), progress=False).run(str(tmp_path / 'out'))
         reader = GeneratedDataReader(tmp_path / 'out')
         source = POSE_SOURCES.build(inputs['source'])
         expected = prepared_results(**dict(generator_inputs, num=num))

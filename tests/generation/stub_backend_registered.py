@@ -1,5 +1,5 @@
-"""Registers the test-only ``NoiseTestBackend`` in GENERATORS; imported by subprocess configs only."""
-from posedreamer_mm.registry import GENERATORS
+"""Registers the test-only ``NoiseTestBackend`` in BACKENDS; imported by subprocess configs only."""
+from posedreamer_mm.registry import BACKENDS
 from tests.generation.stub_backend import NoiseTestBackend
 
-GENERATORS.register_module(module=NoiseTestBackend)
+BACKENDS.register_module(module=NoiseTestBackend)

@@ -8,9 +8,14 @@ import torch
 from safetensors.torch import load_file
 
 from posedreamer_mm.generation.backends import WeightsLayoutError
-from posedreamer_mm.generation.backends.render import (_BONE_IDX, REGION_OF_JOINT, RenderBackend, dominant_joints_from_bones,
-                                                       procedural_background)
-from posedreamer_mm.registry import BODY_MODELS, GENERATORS
+from posedreamer_mm.generation.backends.render import (
+    _BONE_IDX,
+    REGION_OF_JOINT,
+    RenderBackend,
+    dominant_joints_from_bones,
+    procedural_background,
+)
+from posedreamer_mm.registry import BACKENDS, BODY_MODELS
 from posedreamer_mm.testing.contracts import prepared_results
 from posedreamer_mm.testing.diffusion import write_tiny_flux_control_lora, write_tiny_lora, write_tiny_weights
 
@@ -40,7 +45,7 @@ def batch(standin_model_dir):
 
 
 def sd15(w, **kw):
-    return GENERATORS.build(dict(type='SD15ControlNetBackend', weights=w['sd15'], **CPU,
+    return BACKENDS.build(dict(type='SD15ControlNetBackend', weights=w['sd15'], **CPU,
                                  controlnets=dict(weights=w['controlnet_sd15'], control_type='pncc'), **kw))
 
 
@@ -53,14 +58,14 @@ def float_images(backend, batch):
 
 # --- weights layouts ----------------------------------------------------------------------------------------------
 def test_missing_weights_folder_names_path_and_layout(w, tmp_path):
-    backend = GENERATORS.build(dict(type='SD15ControlNetBackend', weights=tmp_path / 'nope', **CPU,
+    backend = BACKENDS.build(dict(type='SD15ControlNetBackend', weights=tmp_path / 'nope', **CPU,
                                     controlnets=dict(weights=w['controlnet_sd15'], control_type='pncc')))
     with pytest.raises(WeightsLayoutError, match=r'nope does not exist.*model_index\.json.*_class_name'):
         backend.setup()
 
 
 def test_wrong_pipeline_type_names_found_and_expected(w):
-    backend = GENERATORS.build(dict(type='SD15ControlNetBackend', weights=w['sdxl'], **CPU,
+    backend = BACKENDS.build(dict(type='SD15ControlNetBackend', weights=w['sdxl'], **CPU,
                                     controlnets=dict(weights=w['controlnet_sd15'], control_type='pncc')))
     with pytest.raises(WeightsLayoutError, match=r"'StableDiffusionXLPipeline' pipeline.*StableDiffusionPipeline"):
         backend.setup()
@@ -96,12 +101,12 @@ def test_bad_lora_and_config_errors(w, tmp_path):
     with pytest.raises(ValueError, match='unique'):
         sd15(w, loras=[dict(path=w['lora_a'], name='x'), dict(path=w['lora_b'], name='x')])
     with pytest.raises(ValueError, match='needs weights and control_type'):
-        GENERATORS.build(dict(type='SD15ControlNetBackend', weights=w['sd15'], controlnets=dict(weights='x')))
+        BACKENDS.build(dict(type='SD15ControlNetBackend', weights=w['sd15'], controlnets=dict(weights='x')))
     with pytest.raises(ValueError, match=r"no Union control mode for \['pncc'\]"):
-        GENERATORS.build(dict(type='SDXLControlNetUnionBackend', weights=w['sdxl'],
+        BACKENDS.build(dict(type='SDXLControlNetUnionBackend', weights=w['sdxl'],
                               controlnet=dict(weights=w['controlnet_union']), control_types=['pncc']))
     with pytest.raises(ValueError, match='dtype'):
-        GENERATORS.build(dict(type='SD15ControlNetBackend', weights=w['sd15'], dtype='float8',
+        BACKENDS.build(dict(type='SD15ControlNetBackend', weights=w['sd15'], dtype='float8',
                               controlnets=dict(weights=w['controlnet_sd15'], control_type='pncc')))
 
 
@@ -129,12 +134,12 @@ def test_corrupt_model_index(w, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message on a machine without CUDA')
 def test_cuda_without_a_gpu_is_explained(w):
     with pytest.raises(RuntimeError, match="no CUDA device; set backend.device='cpu'"):
-        GENERATORS.build(dict(type='SD15ControlNetBackend', weights=w['sd15'], device='cuda',
+        BACKENDS.build(dict(type='SD15ControlNetBackend', weights=w['sd15'], device='cuda',
                               controlnets=dict(weights=w['controlnet_sd15'], control_type='pncc'))).setup()
 
 
 def test_flux_control_needs_a_control_transformer(w):
-    backend = GENERATORS.build(dict(type='FluxControlBackend', weights=w['flux'], control_type='depth', **CPU))
+    backend = BACKENDS.build(dict(type='FluxControlBackend', weights=w['flux'], control_type='depth', **CPU))
     with pytest.raises(ValueError, match='no control input.*control LoRA'):
         backend.setup()
 
@@ -143,12 +148,12 @@ def test_flux_control_lora_on_plain_flux_with_a_stacked_lora(w, batch):
     """FLUX.1-dev + control LoRA (diffusers widens the input layer) + a style LoRA on top, each with its weight."""
     cfg = dict(type='FluxControlBackend', weights=w['flux'], control_type='depth', **CPU)
     control = [dict(path=w['flux_control_lora'], name='control')]
-    backend = GENERATORS.build(dict(cfg, loras=control + [dict(path=w['lora_flux'], weight=0.5, name='style')]))
+    backend = BACKENDS.build(dict(cfg, loras=control + [dict(path=w['lora_flux'], weight=0.5, name='style')]))
     images = backend.generate(batch)
     assert images[0].shape == (64, 64, 3)
     flipped = dict(batch[0], controls={k: 255 - v for k, v in batch[0]['controls'].items()})
     assert np.abs(backend.generate([flipped])[0].astype(int) - images[0]).max() > 0  # the control is read
-    no_style = GENERATORS.build(dict(cfg, loras=control)).generate(batch[:1])[0]
+    no_style = BACKENDS.build(dict(cfg, loras=control)).generate(batch[:1])[0]
     assert not np.array_equal(no_style, images[0])
     assert [lo['name'] for lo in backend.record()['loras']] == ['control', 'style']
 
@@ -175,7 +180,7 @@ def test_sample_generators_one_per_seed():
 @pytest.mark.parametrize('kind', ['sd15', 'flux'])
 def test_batch_independence_to_float_rounding(w, batch, kind):
     """Per-sample generators make the noise identical; the rest differs only by float32 kernel rounding."""
-    backend = sd15(w) if kind == 'sd15' else GENERATORS.build(dict(
+    backend = sd15(w) if kind == 'sd15' else BACKENDS.build(dict(
         type='FluxControlNetBackend', weights=w['flux'], controlnets=dict(weights=w['controlnet_flux'],
                                                                           control_type='pncc'), **CPU))
     together = float_images(backend, batch)
@@ -270,8 +275,8 @@ def test_controlnet_lora(w, batch):
 def test_flux_lora_loads_and_changes_image(w, batch):
     cfg = dict(type='FluxControlNetBackend', weights=w['flux'], **CPU,
                controlnets=dict(weights=w['controlnet_flux'], control_type='pncc'))
-    base = float_images(GENERATORS.build(cfg), batch[:1])
-    lora = float_images(GENERATORS.build(dict(cfg, loras=[dict(path=w['lora_flux'], weight=0.7)])), batch[:1])
+    base = float_images(BACKENDS.build(cfg), batch[:1])
+    lora = float_images(BACKENDS.build(dict(cfg, loras=[dict(path=w['lora_flux'], weight=0.7)])), batch[:1])
     assert np.abs(lora - base).max() > 1e-4
 
 

@@ -10,11 +10,16 @@ import torch
 
 from posedreamer_mm.body.sources.base import BodySource
 from posedreamer_mm.generation.backends import BaseGenerationBackend
-from posedreamer_mm.registry import BODY_MODELS, GENERATORS, POSE_SOURCES, RENDERERS
+from posedreamer_mm.registry import BACKENDS, BODY_MODELS, POSE_SOURCES, RENDERERS
 from posedreamer_mm.render import BaseControlRenderer
 from posedreamer_mm.testing import body_fixtures as fx
-from posedreamer_mm.testing.contracts import (BackendContract, RendererContract, SourceContract, missing_cases,
-                                              prepared_results)
+from posedreamer_mm.testing.contracts import (
+    BackendContract,
+    RendererContract,
+    SourceContract,
+    missing_cases,
+    prepared_results,
+)
 from posedreamer_mm.testing.diffusion import write_tiny_weights
 
 SIZE = 64
@@ -63,7 +68,7 @@ SOURCE_CASES = {
 
 
 def test_every_registered_backend_has_a_case():
-    assert missing_cases(GENERATORS, BaseGenerationBackend, BACKEND_CASES) == []
+    assert missing_cases(BACKENDS, BaseGenerationBackend, BACKEND_CASES) == []
 
 
 def test_every_registered_renderer_has_a_case():
@@ -98,7 +103,7 @@ def results_batch(generator_inputs):
 @pytest.fixture(scope='module', params=sorted(BACKEND_CASES))
 def backend(request, tiny_weights):
     torch.set_num_threads(1)
-    built = GENERATORS.build(BACKEND_CASES[request.param](tiny_weights))
+    built = BACKENDS.build(BACKEND_CASES[request.param](tiny_weights))
     built.setup()
     return built
 

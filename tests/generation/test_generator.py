@@ -5,13 +5,21 @@ import os
 import cv2
 import numpy as np
 import pytest
+from mmcv.transforms import BaseTransform
 
 from posedreamer_mm.body.camera import project_points
 from posedreamer_mm.body.sources.base import stable_seed
-from posedreamer_mm.generation import (DatasetGenerator, GeneratedDataReader, OutputConflictError, PromptSampler,
-                                       ShardWriteError, export_coco_keypoints)
+from posedreamer_mm.generation import (
+    GeneratedDataReader,
+    GenerationError,
+    OutputConflictError,
+    PromptSampler,
+    ShardWriteError,
+    export_coco_keypoints,
+)
+from posedreamer_mm.generation.transforms import drop
 from posedreamer_mm.generation.writer import ShardBuilder
-from posedreamer_mm.registry import GENERATORS, POSE_SOURCES
+from posedreamer_mm.registry import GENERATORS, POSE_SOURCES, TRANSFORMS
 from tests.generation.stub_backend import NoiseTestBackend
 
 CROP = 64
@@ -19,12 +27,17 @@ SOURCE = dict(type='AugmentedSource', source=dict(type='ProceduralPoseSource', n
               distance_range=(3.0, 4.0))
 
 
+def _pipeline(controls=(dict(type='PNCCRenderer'), dict(type='DepthRenderer')), crop=CROP, min_visible=0,
+              prompts=dict(type='PromptSampler', preset='generic')):
+    return [dict(type='BodyForward'), dict(type='BodyCropCamera', size=crop, margin=0.1),
+            dict(type='RenderControls', controls=list(controls)),
+            dict(type='COCO17Visibility', min_visible=min_visible), dict(type='SamplePrompt', prompts=prompts)]
+
+
 def _generator(model_dir, n=6, shard_size=4, backend=None, **kw):
     cfg = dict(type='DatasetGenerator', body_model=dict(type='SMPLXBodyModel', model_path=str(model_dir)),
-               source=SOURCE, controls=[dict(type='PNCCRenderer'), dict(type='DepthRenderer')],
-               backend=backend or dict(type='RenderBackend', batch_size=2),
-               writer=dict(type='ShardedDatasetWriter', shard_size=shard_size, image_format='png'),
-               num_samples=n, seed=7, crop_size=CROP, progress=False)
+               source=SOURCE, pipeline=_pipeline(), backend=backend or dict(type='RenderBackend', batch_size=2),
+               writer=dict(shard_size=shard_size, image_format='png'), num_samples=n, seed=7, progress=False)
     cfg.update(kw)
     return GENERATORS.build(cfg)
 
@@ -185,12 +198,11 @@ def test_spawn_workers_write_the_same_dataset(tmp_path, standin_model_dir):
 
 def test_bad_configs_fail_clearly(tmp_path, standin_model_dir):
     with pytest.raises(ValueError, match='owns the crop camera'):
-        _generator(standin_model_dir, controls=[dict(type='PNCCRenderer', size=128)]).run(str(tmp_path / 'a'))
+        _generator(standin_model_dir, pipeline=_pipeline(controls=[dict(type='PNCCRenderer', size=128)]))
     with pytest.raises(ValueError, match='num_samples=99 but the source has 40'):
         _generator(standin_model_dir, n=99)
     # The stand-in directory holds only the neutral model: a male sample stops the run, naming the file.
     gen = _generator(standin_model_dir, n=2, source=_MaleSource())
-    from posedreamer_mm.generation import GenerationError
     with pytest.raises(GenerationError, match='SMPLX_MALE'):
         gen.run(str(tmp_path / 'b'))
 
@@ -212,7 +224,9 @@ def test_gendered_amass_files_and_a_file_gone_mid_run(tmp_path, standin_model_di
         write_standin_smplx(models, gender=gender)
     files = [fx.write_amass(str(tmp_path / f'{n}.npz'), fx.reference_bodies(3, seed=s))
              for n, s in (('a', 0), ('b', 1))]
-    gen = _generator(models, n=6, body_model=dict(type='SMPLXBodyModel', model_path=str(models), num_betas=16),
+    # One shard: a shard whose every sample failed would stop the run (test_a_shard_of_failures_stops_the_run).
+    gen = _generator(models, n=6, shard_size=6,
+                     body_model=dict(type='SMPLXBodyModel', model_path=str(models), num_betas=16),
                      source=dict(type='AugmentedSource', source=dict(type='AMASSSource', files=files, subsample=1),
                                  seed=0, distance_range=(3.0, 4.0)))
     os.remove(files[1])
@@ -222,3 +236,113 @@ def test_gendered_amass_files_and_a_file_gone_mid_run(tmp_path, standin_model_di
     assert {reader.sample(i).gender for i in range(3)} == {'female'}
     info = json.loads((tmp_path / 'out' / 'shards' / '000000' / 'shard.json').read_text())
     assert 'b.npz' in info['failed'][0]['reason']
+
+
+# --- a broken configuration never becomes a "complete" dataset (issue 16 §5) ------------------------------------
+def test_a_filter_without_its_scorer_is_refused_when_built(standin_model_dir):
+    """FilterByOKS reads ScorePose's match; inside the generator no stored scores exist, so without ScorePose it
+    failed every sample. It is refused before the first sample, naming the stage and the missing key."""
+    with pytest.raises(ValueError, match=r"stages\[0\] \(FilterByOKS\) needs results keys \['pose_match'\]"):
+        _generator(standin_model_dir, stages=[dict(type='FilterByOKS', thr=0.5)])
+    with pytest.raises(ValueError, match=r"stages\[1\] \(FilterByHeadPose\) needs .*'pose_detections'"):
+        _generator(standin_model_dir, stages=[dict(type='FilterByImageQuality'), dict(type='FilterByHeadPose')])
+    # A step before the one that adds its input is refused the same way (RenderControls before BodyForward).
+    pipeline = _pipeline()
+    pipeline[0], pipeline[2] = pipeline[2], pipeline[0]
+    with pytest.raises(ValueError, match=r"pipeline\[0\] \(RenderControls\) needs results keys \['faces', 'joints'"):
+        _generator(standin_model_dir, pipeline=pipeline)
+
+
+class _FailsSome:
+    """A stage raising for the indices ``fails(index)`` (a broken scorer, a bad config value)."""
+
+    def __init__(self, fails):
+        self.fails = fails
+
+    def __call__(self, results):
+        if self.fails(results['index']):
+            raise RuntimeError(f'stage broke on index {results["index"]}')
+        return results
+
+
+def test_a_shard_whose_samples_all_fail_stops_the_run_with_the_first_traceback(tmp_path, standin_model_dir):
+    out = str(tmp_path / 'out')
+    gen = _generator(standin_model_dir, n=6, stages=[_FailsSome(lambda i: True)])
+    for _ in range(2):  # and the re-run does not skip it as complete: it fails again
+        with pytest.raises(GenerationError, match=r'(?s)every sample of shard 0 .*Traceback.*stage broke on index 0'):
+            gen.run(out)
+        manifest = json.loads(open(os.path.join(out, 'manifest.json')).read())
+        assert manifest['status'] == 'in_progress' and not os.path.exists(os.path.join(out, 'summary.json'))
+        assert os.listdir(os.path.join(out, 'shards')) == []
+
+
+def test_more_failures_than_the_bound_stop_the_run(tmp_path, standin_model_dir):
+    out = str(tmp_path / 'out')
+    gen = _generator(standin_model_dir, n=8, stages=[_FailsSome(lambda i: i % 4 != 0)], max_failure_rate=0.5,
+                     failure_rate_min_samples=4)
+    with pytest.raises(GenerationError, match=r'(?s)3 of 4 samples failed, more than max_failure_rate=0\.5.*'
+                                              r'Traceback.*stage broke on index 1'):
+        gen.run(out)
+    assert json.loads(open(os.path.join(out, 'manifest.json')).read())['status'] == 'in_progress'
+    # Under the bound the same failures are counted and the run completes.
+    summary = _generator(standin_model_dir, n=8, stages=[_FailsSome(lambda i: i % 4 != 0)],
+                         max_failure_rate=None).run(str(tmp_path / 'tolerant'))
+    assert summary['status'] == 'complete' and summary['written'] == 2
+    assert summary['failed'] == {'_FailsSome:RuntimeError': 6}
+
+
+class _DuplicateIdSource(_FlakySource):
+    def __getitem__(self, i):
+        s = self.inner[i]
+        if i == 2:
+            s.id = self.inner[1].id
+        return s
+
+
+def test_summary_counts_equal_the_shards_own_counts(tmp_path, standin_model_dir):
+    """A duplicate id is failed by the writer; the run's counts said it was written (5 in the shards, 6 written)."""
+    summary = _generator(standin_model_dir, n=6, source=_DuplicateIdSource()).run(str(tmp_path / 'out'))
+    infos = [json.loads((tmp_path / 'out' / 'shards' / s / 'shard.json').read_text()) for s in ('000000', '000001')]
+    assert summary['written'] == sum(i['written'] for i in infos) == 5
+    assert summary['this_run']['written'] == 5
+    assert summary['this_run']['failed'] == sum(len(i['failed']) for i in infos) == sum(summary['failed'].values())
+    assert 'duplicate id' in infos[0]['failed'][0]['reason']
+
+
+# --- a step added in a config (issue 15 §1) -------------------------------------------------------------------------
+@TRANSFORMS.register_module(name='TestOnlyDropOddTagPrompt')
+class _DropOddTagPrompt(BaseTransform):
+    """Test-only step: drops odd source indices and tags the prompt of the others.
+
+    Required Keys:
+        - index
+        - prompt
+
+    Modified Keys:
+        - prompt
+
+    Added Keys:
+        - drop_reason: ``'test_odd_index'`` when dropped
+    """
+
+    def transform(self, results):
+        if results['index'] % 2:
+            return drop(results, 'test_odd_index')
+        results['prompt'] += ', tagged by a config step'
+        return results
+
+
+def test_a_registered_step_added_in_the_config_runs_between_built_in_ones(tmp_path, standin_model_dir):
+    pipeline = _pipeline()
+    pipeline.insert(3, pipeline.pop())                           # SamplePrompt before COCO17Visibility
+    pipeline.insert(4, dict(type='TestOnlyDropOddTagPrompt'))    # between SamplePrompt and COCO17Visibility
+    assert [p['type'] for p in pipeline][3:6] == ['SamplePrompt', 'TestOnlyDropOddTagPrompt', 'COCO17Visibility']
+    summary = _generator(standin_model_dir, n=6, pipeline=pipeline).run(str(tmp_path / 'out'))
+    assert summary['written'] == 3 and summary['dropped'] == {'test_odd_index': 3}
+    assert '_DropOddTagPrompt' in summary['timings_s']  # timed under its class name
+    reader = GeneratedDataReader(tmp_path / 'out')
+    prompts = PromptSampler('generic')
+    assert [reader.meta(i)['index'] for i in range(3)] == [0, 2, 4]
+    for i in range(3):
+        meta = reader.meta(i)
+        assert meta['prompt'] == prompts(meta['seed'], reader.sample(i).gender)[0] + ', tagged by a config step'

@@ -2,6 +2,7 @@
 import pytest
 
 from posedreamer_mm.generation.prompts import PROMPT_PRESETS, PromptSampler
+from posedreamer_mm.registry import TRANSFORMS
 
 
 def test_same_seed_same_prompt_and_attributes_are_recorded():
@@ -29,3 +30,17 @@ def test_overrides_and_bad_templates():
         PromptSampler('generic', templates=['{person} in {weather}'])
     with pytest.raises(ValueError, match='unknown prompt preset'):
         PromptSampler('gothic')
+
+
+@pytest.mark.parametrize('template', ['{person} {}', '{person} in {0}', '{person.name} walking', '{person!z}',
+                                      '{person} {scene'])
+def test_a_template_the_sampler_cannot_fill_is_refused_when_built(template):
+    """issue 16 §5: a template with ``{}`` passed the check and failed every sample of the run."""
+    with pytest.raises(ValueError, match='template'):
+        PromptSampler('generic', templates=[template])
+
+
+def test_a_bad_template_in_a_config_fails_before_the_first_sample():
+    cfg = dict(type='SamplePrompt', prompts=dict(type='PromptSampler', preset='generic', templates=['{person} {}']))
+    with pytest.raises(ValueError, match=r"field\(s\) \['\{\}'\]"):
+        TRANSFORMS.build(cfg)

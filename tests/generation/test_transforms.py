@@ -7,8 +7,13 @@ import torch
 from posedreamer_mm.body.body_model import BodyModelFileError, SMPLXBodyModel
 from posedreamer_mm.body.gendered import GenderedSMPLXBodyModel
 from posedreamer_mm.body.sample import BodySample
-from posedreamer_mm.generation.transforms import (BodyCropCamera, BodyForward, COCO17Visibility, RenderControls,
-                                                  build_renderer)
+from posedreamer_mm.generation.transforms import (
+    BodyCropCamera,
+    BodyForward,
+    COCO17Visibility,
+    RenderControls,
+    build_renderer,
+)
 from posedreamer_mm.registry import POSE_SOURCES
 from posedreamer_mm.render.base import project
 from posedreamer_mm.render.visibility import SMPLX_TO_COCO17, coco17_keypoints
@@ -64,7 +69,7 @@ def test_the_near_clip_plane_reaches_the_visibility(standin_model_dir):
     models = GenderedSMPLXBodyModel.from_config(dict(type='SMPLXBodyModel', model_path=str(standin_model_dir)))
     renderer = build_renderer(dict(type='DepthRenderer'), models.default)
     results = BodyCropCamera(64)(BodyForward(models)(dict(sample=POSE_SOURCES.build(SOURCE)[0])))
-    results = RenderControls({renderer.control_type: renderer})(results)
+    results = RenderControls([renderer])(results)
     sample = results['sample']
     ref = renderer.render(results['vertices'], results['faces'], sample.focal, sample.princpt, sample.img_size,
                           joints=results['joints'])

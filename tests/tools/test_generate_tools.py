@@ -24,10 +24,12 @@ generator = dict(
     body_model=dict(type='SMPLXBodyModel', model_path=body_model_dir),
     source=dict(type='AugmentedSource', source=dict(type='ProceduralPoseSource', num_samples=50, seed=2), seed=5,
                 distance_range=(3.0, 4.0)),
-    controls=[dict(type='PNCCRenderer')],
+    pipeline=[dict(type='BodyForward'), dict(type='BodyCropCamera', size=64, margin=0.1),
+              dict(type='RenderControls', controls=[dict(type='PNCCRenderer')]),
+              dict(type='COCO17Visibility', min_visible=0), dict(type='SamplePrompt')],
     backend=dict(type='NoiseTestBackend', batch_size=2, control_type='pncc'),
-    writer=dict(type='ShardedDatasetWriter', shard_size=3, image_format='jpg', jpeg_quality=90),
-    num_samples=10, seed=11, crop_size=64, num_workers=0)
+    writer=dict(shard_size=3, image_format='jpg', jpeg_quality=90),
+    num_samples=10, seed=11, num_workers=0)
 """
 
 
@@ -111,7 +113,7 @@ def test_another_seed_into_an_existing_output_is_refused(setup):
 def test_demo_writes_a_dataset_and_a_contact_sheet(tmp_path):
     import cv2
     res = subprocess.run([sys.executable, str(ROOT / 'tools' / 'demo.py'), '--out', str(tmp_path / 'demo'),
-                          '--num-samples', '3', '--no-progress', '--cfg-options', 'generator.crop_size=128'],
+                          '--num-samples', '3', '--no-progress', '--cfg-options', 'generator.pipeline.1.size=128'],
                          capture_output=True, text=True, timeout=600,
                          env=_env(PDM_STANDIN_DIR=str(tmp_path / 'standin')))
     assert res.returncode == 0, res.stderr[-3000:]
@@ -123,3 +125,32 @@ def test_demo_writes_a_dataset_and_a_contact_sheet(tmp_path):
     assert sheet.shape[0] == 28 + 3 * 192 and sheet.shape[1] == 192 * 5  # image, overlay, 3 controls
     coco = json.loads((tmp_path / 'demo' / 'coco_keypoints.json').read_text())
     assert len(coco['annotations']) == 3
+
+
+@pytest.mark.timeout(600)
+def test_a_worker_killed_by_sigkill_stops_the_run_naming_its_indices_and_the_rerun_completes(setup):
+    """issue 16 §3: a spawn worker killed by the OOM killer left the main process waiting forever. Now the run stops
+    within seconds with one error naming the worker's source indices and the signal; committed shards stay and the
+    same command (without the kill) completes the dataset, equal to an uninterrupted run."""
+    config, tmp, reference = setup
+    killing = tmp / 'gen_kill.py'
+    text = config.read_text().replace(
+        "imports=['tests.generation.stub_backend_registered']",
+        "imports=['tests.generation.stub_backend_registered', 'tests.generation.stub_steps_registered']")
+    text = text.replace("dict(type='BodyForward'),", "dict(type='SigkillWorkerAt'), dict(type='BodyForward'),")
+    killing.write_text(text.replace('num_workers=0)', 'num_workers=1, warm_start=False)'))
+    out = tmp / 'dead_worker'
+    # Chunks of 2 indices: index 7 is in the chunk [6, 7] of shard 2 (shards of 3).
+    res = _generate(killing, out, env=_env(PDM_TEST_SIGKILL_INDEX='7'), check=False)
+    log = res.stdout + res.stderr
+    assert res.returncode not in (0, -9), log[-3000:]  # the tool failed; it was not the one killed
+    assert 'killed by SIGKILL while working on source indices [6, 7] (shard 2)' in log, log[-3000:]
+    assert log.count('WorkerDiedError') == 1 or 'GenerationError' in log
+    manifest = json.loads((out / 'manifest.json').read_text())
+    assert manifest['status'] == 'in_progress' and not (out / 'summary.json').exists()
+    assert not [n for n in os.listdir(out / 'shards') if n.startswith('.')]  # no temporary left behind
+    partial = _snapshot(str(out))
+    assert set(partial) <= set(reference)
+    _assert_same({k: reference[k] for k in partial}, partial)  # what was committed is right
+    _generate(killing, out)  # the same command without the kill resumes
+    _assert_same(reference, _snapshot(str(out)))

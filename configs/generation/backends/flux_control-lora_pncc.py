@@ -8,10 +8,19 @@ dpo_lora = 'weights/flux-pncc-dpo-lora'
 style_lora = 'weights/flux-photo-style-lora'
 out_dir = 'data/generated/flux_control-lora_pncc-1024'
 
+crop_size = 1024
+
 generator = dict(
-    crop_size=1024,
-    controls=[dict(type='PNCCRenderer'), dict(type='SkeletonRenderer'), dict(type='DepthRenderer')],
-    # _delete_: the base's RenderBackend keys (body_model) mean nothing to a diffusion backend.
+    # The base's pipeline at 1024 px crops (a list is replaced whole: every step is restated).
+    pipeline=[
+        dict(type='BodyForward'),
+        dict(type='BodyCropCamera', size=crop_size, margin=0.1),
+        dict(type='RenderControls',
+             controls=[dict(type='PNCCRenderer'), dict(type='SkeletonRenderer'), dict(type='DepthRenderer')]),
+        dict(type='COCO17Visibility', min_visible=8),
+        dict(type='SamplePrompt', prompts=dict(type='PromptSampler', preset='generic')),
+    ],
+    # _delete_: the base's RenderBackend settings mean nothing to a diffusion backend.
     backend=dict(
         _delete_=True, type='FluxControlBackend', weights=flux_dir, control_type='pncc',
         loras=[dict(path=control_lora, weight=1.0, name='control'),  # first: widens the transformer's input

@@ -11,8 +11,7 @@ controlnet_dir = 'weights/controlnet-pncc-sd15'
 out_dir = 'data/generated/sd15_controlnet_pncc-512'
 
 generator = dict(
-    controls=[dict(type='PNCCRenderer'), dict(type='SkeletonRenderer'), dict(type='DepthRenderer')],
-    # _delete_: the base's RenderBackend keys (body_model) mean nothing to a diffusion backend.
+    # _delete_: the base's RenderBackend settings mean nothing to a diffusion backend.
     backend=dict(
         _delete_=True, type='SD15ControlNetBackend', weights=sd15_dir,
         controlnets=dict(weights=controlnet_dir, control_type='pncc', scale=1.0),

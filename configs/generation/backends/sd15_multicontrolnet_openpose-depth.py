@@ -8,8 +8,7 @@ depth_controlnet_dir = 'weights/control_v11f1p_sd15_depth'
 out_dir = 'data/generated/sd15_openpose-depth-512'
 
 generator = dict(
-    controls=[dict(type='PNCCRenderer'), dict(type='SkeletonRenderer'), dict(type='DepthRenderer')],
-    # _delete_: the base's RenderBackend keys (body_model) mean nothing to a diffusion backend.
+    # _delete_: the base's RenderBackend settings mean nothing to a diffusion backend.
     backend=dict(
         _delete_=True, type='SD15ControlNetBackend', weights=sd15_dir,
         controlnets=[dict(weights=openpose_controlnet_dir, control_type='openpose', scale=1.0),

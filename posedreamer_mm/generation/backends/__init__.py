@@ -1,11 +1,16 @@
 """Generation backends: the rendering baseline and the diffusers ControlNet / control-LoRA pipelines.
 
 Every backend implements :class:`BaseGenerationBackend` (``setup`` / ``generate`` / ``record``) and is registered
-in ``GENERATORS``; configs and weights layouts: ``docs/backends.md``.
+in ``BACKENDS``; configs and weights layouts: ``docs/backends.md``.
 """
 from .base import BaseGenerationBackend, sample_generators
-from .diffusers_backends import (FluxControlBackend, FluxControlNetBackend, SD15ControlNetBackend,
-                                 SDXLControlNetBackend, SDXLControlNetUnionBackend)
+from .diffusers_backends import (
+                                 FluxControlBackend,
+                                 FluxControlNetBackend,
+                                 SD15ControlNetBackend,
+                                 SDXLControlNetBackend,
+                                 SDXLControlNetUnionBackend,
+)
 from .render import RenderBackend
 from .weights import WeightsLayoutError
 

@@ -2,10 +2,10 @@
 
 A backend turns the per-sample results dicts of the generator (``docs/conventions.md``) into images::
 
-    backend = GENERATORS.build(dict(type='SD15ControlNetBackend', weights=..., batch_size=8))
+    backend = BACKENDS.build(dict(type='SD15ControlNetBackend', weights=..., batch_size=8))
     backend.setup()                       # once, in the process that generates: loads weights, moves to device
     images = backend.generate(batch)      # list of (H, W, 3) uint8 RGB, one per results dict, control crop size
-    meta = backend.record()               # stored with every sample it made (steps, guidance, weights ...)
+    meta = backend.record()               # written once per run to the manifest (steps, guidance, weights ...)
 
 Each results dict carries ``controls`` (``{control_type: (H, W, 3) uint8 RGB}`` at the crop camera),
 ``prompt``, ``negative_prompt``, ``seed``, ``sample`` (the :class:`~posedreamer_mm.body.sample.BodySample`
@@ -61,7 +61,12 @@ class BaseGenerationBackend:
         raise NotImplementedError
 
     def record(self) -> dict[str, Any]:
-        """What produced the images, stored with every sample: at least ``backend`` and ``control_types``."""
+        """What produced the images: at least ``backend`` and ``control_types``.
+
+        The generator writes it once per run, to ``manifest.json``'s ``backend_record`` (every sample's
+        ``meta.jsonl`` row holds only the backend's :attr:`name`); the backend's config, with everything that
+        changes an image, is part of the manifest's config fingerprint.
+        """
         return dict(backend=self.name, control_types=list(self.control_types))
 
     def __repr__(self) -> str:

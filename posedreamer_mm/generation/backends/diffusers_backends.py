@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from posedreamer_mm.registry import GENERATORS
+from posedreamer_mm.registry import BACKENDS
+
 from .diffusers_base import ControlNetBackendMixin, DiffusersBackend, controlnet_specs
 from .weights import check_model_folder, describe, load_model
 
@@ -25,7 +26,7 @@ _FLUX_PARTS = ('transformer', 'vae', 'text_encoder', 'tokenizer', 'text_encoder_
 UNION_CONTROL_MODES = dict(openpose=0, depth=1, normal=4)
 
 
-@GENERATORS.register_module()
+@BACKENDS.register_module()
 class SD15ControlNetBackend(ControlNetBackendMixin, DiffusersBackend):
     """Stable Diffusion 1.5 + ControlNet(s) (``StableDiffusionControlNetPipeline``).
 
@@ -51,7 +52,7 @@ class SD15ControlNetBackend(ControlNetBackendMixin, DiffusersBackend):
         return dict(safety_checker=None, requires_safety_checker=False)
 
 
-@GENERATORS.register_module()
+@BACKENDS.register_module()
 class SDXLControlNetBackend(ControlNetBackendMixin, DiffusersBackend):
     """SDXL + ControlNet(s) (``StableDiffusionXLControlNetPipeline``); several = Multi-ControlNet.
 
@@ -71,7 +72,7 @@ class SDXLControlNetBackend(ControlNetBackendMixin, DiffusersBackend):
         self.init_controlnets(controlnets)
 
 
-@GENERATORS.register_module()
+@BACKENDS.register_module()
 class SDXLControlNetUnionBackend(DiffusersBackend):
     """SDXL + one ControlNet-Union taking several controls at once (``StableDiffusionXLControlNetUnionPipeline``).
 
@@ -120,7 +121,7 @@ class SDXLControlNetUnionBackend(DiffusersBackend):
         return {**super().record(), 'controlnet': describe(self.controlnet), 'control_modes': self.control_modes}
 
 
-@GENERATORS.register_module()
+@BACKENDS.register_module()
 class FluxControlNetBackend(ControlNetBackendMixin, DiffusersBackend):
     """FLUX + ControlNet(s) (``FluxControlNetPipeline``; several = ``FluxMultiControlNetModel``).
 
@@ -150,7 +151,7 @@ class FluxControlNetBackend(ControlNetBackendMixin, DiffusersBackend):
         self.init_controlnets(controlnets)
 
 
-@GENERATORS.register_module()
+@BACKENDS.register_module()
 class FluxControlBackend(DiffusersBackend):
     """FLUX with channel-concatenated control (``FluxControlPipeline``): FLUX.1-Depth/Canny-dev, or FLUX.1-dev plus
     a control LoRA (the form a trained PNCC control takes in diffusers).

@@ -17,9 +17,11 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from posedreamer_mm.body.gendered import GenderedSMPLXBodyModel
 from posedreamer_mm.body.joint_maps import SMPLX_JOINT_INDEX, SMPLX_JOINT_NAMES
-from posedreamer_mm.registry import GENERATORS
+from posedreamer_mm.registry import BACKENDS
 from posedreamer_mm.render import default_rasterizer, lambert
+
 from .base import BaseGenerationBackend
 
 #: Clothing regions, in the order of :data:`REGION_OF_JOINT`'s values.
@@ -144,7 +146,7 @@ def hair_mask(vertices: np.ndarray, joints: np.ndarray, dominant: np.ndarray, rn
     return on_head & ((height > brow) | ((front < -0.02) & (height > brow - 0.06 - length)))
 
 
-@GENERATORS.register_module()
+@BACKENDS.register_module()
 class RenderBackend(BaseGenerationBackend):
     """Rendering baseline (not diffusion): a Lambert-lit, clothing-coloured body over a procedural background.
 
@@ -155,9 +157,12 @@ class RenderBackend(BaseGenerationBackend):
 
     Args:
         batch_size: samples per :meth:`generate` call (rendering is per sample; this only sets the grouping).
-        body_model: optional body model (an instance or a ``BODY_MODELS`` config) whose skinning
-            weights give each vertex its dominant joint; without one, the nearest bone of the posed skeleton
-            does (:func:`dominant_joints_from_bones`; close to the skinning except near joints).
+        body_model: optional body model whose skinning weights give each vertex its dominant joint: the
+            generator's :class:`~posedreamer_mm.body.gendered.GenderedSMPLXBodyModel` (given by the generator
+            unless the config sets ``body_model``; its default gender's weights, shared by every gender's mesh), an
+            :class:`~posedreamer_mm.body.body_model.SMPLXBodyModel` or a ``BODY_MODELS`` config. ``None``: the
+            nearest bone of the posed skeleton (:func:`dominant_joints_from_bones`; close to the skinning except
+            near joints).
         ambient: (low, high) range of the ambient light fraction.
         near: rasteriser near plane, metres.
         far: rasteriser far plane, metres.
@@ -185,6 +190,8 @@ class RenderBackend(BaseGenerationBackend):
         if isinstance(model, dict):
             from posedreamer_mm.registry import BODY_MODELS
             model = BODY_MODELS.build(model)
+        if isinstance(model, GenderedSMPLXBodyModel):
+            model = model.default
         weights = getattr(getattr(model, 'smplx', model), 'lbs_weights', None)
         if weights is None:
             raise ValueError(f'RenderBackend: body model {type(model).__name__} has no skinning weights '
