@@ -16,8 +16,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import posedreamer_mm  # noqa: E402,F401  (compat fixes before mmpose/mmdet load)
+from posedreamer_mm.apis.filter import run_filter  # noqa: E402
 from posedreamer_mm.apis.launch import load_config  # noqa: E402
-from posedreamer_mm.scoring.offline import run_filter  # noqa: E402
 from posedreamer_mm.utils import register_all_modules  # noqa: E402
 
 
@@ -40,16 +40,17 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     register_all_modules()
-    stages = None
+    stages, imports = None, []
     if args.config:
         cfg = load_config(args.config, args.cfg_options)
         if 'filter_stages' not in cfg:
             raise SystemExit(f'{args.config} has no `filter_stages` list (the scoring/filter transforms to run)')
         stages = cfg.filter_stages
+        imports = list((cfg.get('custom_imports') or {}).get('imports', []))
     out = args.out or osp.join(args.data_root, 'filter')
     summary = run_filter(args.data_root, out, stages=stages, max_samples=args.max_samples,
                          batch_size=args.batch_size, report_samples=args.report_samples, num_workers=args.num_workers,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, custom_imports=imports)
     print(json.dumps({k: v for k, v in summary.items() if k != 'stages'}, indent=1))
     print(f'[filter] outputs in {out}')
     return summary

@@ -10,10 +10,10 @@ import shutil
 import numpy as np
 import pytest
 
+from posedreamer_mm.apis.filter import run_filter
 from posedreamer_mm.generation.reader import GeneratedDataReader
 from posedreamer_mm.registry import DATASETS
 from posedreamer_mm.scoring.base import BasePoseScorer, PoseDetections
-from posedreamer_mm.scoring.offline import run_filter
 
 MANIFEST, SCORES = 'filter/manifest_filtered.jsonl', 'filter/scores.jsonl'
 #: What the stand-in estimator sees per row: the label (OKS 1, kept), the label 40 px to the right (OKS ~0,

@@ -26,6 +26,7 @@ def dataset(tmp_path_factory):
     label."""
     pytest.importorskip('mediapipe')
     from skimage.data import astronaut
+
     from posedreamer_mm.generation.writer import ShardedDatasetWriter
     from posedreamer_mm.scoring.mediapipe_scorer import MediaPipeScorer
     img = astronaut()
@@ -135,3 +136,24 @@ def test_filter_tool_config_and_errors(dataset, tmp_path):
     bad.write_text('stages = []\n')
     with pytest.raises(SystemExit, match='filter_stages'):
         load_tool().main([str(dataset), str(bad), '--out', str(tmp_path / 'o2')])
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_killed_by_sigkill_stops_the_filter_naming_its_rows(dataset, tmp_path):
+    """issue 16 §3: a filter worker killed by the OOM killer left the tool waiting forever. Now it exits within
+    seconds with one error naming the worker's rows and the signal, and writes no output."""
+    import os
+    import subprocess
+    import sys
+    cfg = tmp_path / 'stages.py'
+    cfg.write_text("custom_imports = dict(imports=['tests.generation.stub_steps_registered'])\n"
+                   "filter_stages = [dict(type='SigkillWorkerAt'), dict(type='FilterByImageQuality')]\n")
+    out = tmp_path / 'dead'
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT), PDM_TEST_SIGKILL_INDEX='2')
+    res = subprocess.run([sys.executable, str(ROOT / 'tools' / 'filter.py'), str(dataset), str(cfg), '--out', str(out),
+                          '--no-progress', '--batch-size', '2', '--num-workers', '1'], env=env, capture_output=True,
+                         text=True, timeout=240)
+    log = res.stdout + res.stderr
+    assert res.returncode not in (0, -9), log[-3000:]
+    assert 'WorkerDiedError' in log and 'killed by SIGKILL while working on dataset rows 2-3' in log, log[-3000:]
+    assert not (out / 'scores.jsonl').exists() and not (out / 'summary.json').exists()

@@ -1,7 +1,9 @@
-"""Runs scoring and filter stages over an existing generated dataset, without regenerating (``tools/filter.py``).
+"""What ``tools/filter.py`` calls: scoring and filter stages over an existing generated dataset, without regenerating.
 
 Reads the dataset with :class:`~posedreamer_mm.generation.reader.GeneratedDataReader`, runs each sample through
-the stages (the same registered transforms the generator runs inline) and writes to ``out_dir``:
+the stages (the same registered transforms the generator runs inline, with the same
+:class:`~posedreamer_mm.generation.steps.StepRunner`; in ``num_workers`` processes of the package's one
+:class:`~posedreamer_mm.utils.pool.SpawnPool`) and writes to ``out_dir``:
 
 - ``scores.jsonl``: one line per sample: ``id``, ``index``, ``kept``, ``stage`` and ``drop_reason`` (where it was
   dropped), ``scores``, the label ``match`` and the scorer's ``detections``; unreadable samples with ``error``;
@@ -10,7 +12,9 @@ the stages (the same registered transforms the generator runs inline) and writes
 - ``report.png``: kept/rejected per stage, OKS histogram, contact sheets (``posedreamer_mm/visualization/report.py``).
 
 The dataset itself is only read: nothing in it is changed or deleted. Every file is written atomically: a run
-killed mid-way leaves the previous outputs (or none) and a temporary file the next run removes.
+killed mid-way leaves the previous outputs (or none) and a temporary file the next run removes. A worker process
+that dies (the OOM killer's SIGKILL) stops the run within seconds with an error naming its rows; nothing is
+written then (docs/scoring.md, "Failure behaviour").
 """
 from __future__ import annotations
 
@@ -25,10 +29,12 @@ import numpy as np
 from tqdm import tqdm
 
 from posedreamer_mm.evaluation.functional.oks import control_accuracy
+from posedreamer_mm.generation.steps import StepRunner, build_step
 from posedreamer_mm.registry import TRANSFORMS
+from posedreamer_mm.scoring.base import PoseDetections
 from posedreamer_mm.utils.fileio import atomic_write, atomic_write_text, remove_stale_temporaries
+from posedreamer_mm.utils.pool import SpawnPool
 from posedreamer_mm.visualization.report import labelled_tile, save_filter_report
-from .base import PoseDetections
 
 #: Offline default: the bundled mediapipe scorer and the reference thresholds (person count needs a multi-person
 #: scorer: configure ``MMPoseScorer`` with a detector for it).
@@ -38,12 +44,6 @@ DEFAULT_STAGES = [
     dict(type='FilterByHeadPose'),
     dict(type='FilterByImageQuality'),
 ]
-
-
-def _stage_name(stage, seen: collections.Counter) -> str:
-    name = type(stage).__name__
-    seen[name] += 1
-    return name if seen[name] == 1 else f'{name}#{seen[name]}'
 
 
 def _plain(cfg):
@@ -67,9 +67,10 @@ class ChunkScorer:
     def __init__(self, data_root: str, stage_cfgs: list[dict], batch_size: int = 8) -> None:
         from posedreamer_mm.generation.reader import GeneratedDataReader
         self.reader = GeneratedDataReader(data_root)
-        self.pipeline = [TRANSFORMS.build(cfg) for cfg in stage_cfgs]
-        seen = collections.Counter()
-        self.names = [_stage_name(t, seen) for t in self.pipeline]
+        self.pipeline = [build_step(TRANSFORMS, cfg) for cfg in stage_cfgs]
+        # Bad label or image content fails the sample (counted); other exceptions are bugs and stop the run.
+        self.runner = StepRunner(self.pipeline, catch=(ValueError, FloatingPointError))
+        self.names = self.runner.names
         first = self.pipeline[0] if self.pipeline else None
         scorer = getattr(first, 'scorer', None)   # a leading ScorePose: its scorer runs on whole batches
         self.batch_scorer = scorer if scorer is not None and hasattr(scorer, 'predict_batch') else None
@@ -106,25 +107,18 @@ class ChunkScorer:
                 if slot is not None:
                     records.append(slot)
                     continue
-                res = next(results)
-                try:
-                    records.append(self.run_stages(res))
-                except (ValueError, FloatingPointError) as err:   # bad label/image content: skipped and counted
-                    records.append(dict(id=res['id'], index=res['index'], kept=False, error=str(err),
-                                        error_type=type(err).__name__))
+                records.append(self.run_stages(next(results)))
         return records
 
     def run_stages(self, results: dict) -> dict:
         """One sample through the stages -> its record (``stage``/``drop_reason`` where it was dropped)."""
-        stage_hit = None
-        for name, stage in zip(self.names, self.pipeline):
-            out = stage(results)
-            if out is None:
-                stage_hit = name
-                break
-            results = out
+        outcome = self.runner(results)
+        if outcome.status == 'fail':   # bad label/image content: skipped and counted
+            return dict(id=results['id'], index=results['index'], kept=False, error=outcome.error,
+                        error_type=outcome.reason.rsplit(':', 1)[1])
+        results, stage_hit = outcome.results, outcome.step
         record = dict(id=results['id'], index=results['index'], kept=stage_hit is None, stage=stage_hit,
-                      drop_reason=None if stage_hit is None else results.get('drop_reason') or 'dropped',
+                      drop_reason=outcome.reason,
                       scores={k: round(float(v), 6) for k, v in results.get('scores', {}).items()})
         if results.get('pose_match') is not None:
             record['match'] = results['pose_match'].to_dict()
@@ -138,12 +132,17 @@ class ChunkScorer:
 _WORKER: ChunkScorer | None = None
 
 
-def _worker_init(data_root: str, stage_cfgs: list[dict], batch_size: int) -> None:
+def _worker_init(data_root: str, stage_cfgs: list[dict], batch_size: int, imports: list[str]) -> None:
     global _WORKER
+    import importlib
+
     import torch
+
     from posedreamer_mm.utils import register_all_modules
     torch.set_num_threads(1)   # one core per worker
     register_all_modules()
+    for module in imports:     # the config's custom_imports (stages registered outside the package)
+        importlib.import_module(module)
     _WORKER = ChunkScorer(data_root, stage_cfgs, batch_size)
 
 
@@ -163,7 +162,8 @@ def _count(counts: dict, names: list[str], record: dict) -> None:
 
 
 def run_filter(data_root: str, out_dir: str, stages: list[dict] | None = None, max_samples: int | None = None,
-               batch_size: int = 8, report_samples: int = 12, progress: bool = True, num_workers: int = 0) -> dict:
+               batch_size: int = 8, report_samples: int = 12, progress: bool = True, num_workers: int = 0,
+               custom_imports: list[str] | None = None) -> dict:
     """Scores and filters a generated dataset.
 
     Args:
@@ -176,6 +176,12 @@ def run_filter(data_root: str, out_dir: str, stages: list[dict] | None = None, m
         progress: show a tqdm bar.
         num_workers: ``0`` scores in this process; ``N`` in ``N`` spawned processes (one scorer each, one torch
             thread each), rows handed out in chunks of ``batch_size`` and written back in row order.
+        custom_imports: modules the workers import (the config's ``custom_imports``, for stages registered
+            outside the package).
+
+    Raises:
+        posedreamer_mm.utils.pool.WorkerDiedError: a worker process died (naming its rows and signal); no
+            output file is written or replaced.
 
     Returns:
         The summary (also written to ``summary.json``).
@@ -197,10 +203,10 @@ def run_filter(data_root: str, out_dir: str, stages: list[dict] | None = None, m
     bar = tqdm(total=n_total, desc='filter', disable=not progress, unit='img')
     pool = None
     if num_workers > 0 and chunks:
-        import multiprocessing
-        pool = multiprocessing.get_context('spawn').Pool(num_workers, _worker_init,
-                                                         (data_root, stage_cfgs, main.batch_size))
-        results = pool.imap(_worker_run, chunks)
+        pool = SpawnPool(num_workers, _worker_run, _worker_init,
+                         (data_root, stage_cfgs, main.batch_size, list(custom_imports or [])),
+                         describe=lambda rows: f'dataset rows {rows.start}-{rows.stop - 1}', name='filter').start()
+        results = pool.imap(chunks, max_in_flight=4 * num_workers)
     else:
         results = map(main, chunks)
     try:
@@ -225,8 +231,7 @@ def run_filter(data_root: str, out_dir: str, stages: list[dict] | None = None, m
     finally:
         bar.close()
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            pool.close()
     atomic_write_text(osp.join(out_dir, 'manifest_filtered.jsonl'), ''.join(json.dumps(r) + '\n' for r in kept_rows))
     n_failed = sum(failures.values())
     stage_counts = [dict(c, dropped=dict(c['dropped'])) for c in counts.values()]
