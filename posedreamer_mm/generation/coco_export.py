@@ -64,8 +64,11 @@ def label_masks(samples: Sequence[BodySample], body_models) -> list[np.ndarray]:
 
     Returns:
         One ``(H, W)`` bool mask per sample (pixels whose centre the mesh covers; ``docs/rendering.md``).
+
+    Raises:
+        posedreamer_mm.render.geometry.GeometryError: naming the sample whose body cannot be rendered at its camera.
     """
-    from posedreamer_mm.render.geometry import check_render_geometry
+    from posedreamer_mm.render.geometry import GeometryError, check_render_geometry
     from posedreamer_mm.render.rasterizer import default_rasterizer
     masks = []
     for start in range(0, len(samples), _BATCH):
@@ -74,7 +77,11 @@ def label_masks(samples: Sequence[BodySample], body_models) -> list[np.ndarray]:
             verts = body_models.forward_samples(chunk).vertices.detach().cpu().numpy()
         for sample, v in zip(chunk, verts):
             size = tuple(int(s) for s in sample.img_size)
-            geo = check_render_geometry(v, sample.focal, sample.princpt, size)
+            try:
+                geo = check_render_geometry(v, sample.focal, sample.princpt, size)
+            except GeometryError as err:
+                raise GeometryError(err.reason, f'sample {sample.id!r}: its label cannot be rendered at its camera: '
+                                                f'{err}') from err
             out = default_rasterizer().render(v, body_models.faces, geo.camera.focal, geo.camera.princpt, size,
                                               outputs=('mask',), planes=(geo.near, geo.far))
             masks.append(out['mask'])

@@ -102,3 +102,11 @@ def test_a_manifest_without_a_body_model_is_named():
     from posedreamer_mm.generation.coco_export import manifest_body_model
     with pytest.raises(KeyError, match='manifest.json records no config.body_model'):
         manifest_body_model(_Reader([]))
+
+
+def test_a_label_that_cannot_be_rendered_is_named(body, standin_model_dir):
+    from posedreamer_mm.render.geometry import GeometryError
+    behind, _ = _sample(body, 'behind_the_camera', (0.0, 0.0, 3.0), (50.0, 60.0))
+    behind.transl = np.array([0.0, 0.0, -3.0], np.float32)
+    with pytest.raises(GeometryError, match="sample 'behind_the_camera': its label cannot be rendered"):
+        coco_keypoints_dict(_Reader([behind]), dict(type='SMPLXBodyModel', model_path=str(standin_model_dir)))
