@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from posedreamer_mm.body.rotations import axis_angle_to_matrix
-from posedreamer_mm.models.losses import rotation_matrix_distance
+from posedreamer_mm.models.losses import SMPLXParamLoss, masked_mean, rotation_matrix_distance
 from posedreamer_mm.registry import MODELS
 
 
@@ -166,7 +166,7 @@ def test_joint_3d_loss_is_the_mean_over_labelled_samples_by_hand():
 @pytest.mark.parametrize('part,expected', [
     ('global_orient', 4 * (1 - math.cos(0.5))),        # the root turned 0.5 rad: ||R1 - R2||^2 = 4 (1 - cos)
     ('body_pose', 4 * (1 - math.cos(0.5)) / 21),       # one of 21 joints turned 0.5 rad
-    ('hands', 4 * (1 - math.cos(0.5)) / 15 / 2),       # one of 15 left-hand joints; the two hands averaged
+    ('hands', 4 * (1 - math.cos(0.5)) / 15),           # one of 15 joints of each hand; the two hands averaged
     ('face', 4 * (1 - math.cos(0.5)) + 0.25),          # the jaw turned, every expression off by 0.5
     ('betas', 1.0),                                    # every beta off by 1: mean square 1
     ('transl', 0.6),                                   # (0.1, 0.2, -0.3) m: L1 0.6
@@ -181,6 +181,7 @@ def test_param_loss_parts_are_means_over_labelled_samples_by_hand(part, expected
         pred['body_pose'][:, 7] = turn @ pred['body_pose'][:, 7]
     elif part == 'hands':
         pred['left_hand_pose'][:, 3] = turn @ pred['left_hand_pose'][:, 3]
+        pred['right_hand_pose'][:, 9] = turn.T @ pred['right_hand_pose'][:, 9]
     elif part == 'face':
         pred['jaw_pose'] = turn @ pred['jaw_pose']
         pred['expression'] = pred['expression'] + 0.5
@@ -202,3 +203,49 @@ def test_betas_prior_is_the_mean_square_by_hand():
     pred = dict(betas=torch.tensor([[1.0, -2.0], [0.0, 3.0]]))
     assert MODELS.build(dict(type='BetasPriorLoss', loss_weight=2.0))(pred, {}).item() == pytest.approx(
         2.0 * (1 + 4 + 0 + 9) / 4)
+
+
+def test_a_single_labelled_entry_is_its_own_mean():
+    assert masked_mean(torch.tensor([3.0, 100.0]), torch.tensor([1.0, 0.0])).item() == 3.0
+    assert masked_mean(torch.tensor([3.0, 5.0]), torch.tensor([1.0, 1.0])).item() == 4.0
+
+
+def test_joint_3d_loss_compares_the_configured_joints_and_needs_them_in_the_labels():
+    t = _labels(2)
+    pred = _pred_from(t)
+    pred['joints_3d'] = t['joints_3d'].clone()
+    pred['joints_3d'][:, 30, 2] += 0.4  # a hand joint: outside the default 22 body joints
+    assert MODELS.build(dict(type='HMRJoint3DLoss'))(pred, t).item() == pytest.approx(0.0, abs=1e-6)
+    assert MODELS.build(dict(type='HMRJoint3DLoss', joint_indices=[30, 31]))(pred, t).item() == pytest.approx(0.2)
+    # Labels with exactly the joints needed are enough; one fewer is an error naming the count.
+    short = dict(t, joints_3d=t['joints_3d'][:, :22])
+    assert MODELS.build(dict(type='HMRJoint3DLoss'))(dict(pred, joints_3d=pred['joints_3d'][:, :22]), short) == 0
+    with pytest.raises(ValueError, match='up to index 21, but the labels have 21 joints'):
+        MODELS.build(dict(type='HMRJoint3DLoss'))(pred, dict(t, joints_3d=t['joints_3d'][:, :21]))
+    # A batch without any 3D label (2D-only data) has no joints_3d key: exactly 0.
+    no3d = {k: v for k, v in t.items() if k not in ('joints_3d', 'has_joints_3d')}
+    assert MODELS.build(dict(type='HMRJoint3DLoss'))(pred, no3d).item() == 0.0
+
+
+def test_param_loss_default_weights_are_the_documented_ones():
+    """Documented default: every part weight 1 except the translation (0)."""
+    t = _labels(2)
+    other = _labels(2, seed=9)
+    pred = {k: v.detach() for k, v in _pred_from(other).items()}
+    parts = {p: MODELS.build(dict(type='SMPLXParamLoss', part_weights={p: 1.0}))(pred, t).item()
+             for p in SMPLXParamLoss.PARTS}
+    assert all(v > 0 for v in parts.values()), parts
+    expected = sum(v for p, v in parts.items() if p != 'transl')
+    assert MODELS.build(dict(type='SMPLXParamLoss'))(pred, t).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_fewer_predicted_betas_are_compared_with_the_first_labels():
+    t = _labels(2)
+    pred = {k: v.detach() for k, v in _pred_from(t).items()}
+    pred['betas'] = t['smplx_betas'][:, :8] + 1.0
+    loss = MODELS.build(dict(type='SMPLXParamLoss', part_weights=dict(betas=1.0)))
+    assert loss(pred, t).item() == pytest.approx(1.0)
+
+
+def test_betas_prior_default_weight_is_one():
+    assert MODELS.build(dict(type='BetasPriorLoss'))(dict(betas=torch.tensor([[2.0]])), {}).item() == 4.0
