@@ -56,3 +56,21 @@ def test_components_doc_is_current():
     assert doc == components_markdown(), 'docs/components.md is stale: python tools/misc/list_components.py --write'
     for _, name, path in registered_components():
         assert (ROOT / path).is_file(), path
+
+
+def test_each_registry_holds_one_kind_and_locations_are_real_modules():
+    """issue 15 §2: GENERATORS held the generator, six backends, the prompt sampler and the writer; locations named
+    packages that do not exist."""
+    import importlib
+
+    from posedreamer_mm.generation.backends import BaseGenerationBackend
+    from posedreamer_mm.utils import register_all_modules
+    register_all_modules()
+    assert set(pdm.GENERATORS.module_dict) == {'DatasetGenerator'}
+    assert pdm.BACKENDS.module_dict and all(issubclass(c, BaseGenerationBackend)
+                                            for c in pdm.BACKENDS.module_dict.values())
+    assert set(pdm.PROMPT_SAMPLERS.module_dict) == {'PromptSampler'}
+    for name, reg in pdm.ALL_REGISTRIES.items():
+        for location in reg._locations:
+            importlib.import_module(location)  # raises for a package that does not exist
+        assert not {'posedreamer_mm.alignment', 'posedreamer_mm.mining'} & set(reg._locations), name

@@ -37,7 +37,6 @@ import cv2
 import numpy as np
 
 from posedreamer_mm.body.sample import BodySample, validate_sample_id
-from posedreamer_mm.registry import GENERATORS
 from posedreamer_mm.utils import output_lock
 from posedreamer_mm.utils.fileio import TMP_MARKER, atomic_write_text, is_temporary, safe_join
 
@@ -119,7 +118,6 @@ def stack_labels(samples: list[BodySample]) -> dict[str, np.ndarray]:
     return out
 
 
-@GENERATORS.register_module()
 class ShardedDatasetWriter:
     """Writes generated samples into shards of ``shard_size`` source indices (docs/dataset_format.md).
 
