@@ -5,7 +5,7 @@ API: docs/conventions.md): each row's :class:`~posedreamer_mm.body.sample.BodySa
 (crop-frame camera, SMPL-X in that camera's frame, derived keypoints, box and 3D joints), so the image *is* the
 "full image" of the HMR convention.
 
-``tools/filter.py`` (``posedreamer_mm/scoring/offline.py``) scores a dataset without changing it and writes
+``tools/filter.py`` (``posedreamer_mm/apis/filter.py``) scores a dataset without changing it and writes
 ``manifest_filtered.jsonl`` (the kept rows) and ``scores.jsonl`` (every row's scores); the dataset reads both
 (``filtered_manifest=``, ``scores=``; docs/hmr_data.md).
 """

@@ -1,6 +1,6 @@
 """The filter report: kept/rejected per stage, the OKS histogram, and contact sheets with the label drawn over.
 
-``tools/filter.py`` (``posedreamer_mm/scoring/offline.py``) calls :func:`save_filter_report`; the sheets draw each
+``tools/filter.py`` (``posedreamer_mm/apis/filter.py``) calls :func:`save_filter_report`; the sheets draw each
 label's COCO-17 skeleton with :func:`posedreamer_mm.visualization.draw_coco17`, so a reader sees whether the image
 follows its label and why a sample was rejected.
 """
