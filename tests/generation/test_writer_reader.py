@@ -180,3 +180,16 @@ def test_verify_checks_every_checksum_and_names_the_file(tmp_path):
     assert "not listed in shard.json: ['stray.txt']" in checks[2].problems[1]
     with pytest.raises(DatasetIntegrityError, match='2 of 3 shards failed verification'):
         GeneratedDataReader(tmp_path, verify=True)
+
+
+def test_verify_checks_index_coverage_and_the_manifests_record(tmp_path):
+    _write(tmp_path, ShardedDatasetWriter(shard_size=2, image_format='png'), 6, drop={2, 3}, fail={5})
+    checks = GeneratedDataReader(tmp_path).verify()
+    assert [c.ok for c in checks] == [True, True, True] and [c.samples for c in checks] == [2, 0, 1]
+    info_path = tmp_path / 'shards' / '000001' / 'shard.json'
+    info = json.loads(info_path.read_text())
+    info['dropped'] = info['dropped'][:1]  # index 3 no longer accounted for
+    info_path.write_text(json.dumps(info))
+    problems = GeneratedDataReader(tmp_path).verify()[1].problems
+    assert problems == [f'{tmp_path}/shards/000001: written, dropped and failed indices do not cover [2, 4) once each',
+                        f'{info_path} does not match its sha256 in {tmp_path}/manifest.json']
