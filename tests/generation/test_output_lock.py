@@ -1,11 +1,10 @@
 """One writer per output (posedreamer_mm/utils/output_lock.py through ShardedDatasetWriter.prepare_output), shards
 published only complete, incomplete shard folders regenerated, and one owner rank per shard."""
 import json
+import multiprocessing
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,14 +19,7 @@ from tests.generation.test_writer_reader import _sample, _write
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = dict(fingerprint='f1', config=dict(seed=0), num_samples=4)
 
-HOLDER = """
-import sys, time
-from posedreamer_mm.generation.writer import ShardedDatasetWriter
-ShardedDatasetWriter(shard_size=2).prepare_output(sys.argv[1], dict(fingerprint='f1', config=dict(seed=0),
-                                                                    num_samples=4))
-print('locked', flush=True)
-time.sleep(120)
-"""
+FORK = multiprocessing.get_context('fork')  # real processes that need not import the package again
 
 
 @pytest.fixture(autouse=True)
@@ -37,11 +29,18 @@ def _release_locks():
         output_lock.release(key)
 
 
+def _hold(root, locked):
+    ShardedDatasetWriter(shard_size=2).prepare_output(root, HEADER)
+    locked.set()
+    time.sleep(120)
+
+
 def _holder(root):
     """A real second process that takes the output's lock and keeps it."""
-    proc = subprocess.Popen([sys.executable, '-c', HOLDER, str(root)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, 'PYTHONPATH': str(ROOT)})
-    assert proc.stdout.readline().strip() == 'locked'
+    locked = FORK.Event()
+    proc = FORK.Process(target=_hold, args=(str(root), locked), daemon=True)
+    proc.start()
+    assert locked.wait(60)
     return proc
 
 
@@ -61,8 +60,8 @@ def test_a_second_run_is_refused_while_a_live_process_holds_the_output_and_a_kil
         assert 'started 20' in msg and 'choose another --out' in msg
         assert (root / 'writer.lock').is_file()
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.kill()  # SIGKILL
+        proc.join()
     # Its holder is dead (same host, pid not running): the lock is taken over at once, with a warning.
     with pytest.warns(UserWarning, match=f'process {proc.pid} on this host is not running'):
         ShardedDatasetWriter(shard_size=2).prepare_output(str(root), HEADER)
@@ -175,33 +174,36 @@ def test_a_committed_shard_with_files_missing_is_not_complete_and_is_redone(tmp_
     assert not (tmp_path / 'shards' / '000001').exists()
 
 
+def _killed_at_publication(root, report):
+    real = os.rename
+
+    def rename(src, dst):
+        if '.tmp-' in src and os.path.basename(dst) == '000001':
+            with open(report, 'w') as f:
+                f.write(str(sorted(n for n in os.listdir(src) if n.endswith(('.npz', '.jsonl', '.json')))))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(src, dst)
+
+    os.rename = rename
+    _write(root, ShardedDatasetWriter(shard_size=2, image_format='png'), 6)
+
+
 def test_shard_json_is_in_the_folder_before_it_is_published(tmp_path):
     """A SIGKILL between writing shard.json and the rename leaves a temporary folder that a re-run removes."""
-    script = f"""
-import os, signal, sys
-sys.path.insert(0, {str(ROOT)!r})
-from tests.generation.test_writer_reader import _write
-from posedreamer_mm.generation.writer import ShardedDatasetWriter
-real = os.rename
-def rename(src, dst):
-    if '.tmp-' in src and os.path.basename(dst) == '000001':
-        print(sorted(os.listdir(src)), flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(src, dst)
-os.rename = rename
-_write(sys.argv[1], ShardedDatasetWriter(shard_size=2, image_format='png'), 6)
-"""
-    res = subprocess.run([sys.executable, '-c', script, str(tmp_path)], capture_output=True, text=True)
-    assert res.returncode == -signal.SIGKILL, res.stderr
-    assert "'labels.npz', 'meta.jsonl', 'shard.json'" in res.stdout  # complete in its temporary folder
+    root, child_out = tmp_path / 'out', tmp_path / 'child.txt'
+    proc = FORK.Process(target=_killed_at_publication, args=(str(root), str(child_out)))
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == -signal.SIGKILL
+    assert child_out.read_text() == "['labels.npz', 'meta.jsonl', 'shard.json']"  # complete in its temporary folder
     writer = ShardedDatasetWriter(shard_size=2, image_format='png')
-    assert writer.complete_shards(str(tmp_path)) == {0}
-    assert [n[:12] for n in os.listdir(tmp_path / 'shards') if n.startswith('.')] == ['.000001.tmp-']
+    assert writer.complete_shards(str(root)) == {0}
+    assert [n[:12] for n in os.listdir(root / 'shards') if n.startswith('.')] == ['.000001.tmp-']
     # The holder was SIGKILLed on this host: its lock is taken over at once, and the re-run redoes shard 1.
     with pytest.warns(UserWarning, match='not running'):
-        _write(tmp_path, writer, 6, resume=True)
-    assert sorted(os.listdir(tmp_path / 'shards')) == ['000000', '000001', '000002']
-    assert len(GeneratedDataReader(tmp_path, verify=True)) == 6
+        _write(root, writer, 6, resume=True)
+    assert sorted(os.listdir(root / 'shards')) == ['000000', '000001', '000002']
+    assert len(GeneratedDataReader(root, verify=True)) == 6
 
 
 @pytest.mark.parametrize('world', [1, 2, 3, 4])
