@@ -1,7 +1,6 @@
 """Registries: hierarchy, no shadowing of upstream names, and docs/components.md kept current."""
 from pathlib import Path
 
-import pytest
 from mmengine.registry import Registry
 
 from posedreamer_mm import registry as pdm
