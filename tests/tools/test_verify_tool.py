@@ -17,17 +17,16 @@ def _verify(*args):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_the_tool_prints_each_shard_and_exits_1_on_a_bad_one(tmp_path):
+def test_the_tool_prints_each_shard_and_exits_1_on_a_bad_one(tmp_path, capsys):
     _write(tmp_path, ShardedDatasetWriter(shard_size=3, image_format='jpg'), 8)
-    res = _verify(tmp_path, '--no-progress')
-    assert res.returncode == 0, res.stdout + res.stderr
-    lines = res.stdout.splitlines()
+    assert main([str(tmp_path), '--no-progress']) == 0
+    lines = capsys.readouterr().out.splitlines()
     assert [line[:11] for line in lines[:3]] == ['000000  ok ', '000001  ok ', '000002  ok ']
     assert lines[0].startswith('000000  ok   3 samples, 8 files,') and lines[2].startswith('000002  ok   2 samples')
     assert lines[-1].startswith('OK: 3 of 3 shards ok (8 samples')
     image = tmp_path / 'shards' / '000001' / 'images' / 'smp_004.jpg'
     image.write_bytes(image.read_bytes()[:-1] + b'\x00')
-    res = _verify(tmp_path, '--workers', '2')
+    res = _verify(tmp_path, '--workers', '2')  # the tool itself, in its own process
     assert res.returncode == 1
     assert '000001  BAD  3 samples, 8 files' in res.stdout
     assert f"{tmp_path}/shards/000001: 1 files do not match their sha256 in shard.json: ['images/smp_004.jpg']" \
