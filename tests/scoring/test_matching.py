@@ -31,6 +31,7 @@ def test_nearest_candidate_and_its_oks():
     label[:, :2] += 3.0                                     # a few pixels off
     m = match_label(dets, label)
     assert m.index == 1 and m.distance == pytest.approx(np.hypot(3, 3), rel=1e-5)
+    assert m.reason == '' and m.to_dict() == dict(index=1, oks=m.oks, distance=m.distance, reason='')
     box = dets.bboxes[1]
     gt = np.concatenate([dets.keypoints[1], np.full((17, 1), 2.0)], 1)
     area = (box[2] - box[0]) * (box[3] - box[1])
