@@ -1,4 +1,8 @@
-"""Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--work-dir D] [--dump preds.pkl]``."""
+"""Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--work-dir D] [--dump preds.pkl]``.
+
+The checkpoint is loaded strictly (``posedreamer_mm/apis/checkpoint.py``): one of another architecture or head size
+stops the run with ``CheckpointMismatchError`` naming the file and the mismatched keys, before any metric.
+"""
 import os.path as osp
 import sys
 
