@@ -167,7 +167,7 @@ class OutputLock:
         """Why the lock described by ``holder`` (file mtime ``mtime``) is stale, or ``None`` if it is live."""
         age = fs_now(self.directory) - mtime
         if holder is not None and self._same_host(holder):
-            pid = int(holder.get('pid', -1))
+            pid = holder.get('pid') if isinstance(holder.get('pid'), int) else -1
             if pid > 0 and not _pid_running(pid):
                 return f'its process {pid} on this host is not running'
             start = _proc_start(pid)
