@@ -28,6 +28,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from posedreamer_mm.datasets.transforms.filters import FilterByOKS
 from posedreamer_mm.evaluation.functional.oks import control_accuracy
 from posedreamer_mm.generation.steps import StepRunner, build_step
 from posedreamer_mm.registry import TRANSFORMS
@@ -241,7 +242,7 @@ def run_filter(data_root: str, out_dir: str, stages: list[dict] | None = None, m
     if oks_values:
         summary['control_accuracy'] = control_accuracy(np.array(oks_values), np.array(kept_flags))
     atomic_write_text(osp.join(out_dir, 'summary.json'), json.dumps(summary, indent=1, default=str))
-    oks_thr = next((getattr(t, 'thr') for t in main.pipeline if type(t).__name__ == 'FilterByOKS'), None)
+    oks_thr = next((t.thr for t in main.pipeline if isinstance(t, FilterByOKS)), None)
     title = (f'{osp.basename(osp.abspath(data_root))}: kept {len(kept_rows)} of {n_total - n_failed} scored'
              + (f', {n_failed} unreadable' if n_failed else ''))
     save_filter_report(osp.join(out_dir, 'report.png'), stage_counts, np.array(oks_values),
