@@ -127,7 +127,11 @@ class DatasetGenerator:
         self.num_samples = int(num_samples)
         self.backend = build_step(BACKENDS, backend, self.body_model)
         self.stages = [build_step(TRANSFORMS, s, self.body_model) for s in stages]
-        self.writer = ShardedDatasetWriter(**dict(writer or {}))
+        writer = dict(writer or {})
+        if 'type' in writer:
+            raise ValueError(f'writer={writer}: the writer takes ShardedDatasetWriter\'s arguments (shard_size, '
+                             'image_format, jpeg_quality, save_controls) and is no registry config; remove its type')
+        self.writer = ShardedDatasetWriter(**writer)
         self.num_workers, self.custom_imports = int(num_workers), list(custom_imports or [])
         self.warm_start, self.progress = bool(warm_start), progress
         self.max_failure_rate = None if max_failure_rate is None else float(max_failure_rate)

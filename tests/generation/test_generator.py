@@ -199,6 +199,8 @@ def test_spawn_workers_write_the_same_dataset(tmp_path, standin_model_dir):
 def test_bad_configs_fail_clearly(tmp_path, standin_model_dir):
     with pytest.raises(ValueError, match='owns the crop camera'):
         _generator(standin_model_dir, pipeline=_pipeline(controls=[dict(type='PNCCRenderer', size=128)]))
+    with pytest.raises(ValueError, match='no registry config; remove its type'):
+        _generator(standin_model_dir, writer=dict(type='ShardedDatasetWriter', shard_size=2))
     with pytest.raises(ValueError, match='num_samples=99 but the source has 40'):
         _generator(standin_model_dir, n=99)
     # The stand-in directory holds only the neutral model: a male sample stops the run, naming the file.
