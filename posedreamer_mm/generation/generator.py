@@ -18,7 +18,7 @@ Flow per source index (docs/generation.md, "Data flow"): the source's sample, th
 and is kept busy; the ``stages`` and the writer run in a thread (:class:`~posedreamer_mm.generation.sink.ShardSink`).
 Each process builds ONE body model and hands it to every transform, renderer and backend whose constructor takes
 ``body_model`` (unless its config sets one). What a sample becomes depends only on its index (its id, its seed
-``stable_seed(seed, id)``), so shards are assigned to ranks (``shard % world_size == rank``) and any number of
+``stable_seed(seed, id)``), so shards are assigned to ranks (``shard % world_size == rank``, ``writer.shards_of_rank``) and any number of
 ranks, kills and re-runs produce the same dataset.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ from posedreamer_mm.utils.pool import WorkerError
 from .preparer import SOURCE_KEYS, PreparedStream, SamplePreparer
 from .sink import GenerationError, ShardSink
 from .steps import StepOutcome, build_step, check_pipeline_keys
-from .writer import SHARD_INFO, SHARDS_DIR, SUMMARY, OutputConflictError, ShardedDatasetWriter
+from .writer import SHARD_INFO, SHARDS_DIR, SUMMARY, OutputConflictError, ShardedDatasetWriter, shards_of_rank
 
 #: Keys the generator adds after the backend (``img``: the generated image, ``backend``: the backend's name).
 BACKEND_KEYS = frozenset({'img', 'backend'})
@@ -193,31 +193,34 @@ class DatasetGenerator:
         header = dict(fingerprint=config_fingerprint(content), config=content, num_samples=self.num_samples,
                       seed=self.seed)
         self._prepare_output(root, header)
-        num_shards = self.writer.num_shards(self.num_samples)
-        owned = [s for s in range(num_shards) if s % world == rank]
-        complete = self.writer.complete_shards(root)
-        todo = [s for s in owned if s not in complete]
-        self.writer.remove_partial(root, set(todo))
-        indices = [i for s in todo for i in self.writer.shard_range(s, self.num_samples)]
-        print_log(f'rank {rank}/{world}: {len(owned)} shards owned, {len(owned) - len(todo)} already complete, '
-                  f'{len(indices)} samples to generate -> {root}', logger='current')
-        idle = dict(written=0, dropped=0, failed=0, wall_s=0.0, steady_wall_s=0.0, backend_busy_s=0.0,
-                    backend_busy_steady_s=0.0, timings_s={})
-        stats = self._generate(root, todo, indices) if indices else idle
-        stats['shards_skipped_complete'] = len(owned) - len(todo)
-        gathered = dist.all_gather_object(stats) if world > 1 else [stats]
-        summary = None
-        if rank == 0:
-            manifest = self.writer.finalize(root, self.num_samples,
-                                            extra=dict(backend_record=plain(self.backend.record())))
-            summary = self._summary(root, manifest, gathered)
-            atomic_write_text(osp.join(root, SUMMARY), json.dumps(summary, indent=1, sort_keys=True))
-        # lead: release_output here (rank 0's run ends; in a `finally` around everything after _prepare_output)
-        if world > 1:
-            holder = [summary]
-            dist.broadcast_object_list(holder, src=0)
-            summary = holder[0]
-        return summary
+        try:
+            num_shards = self.writer.num_shards(self.num_samples)
+            owned = shards_of_rank(num_shards, rank, world)
+            complete = self.writer.complete_shards(root)
+            todo = [s for s in owned if s not in complete]
+            self.writer.remove_partial(root, set(todo))
+            indices = [i for s in todo for i in self.writer.shard_range(s, self.num_samples)]
+            print_log(f'rank {rank}/{world}: {len(owned)} shards owned, {len(owned) - len(todo)} already complete, '
+                      f'{len(indices)} samples to generate -> {root}', logger='current')
+            idle = dict(written=0, dropped=0, failed=0, wall_s=0.0, steady_wall_s=0.0, backend_busy_s=0.0,
+                        backend_busy_steady_s=0.0, timings_s={})
+            stats = self._generate(root, todo, indices) if indices else idle
+            stats['shards_skipped_complete'] = len(owned) - len(todo)
+            gathered = dist.all_gather_object(stats) if world > 1 else [stats]
+            summary = None
+            if rank == 0:
+                manifest = self.writer.finalize(root, self.num_samples,
+                                                extra=dict(backend_record=plain(self.backend.record())))
+                summary = self._summary(root, manifest, gathered)
+                atomic_write_text(osp.join(root, SUMMARY), json.dumps(summary, indent=1, sort_keys=True))
+            if world > 1:
+                holder = [summary]
+                dist.broadcast_object_list(holder, src=0)
+                summary = holder[0]
+            return summary
+        finally:
+            if rank == 0:  # a killed run's lock goes stale on its own (posedreamer_mm/utils/output_lock.py)
+                self.writer.release_output(root)
 
     def _generate(self, root: str, shards: list[int], indices: list[int]) -> dict:
         sink = ShardSink(self.writer, root, shards, self.num_samples, self.stages,

@@ -348,3 +348,14 @@ def test_a_registered_step_added_in_the_config_runs_between_built_in_ones(tmp_pa
     for i in range(3):
         meta = reader.meta(i)
         assert meta['prompt'] == prompts(meta['seed'], reader.sample(i).gender)[0] + ', tagged by a config step'
+
+
+def test_the_output_lock_is_released_when_a_run_ends_or_fails(tmp_path, standin_model_dir):
+    """A finished or failed in-process run leaves no writer.lock behind (the next tool run need not break it)."""
+    out = tmp_path / 'out'
+    _generator(standin_model_dir, n=4).run(str(out))
+    assert not (out / 'writer.lock').exists()
+    failing = tmp_path / 'failing'
+    with pytest.raises(GenerationError):
+        _generator(standin_model_dir, n=4, stages=[_FailsSome(lambda i: True)]).run(str(failing))
+    assert (failing / 'manifest.json').exists() and not (failing / 'writer.lock').exists()
