@@ -169,6 +169,16 @@ def write_tiny_flux_controlnet(out_dir, seed: int = 0) -> Path:
 LORA_TARGETS = ['to_q', 'to_k', 'to_v', 'to_out.0']
 
 
+
+def _add_random_lora(model: torch.nn.Module, config, seed: int) -> None:
+    """Adds a peft LoRA to ``model`` with random ``B`` matrices (a fresh LoRA is zero and would change nothing)."""
+    model.add_adapter(config)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if 'lora_B' in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+
 def write_tiny_lora(model_dir, out_dir, rank: int = 2, alpha: float = 4.0, seed: int = 0) -> Path:
     """A LoRA for the denoiser of a tiny pipeline folder or for a ControlNet folder, written as diffusers does.
 
@@ -191,12 +201,7 @@ def write_tiny_lora(model_dir, out_dir, rank: int = 2, alpha: float = 4.0, seed:
         part = None
         model = getattr(diffusers, json.loads((model_dir / 'config.json').read_text())['_class_name']).from_pretrained(
             model_dir)
-    model.add_adapter(config)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if 'lora_B' in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    _add_random_lora(model, config, seed)
     if part is None:
         model.save_lora_adapter(out)
         return out
@@ -237,12 +242,7 @@ def write_tiny_flux_control_lora(out_dir, rank: int = 4, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = FluxTransformer2DModel(in_channels=32, out_channels=16, **_flux_kwargs())
     config = LoraConfig(r=rank, lora_alpha=rank, target_modules=['x_embedder'] + LORA_TARGETS)
-    model.add_adapter(config)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if 'lora_B' in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    _add_random_lora(model, config, seed)
     out = Path(out_dir)
     FluxControlPipeline.save_lora_weights(out, transformer_lora_layers=get_peft_model_state_dict(model),
                                           transformer_lora_adapter_metadata=config.to_dict())

@@ -41,6 +41,16 @@ def _read_json(path: Path) -> dict:
         raise WeightsLayoutError(f'{path} is not a readable JSON file ({err})') from err
 
 
+def _file_or_folder(path: str | os.PathLike, what: str, layout: str) -> Path:
+    """``path`` as a Path if it is a checkpoint file or an existing folder; else the error naming it and ``layout``."""
+    p = Path(os.fspath(path)).expanduser()
+    if p.is_file() and p.suffix not in SINGLE_FILE_SUFFIXES:
+        raise WeightsLayoutError(f'{what}: weights {p} is a file but not a checkpoint; expected {layout}')
+    if not p.exists():
+        raise WeightsLayoutError(f'{what}: weights path {p} does not exist; expected {layout}')
+    return p
+
+
 def check_pipeline_folder(path: str | os.PathLike, accepted: Sequence[str], subfolders: Sequence[str],
                           what: str) -> Path:
     """Checks a ``from_pretrained`` pipeline folder or a single-file checkpoint; returns the path.
@@ -54,15 +64,11 @@ def check_pipeline_folder(path: str | os.PathLike, accepted: Sequence[str], subf
     Raises:
         WeightsLayoutError: naming the path, what was found and the expected layout.
     """
-    p = Path(os.fspath(path)).expanduser()
     layout = (f'a diffusers folder with model_index.json (_class_name one of {list(accepted)}) and the '
               f'subfolders {list(subfolders)}, or a single checkpoint file ({", ".join(SINGLE_FILE_SUFFIXES)})')
+    p = _file_or_folder(path, what, layout)
     if p.is_file():
-        if p.suffix not in SINGLE_FILE_SUFFIXES:
-            raise WeightsLayoutError(f'{what}: weights {p} is a file but not a checkpoint; expected {layout}')
         return p
-    if not p.is_dir():
-        raise WeightsLayoutError(f'{what}: weights path {p} does not exist; expected {layout}')
     index = p / 'model_index.json'
     if not index.is_file():
         raise WeightsLayoutError(f'{what}: {p} has no model_index.json (is it a single model folder or a parent '
@@ -79,15 +85,11 @@ def check_pipeline_folder(path: str | os.PathLike, accepted: Sequence[str], subf
 
 def check_model_folder(path: str | os.PathLike, accepted: Sequence[str], what: str) -> Path:
     """Checks a single-model folder (``config.json`` ``_class_name`` in ``accepted`` plus weights) or file."""
-    p = Path(os.fspath(path)).expanduser()
     layout = (f'a folder with config.json (_class_name one of {list(accepted)}) and '
               f'diffusion_pytorch_model.safetensors (or .bin, possibly sharded), or a single checkpoint file')
+    p = _file_or_folder(path, what, layout)
     if p.is_file():
-        if p.suffix not in SINGLE_FILE_SUFFIXES:
-            raise WeightsLayoutError(f'{what}: {p} is a file but not a checkpoint; expected {layout}')
         return p
-    if not p.is_dir():
-        raise WeightsLayoutError(f'{what}: weights path {p} does not exist; expected {layout}')
     if not (p / 'config.json').is_file():
         hint = ' (it is a pipeline folder: point at its model subfolder)' if (p / 'model_index.json').is_file() else ''
         raise WeightsLayoutError(f'{what}: {p} has no config.json{hint}; expected {layout}')
