@@ -249,11 +249,13 @@ def _pack_raw(sample: dict):
 
 
 @pytest.mark.parametrize('fx,fy', [(500.0, 500.0), (420.0, 610.0)])
-def test_a_90_degree_roll_maps_keypoints_by_k_rz_k_inverse(loaded, fx, fy):
+def test_a_90_degree_roll_maps_keypoints_by_k_rz_k_inverse(loaded, body_model, fx, fy):
     """A 90-degree roll (the box rotation is in degrees) maps pixel (u, v) to the point that K Rz(90) K^-1 gives by
     hand: Rz(90) sends the normalised ray (x, y) to (-y, x), so (u, v) -> (cx - fx (v - cy) / fy, cy + fy (u - cx)
     / fx). Radians taken as degrees (or the inverse) would rotate by 1.57 or 5157 degrees instead."""
     results = copy.deepcopy(loaded[0])
+    results['smplx']['betas'] = np.zeros(10, np.float32)  # the default pivot is exact for the neutral mean shape
+    before = _posed(body_model, results['smplx'])
     results['focal'], results['princpt'] = np.array([fx, fy], np.float32), np.array([97.0, 83.0], np.float32)
     results = TRANSFORMS.build(dict(type='HMRBBoxCenterScale'))(results)
     results['bbox_rotation'] = 90.0
@@ -266,6 +268,16 @@ def test_a_90_degree_roll_maps_keypoints_by_k_rz_k_inverse(loaded, fx, fy):
     # The packed 3D joints turned by the same 90 degrees: (x, y, z) -> (-y, x, z).
     j = loaded[0]['joints_3d']
     np.testing.assert_allclose(out['joints_3d'], np.stack([-j[:, 1], j[:, 0], j[:, 2]], -1), atol=1e-5)
+    # Without a body_model the root pivots on the neutral rest pelvis: the rolled parameters pose the same body
+    # turned by the same 90 degrees.
+    after = _posed(body_model, out['smplx'])
+    np.testing.assert_allclose(after, np.stack([-before[:, 1], before[:, 0], before[:, 2]], -1), atol=2e-4)
+
+
+def _posed(model, smplx: dict) -> np.ndarray:
+    with torch.no_grad():
+        return model(**{k: torch.as_tensor(np.asarray(v, np.float32))[None] for k, v in smplx.items()}).joints[0] \
+            .double().numpy()
 
 
 def test_the_flipped_box_mirrors_the_keypoint_extent_exactly(loaded):
