@@ -68,6 +68,7 @@ def _sample(body, sample_id: str, transl, princpt) -> tuple[BodySample, np.ndarr
     kp[:, :2] = uv[:17]
     kp[:, 2] = 2
     kp[3, 2] = 0   # outside the image: COCO stores x = y = 0
+    kp[4, 2] = 1   # occluded by the body
     s.keypoints_coco17 = kp
     return s, uv
 
@@ -79,11 +80,16 @@ def test_bbox_and_area_are_the_samples_clipped_box_and_its_silhouette(body, stan
     assert x > 5 and y > 5 and x + w < W - 5 and y + h < H - 5
     ox, oy, ow, oh = (float(v) for v in out.bbox)
     assert ox < 0 and oy > 0 and oy + oh > H and ox + ow < W
-    coco = coco_keypoints_dict(_Reader([inside, out]), dict(type='SMPLXBodyModel', model_path=str(standin_model_dir)))
-    a_in, a_out = coco['annotations']
+    top, uv_top = _sample(body, 'top', (0.1, -0.3, 2.2), (80.0, 40.0))           # sticks out top and right
+    tx, ty, tw, th = (float(v) for v in top.bbox)
+    assert ty < 0 and tx > 0 and tx + tw > W and ty + th < H
+    coco = coco_keypoints_dict(_Reader([inside, out, top]),
+                               dict(type='SMPLXBodyModel', model_path=str(standin_model_dir)))
+    a_in, a_out, a_top = coco['annotations']
     np.testing.assert_allclose(a_in['bbox'], [x, y, w, h], atol=1e-3)
     np.testing.assert_allclose(a_out['bbox'], [0.0, oy, ox + ow, H - oy], atol=1e-3)   # clipped by hand
-    for ann, uv, sample in ((a_in, uv_in, inside), (a_out, uv_out, out)):
+    np.testing.assert_allclose(a_top['bbox'], [tx, 0.0, W - tx, ty + th], atol=1e-3)
+    for ann, uv, sample in ((a_in, uv_in, inside), (a_out, uv_out, out), (a_top, uv_top, top)):
         reference = _covered(uv, body.faces, W, H)
         mask = mask_utils.decode(ann['segmentation']).astype(bool)
         assert mask.shape == (H, W) and ann['segmentation']['size'] == [H, W]
@@ -92,9 +98,9 @@ def test_bbox_and_area_are_the_samples_clipped_box_and_its_silhouette(body, stan
         assert np.logical_xor(mask, reference).sum() <= 0.01 * reference.sum(), (ann['area'], reference.sum())
         assert ann['area'] < 0.6 * ann['bbox'][2] * ann['bbox'][3]   # a person is not its box
         kp = np.reshape(ann['keypoints'], (17, 3))
-        assert (kp[3] == 0).all() and ann['num_keypoints'] == 16
+        assert (kp[3] == 0).all() and ann['num_keypoints'] == 16 and kp[4, 2] == 1   # occluded (1) is labelled
         np.testing.assert_allclose(kp[0, :2], sample.keypoints_coco17[0, :2], atol=1e-3)
-    assert [im['sample_id'] for im in coco['images']] == ['inside', 'out']
+    assert [im['sample_id'] for im in coco['images']] == ['inside', 'out', 'top']
     assert coco['images'][0]['width'] == W and coco['images'][0]['height'] == H
 
 
@@ -110,3 +116,48 @@ def test_a_label_that_cannot_be_rendered_is_named(body, standin_model_dir):
     behind.transl = np.array([0.0, 0.0, -3.0], np.float32)
     with pytest.raises(GeometryError, match="sample 'behind_the_camera': its label cannot be rendered"):
         coco_keypoints_dict(_Reader([behind]), dict(type='SMPLXBodyModel', model_path=str(standin_model_dir)))
+
+
+#: COCO's person category as published in person_keypoints_*.json (names in order, 1-based skeleton).
+COCO_NAMES = ['nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder', 'right_shoulder',
+              'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist', 'left_hip', 'right_hip', 'left_knee',
+              'right_knee', 'left_ankle', 'right_ankle']
+COCO_SKELETON = [[16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8], [7, 9], [8, 10],
+                 [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7]]
+
+
+def test_the_export_is_a_coco_keypoints_file_pycocotools_evaluates(body, standin_model_dir):
+    """COCO's structure, checked by COCO's own tools: the body model comes from the manifest, images and
+    annotations pair by id, the person category is COCO's, and perfect predictions score AP 1 (a crowd flag, a
+    wrong category or image id would make COCOeval ignore or miss them)."""
+    import contextlib
+    import copy
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    samples = [_sample(body, f's{i}', (0.1 * i - 0.1, 0.1, 3.0 + 0.3 * i), (48.0, 64.0))[0] for i in range(3)]
+    reader = _Reader(samples)
+    reader.manifest = dict(config=dict(body_model=dict(type='SMPLXBodyModel', model_path=str(standin_model_dir))))
+    coco = coco_keypoints_dict(reader)                                     # body model from the manifest
+    (cat,) = coco['categories']
+    assert cat['id'] == 1 and cat['name'] == 'person' and cat['keypoints'] == COCO_NAMES
+    assert sorted(map(sorted, cat['skeleton'])) == sorted(map(sorted, COCO_SKELETON))
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = copy.deepcopy(coco)
+        gt.createIndex()
+        for sample in samples:
+            (img_id,) = [im['id'] for im in coco['images'] if im['sample_id'] == sample.id]
+            (ann,) = gt.loadAnns(gt.getAnnIds(imgIds=[img_id]))
+            assert ann['iscrowd'] == 0 and ann['category_id'] == 1
+            np.testing.assert_allclose(np.reshape(ann['keypoints'], (17, 3))[0, :2], sample.keypoints_coco17[0, :2],
+                                       atol=1e-3)
+        dts = [dict(image_id=a['image_id'], category_id=1, keypoints=a['keypoints'], score=1.0)
+               for a in coco['annotations']]
+        ev = COCOeval(gt, gt.loadRes(dts), 'keypoints')
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert ev.stats[0] == pytest.approx(1.0)
+    assert len({a['id'] for a in coco['annotations']}) == len({im['id'] for im in coco['images']}) == 3
