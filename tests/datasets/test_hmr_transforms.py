@@ -296,3 +296,21 @@ def test_the_flipped_box_mirrors_the_keypoint_extent_exactly(loaded):
     # the image pixel under a keypoint column moves to column W - 1 - x
     col = int(round(x0))
     np.testing.assert_array_equal(out['img'][:, w - 1 - col], loaded[0]['img'][:, col])
+
+
+@pytest.mark.parametrize('box_wh,crop_wh', [((60.0, 150.0), (112.5, 150.0)),   # tall: widened to 3:4
+                                            ((150.0, 60.0), (150.0, 200.0)),   # wide (a person lying): made taller
+                                            ((90.0, 100.0), (90.0, 120.0)),   # a little wider than 3:4
+                                            ((75.0, 100.0), (75.0, 100.0))])  # already 3:4
+def test_the_crop_is_the_smallest_box_of_the_input_aspect_holding_the_person(loaded, box_wh, crop_wh):
+    """By hand: the crop keeps the box's centre and its longer side relative to the input's 3:4 aspect and widens
+    the other; its corner c - s/2 maps to crop pixel 0 and c + s/2 to the input size."""
+    results = copy.deepcopy(loaded[0])
+    results['bbox_center'], results['bbox_scale'] = np.array([90.0, 70.0], np.float32), np.array(box_wh, np.float32)
+    out = TRANSFORMS.build(dict(type='HMRTopdownAffine', input_size=(96, 128)))(results)
+    np.testing.assert_allclose(out['bbox_scale'], crop_wh, rtol=1e-6)
+    lo, hi = np.array([90.0, 70.0]) - np.array(crop_wh) / 2, np.array([90.0, 70.0]) + np.array(crop_wh) / 2
+    np.testing.assert_allclose(out['bbox'], np.concatenate([lo, hi]), rtol=1e-6)
+    trans = out['crop_trans'].astype(np.float64)
+    np.testing.assert_allclose(lo @ trans[:, :2].T + trans[:, 2], [0.0, 0.0], atol=1e-4)
+    np.testing.assert_allclose(hi @ trans[:, :2].T + trans[:, 2], [96.0, 128.0], atol=1e-4)
