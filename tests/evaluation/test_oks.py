@@ -119,6 +119,26 @@ def test_detection_as_ground_truth():
     np.testing.assert_array_equal(xywh, [10, 20, 40, 80])
 
 
+def test_bad_shapes_on_either_side_are_named():
+    with pytest.raises(ValueError, match=r'expected gt \(\.\.\., G, 17, 3\)'):
+        keypoint_oks(np.zeros((1, 17, 2)), np.array([10.0]), np.zeros((1, 17, 2)))   # gt without visibility
+    with pytest.raises(ValueError, match=r'dt \(\.\.\., D, 17, 2\|3\)'):
+        keypoint_oks(np.ones((1, 17, 3)), np.array([10.0]), np.zeros((1, 16, 2)))    # 16 predicted keypoints
+
+
+def test_detection_boxes_batched_and_below_one_pixel():
+    """(P, K, 2) detections of several people at once; a box thinner than a pixel keeps its true area, an inverted
+    box has none."""
+    kpts = np.arange(2 * 17 * 2, dtype=float).reshape(2, 17, 2)
+    scores = np.full((2, 17), 0.9)
+    boxes = np.array([[10.0, 20.0, 10.5, 60.0], [30.0, 40.0, 20.0, 90.0]])
+    gt, area, xywh = detection_as_ground_truth(kpts, scores, boxes, 0.5)
+    assert gt.shape == (2, 17, 3) and (gt[..., 2] == 2).all()
+    np.testing.assert_array_equal(gt[..., :2], kpts)
+    np.testing.assert_allclose(area, [0.5 * 40, 0.0])
+    np.testing.assert_allclose(xywh, [[10, 20, 0.5, 40], [30, 40, 0, 50]])
+
+
 def test_control_accuracy():
     out = control_accuracy(np.array([1.0, 0.5, 0.0, 0.9]), np.array([True, False, False, True]))
     assert out == pytest.approx(dict(mean_oks=0.6, oks_error=0.4, frac_kept=0.5, num_samples=4))
