@@ -135,3 +135,18 @@ def test_roll_matches_rotated_image(standin_model_dir):
     ruv = project_points(rjoints, focal, princpt).double().numpy()
     aff = roll_image_affine(angle, focal, princpt)
     np.testing.assert_allclose(uv @ aff[:, :2].T + aff[:, 2], ruv, atol=1e-3)
+
+
+def test_flip_points_2d_by_hand_and_leaves_its_input_alone():
+    """x -> W - 1 - x (pixel centres at integers); with no index only x changes, with COCO's index left and right
+    points swap; the caller's array (a dataset's cached label) is never written."""
+    points = np.array([[0.0, 5.0, 2.0], [9.0, 6.0, 1.0], [3.5, 7.0, 0.0]], np.float32)
+    keep = points.copy()
+    np.testing.assert_array_equal(flip_points_2d(points, 10), [[9.0, 5.0, 2.0], [0.0, 6.0, 1.0], [5.5, 7.0, 0.0]])
+    np.testing.assert_array_equal(points, keep)
+    coco = np.stack([np.arange(17, dtype=np.float32), np.zeros(17, np.float32), np.ones(17, np.float32)], -1)
+    out = flip_points_2d(coco, 100, coco17_flip_indices())
+    names = list(COCO17_NAMES)
+    assert out[names.index('left_wrist'), 0] == 99 - names.index('right_wrist')
+    assert out[names.index('nose'), 0] == 99 - names.index('nose')
+    np.testing.assert_array_equal(coco[:, 0], np.arange(17))
