@@ -150,3 +150,12 @@ def test_flip_points_2d_by_hand_and_leaves_its_input_alone():
     assert out[names.index('left_wrist'), 0] == 99 - names.index('right_wrist')
     assert out[names.index('nose'), 0] == 99 - names.index('nose')
     np.testing.assert_array_equal(coco[:, 0], np.arange(17))
+
+
+def test_flip_joints_3d_uses_a_given_index():
+    """Any joint set with its own left/right index (COCO-17 points in 3D here), not only SMPL-X's."""
+    pts = np.stack([np.arange(17, dtype=np.float32), np.ones(17, np.float32), np.full(17, 3.0, np.float32)], -1)
+    out = flip_joints_3d(pts, coco17_flip_indices())
+    names = list(COCO17_NAMES)
+    np.testing.assert_array_equal(out[names.index('left_ankle')], [-names.index('right_ankle'), 1.0, 3.0])
+    np.testing.assert_array_equal(out[names.index('nose')], [-0.0, 1.0, 3.0])
