@@ -101,6 +101,7 @@ def test_bbox_and_area_are_the_samples_clipped_box_and_its_silhouette(body, stan
         assert (kp[3] == 0).all() and ann['num_keypoints'] == 16 and kp[4, 2] == 1   # occluded (1) is labelled
         np.testing.assert_allclose(kp[0, :2], sample.keypoints_coco17[0, :2], atol=1e-3)
     assert [im['sample_id'] for im in coco['images']] == ['inside', 'out', 'top']
+    assert [im['file_name'] for im in coco['images']] == ['images/0.jpg', 'images/1.jpg', 'images/2.jpg']
     assert coco['images'][0]['width'] == W and coco['images'][0]['height'] == H
 
 

@@ -66,6 +66,8 @@ def test_export_coco_writes_silhouette_areas_without_touching_the_dataset(datase
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert _tree(dataset) == before                     # read only
     coco = json.loads(out.read_text())
+    from posedreamer_mm.generation import export_coco_keypoints
+    assert json.loads(Path(export_coco_keypoints(str(dataset), tmp_path / 'api.json')).read_text()) == coco
     reader = GeneratedDataReader(dataset)
     assert [im['sample_id'] for im in coco['images']] == reader.ids
     for i, (im, ann) in enumerate(zip(coco['images'], coco['annotations'])):
