@@ -125,7 +125,7 @@ _FINGERS = (('index', 10, 0.07, (0.040, 0.025, 0.022), (0.0086, 0.0070)),
 
 def _cap_border() -> list[tuple[int, int]]:
     """Cap-grid (column, row) of each arm-ring vertex, in increasing angle from the thumb side's middle."""
-    a, b = _CAP_A, _CAP_B
+    a = _CAP_A
     return ([(a, 1), (a, 0)] + [(c, 0) for c in range(a - 1, -1, -1)] + [(0, 1), (0, 2)]
             + [(c, 2) for c in range(1, a + 1)])
 

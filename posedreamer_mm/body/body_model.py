@@ -337,5 +337,5 @@ def canonical_body_pose(kind: str = 'A', arm_angle_deg: float = 55.0, leg_angle_
     return pose.reshape(1, 63)
 
 
-__all__ = ['SMPLXBodyModel', 'BodyOutput', 'BodyModelFileError', 'resolve_model_file', 'check_model_file', 'gender_from_file_name',
-           'canonical_body_pose', 'REQUIRED_KEYS', 'CONTOUR_KEYS']
+__all__ = ['SMPLXBodyModel', 'BodyOutput', 'BodyModelFileError', 'resolve_model_file', 'check_model_file',
+           'gender_from_file_name', 'canonical_body_pose', 'REQUIRED_KEYS', 'CONTOUR_KEYS']

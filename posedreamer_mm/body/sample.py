@@ -1,8 +1,8 @@
 """The SMPL-X parameter record shared by every source, writer, dataset and metric.
 
 A :class:`BodySample` is one person's SMPL-X parameters plus the pinhole camera that sees them
-(docs/conventions.md, "The sample convention"): ``global_orient`` and ``transl`` are already in the camera frame (OpenCV: x right, y down,
-z forward; metres), so a sample needs no extrinsics. Rotations are axis-angle (radians).
+(docs/conventions.md, "The sample convention"): ``global_orient`` and ``transl`` are already in the camera frame
+(OpenCV: x right, y down, z forward; metres), so a sample needs no extrinsics. Rotations are axis-angle (radians).
 """
 from __future__ import annotations
 

@@ -115,7 +115,8 @@ def test_registry_builds_every_source(tmp_path, bodies):
 
 
 def test_default_betas_keep_the_files_count(tmp_path, bodies):
-    """docs/conventions.md: the betas count stays with the data (AMASS N/G: 16; BEDLAM: 11, the 11th an ordinary component)."""
+    """docs/conventions.md: the betas count stays with the data (AMASS N/G: 16; BEDLAM: 11, the 11th an ordinary
+    component)."""
     amass_path = fx.write_amass(str(tmp_path / 'a.npz'), bodies)
     bedlam_path = fx.write_bedlam(str(tmp_path / 'b.npz'), bodies)
     with np.load(amass_path) as raw:
