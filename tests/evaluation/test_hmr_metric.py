@@ -188,3 +188,12 @@ def test_a_sample_without_a_label_translation_counts_every_point(model, metric):
     assert out['a/pve_mm'] == pytest.approx(inside['pve'][0], rel=1e-4)
     assert out['b/pve_mm'] == pytest.approx(full['pve'][0], rel=1e-4)
     assert abs(out['a/pve_mm'] - out['b/pve_mm']) > 1.0
+
+
+def test_the_metric_uses_the_process_s_one_model_per_gender(standin_model_dir, metric):
+    """The metric and the HMR transforms read the same per-process models (posedreamer_mm/body/gendered.py)."""
+    from posedreamer_mm.body.gendered import shared_body_models
+    models = shared_body_models(dict(type='SMPLXBodyModel', model_path=str(standin_model_dir)))
+    for gender in ('neutral', 'female', 'male'):
+        assert metric._model(gender) is models.model(gender)
+    assert metric._model('female') is not metric._model('male')

@@ -17,8 +17,9 @@ import torch
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
+from posedreamer_mm.body.gendered import shared_body_models
 from posedreamer_mm.evaluation.functional.mesh import hand_regressors, part_vertex_ids, smplx_errors_mm
-from posedreamer_mm.registry import BODY_MODELS, METRICS
+from posedreamer_mm.registry import METRICS
 
 _PARAMS = ('global_orient', 'body_pose', 'left_hand_pose', 'right_hand_pose', 'jaw_pose', 'betas', 'expression',
            'transl')
@@ -49,8 +50,9 @@ class HMRMetric(BaseMetric):
     the samples in the means.
 
     Args:
-        body_model: Body-model config (``dict(type='SMPLXBodyModel', model_path=...)``); built once per gender
-            the samples name (``metainfo['gender']``) with ``gender`` set.
+        body_model: Body-model config (``dict(type='SMPLXBodyModel', model_path=...)``); each gender the samples
+            name (``metainfo['gender']``) is built once per process, shared with the HMR transforms
+            (``shared_body_models``); a single-file ``model_path`` refuses samples of another gender by name.
         hand_vertex_ids: SMPLer-X's ``MANO_SMPLX_vertex_ids.pkl`` (``{'left_hand': ids, 'right_hand': ids}``) for
             the exact protocol; None derives the hands from the skinning weights (``part_vertex_ids``).
         face_vertex_ids: SMPLer-X's ``SMPL-X__FLAME_vertex_ids.npy``; None: from the skinning weights.
@@ -70,8 +72,7 @@ class HMRMetric(BaseMetric):
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.only_in_image = only_in_image
         self.body_model_cfg = dict(body_model)
-        self._models: dict = {}
-        model = self._model('neutral')
+        model = shared_body_models(self.body_model_cfg).default  # the regressor and part ids are gender-free
         weights = model.smplx.lbs_weights.detach().cpu().numpy()
         self.j_regressor = model.smplx.J_regressor.detach().cpu().numpy().astype(np.float64)
         (hands, face) = part_vertex_ids(weights)
@@ -87,9 +88,8 @@ class HMRMetric(BaseMetric):
         self.num_verts = model.num_verts
 
     def _model(self, gender: str):
-        if gender not in self._models:
-            self._models[gender] = BODY_MODELS.build(dict(self.body_model_cfg, gender=gender)).eval()
-        return self._models[gender]
+        """The process's one model of ``gender`` (``posedreamer_mm/body/gendered.py``, shared with the transforms)."""
+        return shared_body_models(self.body_model_cfg).model(gender)
 
     def _gt_vertices(self, gts: list[dict], gender: str) -> np.ndarray:
         """``(B, V, 3)`` ground-truth meshes of one gender's samples, one batched forward (hands zero = flat where
