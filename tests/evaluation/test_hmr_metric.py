@@ -193,7 +193,7 @@ def test_a_sample_without_a_label_translation_counts_every_point(model, metric):
 def test_the_metric_uses_the_process_s_one_model_per_gender(standin_model_dir, metric):
     """The metric and the HMR transforms read the same per-process models (posedreamer_mm/body/gendered.py)."""
     from posedreamer_mm.body.gendered import shared_body_models
-    models = shared_body_models(dict(type='SMPLXBodyModel', model_path=str(standin_model_dir)))
-    for gender in ('neutral', 'female', 'male'):
-        assert metric._model(gender) is models.model(gender)
-    assert metric._model('female') is not metric._model('male')
+    cfg = dict(type='SMPLXBodyModel', model_path=str(standin_model_dir))
+    assert metric._model('neutral') is shared_body_models(cfg).model('neutral')
+    other = METRICS.build(dict(type='HMRMetric', body_model=cfg))
+    assert other._model('neutral') is metric._model('neutral')  # not a second copy per metric
