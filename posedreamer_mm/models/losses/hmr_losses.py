@@ -42,8 +42,16 @@ def rotation_matrix_distance(pred: Tensor, gt: Tensor) -> Tensor:
     return (pred - gt).square().sum((-1, -2))
 
 
+class WeightedLoss(nn.Module):
+    """A loss whose only setting is ``loss_weight``, the multiplier of its value (mmpose losses' convention)."""
+
+    def __init__(self, loss_weight: float = 1.0):
+        super().__init__()
+        self.loss_weight = loss_weight
+
+
 @MODELS.register_module()
-class HMRKeypoint2DLoss(nn.Module):
+class HMRKeypoint2DLoss(WeightedLoss):
     """L1 between predicted and labelled 2D keypoints in the crop, in units of the crop's longer side.
 
     The prediction is the full-image projection mapped by the crop's affine, so this supervises the full-frame
@@ -52,10 +60,6 @@ class HMRKeypoint2DLoss(nn.Module):
     Args:
         loss_weight: Multiplier of the loss.
     """
-
-    def __init__(self, loss_weight: float = 1.0):
-        super().__init__()
-        self.loss_weight = loss_weight
 
     def forward(self, pred: dict[str, Tensor], target: dict[str, Tensor]) -> Tensor:
         side = target['input_size'].amax(-1)[:, None, None]
@@ -154,17 +158,13 @@ class SMPLXParamLoss(nn.Module):
 
 
 @MODELS.register_module()
-class BetasPriorLoss(nn.Module):
+class BetasPriorLoss(WeightedLoss):
     """Shape prior ``mean(betas^2)`` over every sample (SMPL-X betas are unit-variance PCA coefficients), which
     keeps the shape plausible where no shape label exists (2D-only and pseudo-GT samples).
 
     Args:
         loss_weight: Multiplier of the loss.
     """
-
-    def __init__(self, loss_weight: float = 1.0):
-        super().__init__()
-        self.loss_weight = loss_weight
 
     def forward(self, pred: dict[str, Tensor], target: dict[str, Tensor]) -> Tensor:
         return self.loss_weight * pred['betas'].square().mean()
