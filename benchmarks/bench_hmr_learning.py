@@ -72,11 +72,16 @@ IMG_WH, FOCAL = (256, 256), 300.0
 def make_samples(body, num: int, seed: int, input_wh, pose_centre: str = 'T') -> tuple[list[dict], list[np.ndarray]]:
     """``num`` packed samples of shaded stand-in renders and their full images."""
     from posedreamer_mm.body.body_model import canonical_body_pose
-    from posedreamer_mm.body.camera import (bbox_from_points, crop_image, project_points, square_crop_box,
-                                            upright_global_orient)
+    from posedreamer_mm.body.camera import (
+        bbox_from_points,
+        crop_image,
+        project_points,
+        square_crop_box,
+        upright_global_orient,
+    )
     from posedreamer_mm.body.joint_maps import smplx_to_coco17
-    from posedreamer_mm.body.sources import ProceduralPoseSource
     from posedreamer_mm.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+    from posedreamer_mm.body.sources import ProceduralPoseSource
     from posedreamer_mm.render import ShadedRenderer, canonical_pncc_colors
     from posedreamer_mm.testing.vit import pack_hmr_sample
 
@@ -141,7 +146,8 @@ def evaluate(model, body, samples: list[dict], batch: int = 32) -> dict[str, flo
             pj = np.concatenate([p['joints_3d'] for p in preds])
             out['pve_mm'] += list(pve_mm(pv, gv, j_regressor))
             out['mpjpe_mm'] += list(mpjpe_mm(pj[:, :22], gj[:, :22], pj[:, 0], gj[:, 0]))
-            rel = axis_angle_to_matrix(pred['global_orient']).transpose(1, 2) @ axis_angle_to_matrix(gt['global_orient'])
+            rel = (axis_angle_to_matrix(pred['global_orient']).transpose(1, 2)
+                   @ axis_angle_to_matrix(gt['global_orient']))
             cos = ((rel.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
             out['orient_deg'] += list(np.degrees(torch.arccos(cos).numpy()))
             local = body(global_orient=gt['global_orient'], body_pose=pred['body_pose'], betas=pred['betas'])
@@ -190,10 +196,10 @@ def save_overlay(path: str, body, model, samples: list[dict], images: list[np.nd
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import posedreamer_mm  # noqa: F401  (compat fixes before mmpose/mmpretrain load)
     from mmengine.config import Config
     from mmengine.dataset import pseudo_collate
 
+    import posedreamer_mm  # noqa: F401  (compat fixes before mmpose/mmpretrain load)
     from posedreamer_mm.body.body_model import SMPLXBodyModel
     from posedreamer_mm.body.standin import write_standin_smplx
     from posedreamer_mm.registry import MODELS

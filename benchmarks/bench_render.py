@@ -59,9 +59,9 @@ def setup(args):
     import numpy as np
     import torch
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', torch.get_num_threads())))
-    from posedreamer_mm.render import PNCCRenderer, gl_device_info, get_context
     from posedreamer_mm.body.body_model import SMPLXBodyModel, canonical_body_pose
     from posedreamer_mm.body.standin import write_standin_smplx
+    from posedreamer_mm.render import PNCCRenderer, get_context, gl_device_info
 
     bench = dict(forward=None)
     tmp = tempfile.mkdtemp(prefix='bench_render_')

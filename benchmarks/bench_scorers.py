@@ -51,6 +51,7 @@ def random_weight_mmpose(device: str, tmp: str):
     """MMPoseScorer on RTMDet-tiny + RTMPose-t configs with random weights written to ``tmp``."""
     import torch
     from mmengine.registry import DefaultScope
+
     from posedreamer_mm.registry import SCORERS
     from posedreamer_mm.scoring.mmpose_scorer import _load_config
     det_cfg = 'mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py'
@@ -76,6 +77,7 @@ def make_render_dataset(out: str, num: int) -> str:
     ``RenderBackend`` -> ``ShardedDatasetWriter``; what ``python tools/demo.py --out OUT --num-samples NUM`` writes,
     a re-run resumes it). Returns ``out``."""
     from pathlib import Path
+
     from posedreamer_mm.apis.generate import build_generator
     from posedreamer_mm.apis.launch import load_config
     config = Path(__file__).resolve().parents[1] / 'configs' / 'demo' / 'render_standin_procedural.py'
@@ -87,6 +89,7 @@ def make_render_dataset(out: str, num: int) -> str:
 
 def detection_rates(scorer, data: str, max_samples: int | None) -> dict:
     from tqdm import tqdm
+
     from posedreamer_mm.generation.reader import GeneratedDataReader
     from posedreamer_mm.scoring.matching import match_label
     reader = GeneratedDataReader(data)
@@ -112,12 +115,14 @@ def main():
     from posedreamer_mm.utils import register_all_modules
     register_all_modules()
     from skimage.data import astronaut
+
     from posedreamer_mm.registry import SCORERS
     img = astronaut()
     scorers = [SCORERS.build(dict(type='MediaPipeScorer'))]
     print(f'# bench_scorers  torch threads {__import__("torch").get_num_threads()}  device {args.device}')
     print(f'{"scorer":<44}{"ms / 512x512 image":>20}')
-    print(f'{"MediaPipeScorer (BlazePose full, bundled)":<44}{rate(lambda: scorers[0](img), args.seconds) * 1e3:>20.1f}')
+    per_call_ms = rate(lambda: scorers[0](img), args.seconds) * 1e3
+    print(f'{"MediaPipeScorer (BlazePose full, bundled)":<44}{per_call_ms:>20.1f}')
     if not args.skip_mmpose:
         with tempfile.TemporaryDirectory() as tmp:
             full, pose_only = random_weight_mmpose(args.device, tmp)

@@ -9,9 +9,18 @@ from __future__ import annotations
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
-from ._standin_mesh import (JOINT_INDEX, NUM_JOINTS, Part, chain_weights, onehot, smoothstep, stations,
-                            superellipse, sweep, tube)
-
+from ._standin_mesh import (
+    JOINT_INDEX,
+    NUM_JOINTS,
+    Part,
+    chain_weights,
+    onehot,
+    smoothstep,
+    stations,
+    superellipse,
+    sweep,
+    tube,
+)
 
 # Trunk profile: y -> half-width, front/back half-depth, depth centre, superellipse exponent.
 _TRUNK = np.array([

@@ -13,6 +13,7 @@ import numpy as np
 from posedreamer_mm.body.sources.base import NoValidSamplesError
 from posedreamer_mm.body.sources.bedlam import BEDLAMSource
 from posedreamer_mm.registry import DATASETS
+
 from .hmr_base import HAS_SMPLX_KEYS, HMRBaseDataset, data_info_from_sample
 
 #: BEDLAM labels have no expression: every part but the face.

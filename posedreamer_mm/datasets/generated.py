@@ -22,6 +22,7 @@ from mmengine.logging import print_log
 
 from posedreamer_mm.generation.reader import GeneratedDataReader
 from posedreamer_mm.registry import DATASETS
+
 from .hmr_base import HMRBaseDataset, data_info_from_sample
 
 

@@ -24,6 +24,7 @@ from mmengine.logging import print_log
 
 from posedreamer_mm.body.body_model import check_model_file, resolve_model_file
 from posedreamer_mm.registry import DATASETS
+
 from .hmr_base import HMRBaseDataset, make_data_info
 
 #: MPII's 16 joints -> COCO-17 index (MPII: 0 r_ankle 1 r_knee 2 r_hip 3 l_hip 4 l_knee 5 l_ankle 6 pelvis

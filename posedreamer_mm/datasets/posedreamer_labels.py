@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from posedreamer_mm.body.sources.base import NoValidSamplesError
 from posedreamer_mm.body.sources.posedreamer import PoseDreamerLabelSource
 from posedreamer_mm.registry import DATASETS
+
 from .hmr_base import HMRBaseDataset, data_info_from_sample
 
 

@@ -18,8 +18,8 @@ Flow per source index (docs/generation.md, "Data flow"): the source's sample, th
 and is kept busy; the ``stages`` and the writer run in a thread (:class:`~posedreamer_mm.generation.sink.ShardSink`).
 Each process builds ONE body model and hands it to every transform, renderer and backend whose constructor takes
 ``body_model`` (unless its config sets one). What a sample becomes depends only on its index (its id, its seed
-``stable_seed(seed, id)``), so shards are assigned to ranks (``shard % world_size == rank``, ``writer.shards_of_rank``) and any number of
-ranks, kills and re-runs produce the same dataset.
+``stable_seed(seed, id)``), so shards are assigned to ranks (``shard % world_size == rank``,
+``writer.shards_of_rank``) and any number of ranks, kills and re-runs produce the same dataset.
 """
 from __future__ import annotations
 

@@ -22,7 +22,6 @@ import numpy as np
 from .geometry import DEFAULT_FAR_M, DEFAULT_NEAR_M, check_render_geometry, validate_faces
 from .rasterizer import MeshRasterizer, default_rasterizer
 
-
 #: Whether this process was forked (after this module was imported) from one that may have run torch.
 _FORKED = False
 

@@ -132,7 +132,8 @@ class DepthRenderer(BaseControlRenderer):
         self.clip_percentiles = clip_percentiles
 
     def draw(self, vertices, faces, focal, princpt, img_size, joints, planes):
-        out = self.rasterizer.render(vertices, faces, focal, princpt, img_size, outputs=('mask', 'depth'), planes=planes)
+        out = self.rasterizer.render(vertices, faces, focal, princpt, img_size, outputs=('mask', 'depth'),
+                                     planes=planes)
         out['image'] = depth_to_control(out['depth'], out['mask'], self.fg_range, self.clip_percentiles)
         return out
 

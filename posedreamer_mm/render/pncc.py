@@ -116,6 +116,7 @@ def canonical_vertices(body_model, pose: str = 'A') -> np.ndarray:
         (V, 3) float64 vertices.
     """
     import torch
+
     from posedreamer_mm.body.body_model import canonical_body_pose
     torch_safe_after_fork()
     body_pose = canonical_body_pose(kind=pose)

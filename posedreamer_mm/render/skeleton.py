@@ -11,12 +11,12 @@ ControlNet 1.0's annotator (and the copy in ControlNet-v1-1-nightly read for thi
 joints first and blends each limb over them at 0.4/0.6: limb interiors are the same, joint discs differ.
 
 Differences from the annotator, on purpose: joint and ellipse centres are rounded (``floor(u + 0.5)``: the pixel
-that contains the projected point under the pixel-centre convention, ``visibility.pixel_index``) rather than truncated; joints behind the
-camera or outside the image are skipped, and so is every limb that touches one. The face points (nose, eyes,
-ears: SMPL-X surface vertices) are skipped too where the body hides them, i.e. where they lie more than
-``face_occlusion_m`` (2 cm) behind the rendered surface at their pixel, as OpenPose would not detect them: a
-nose drawn on the back of a head reads as a face towards the camera. Hands and face landmarks (the
-annotator's ``draw_handpose``/``draw_facepose``) are out of scope.
+that contains the projected point under the pixel-centre convention, ``visibility.pixel_index``) rather than
+truncated; joints behind the camera or outside the image are skipped, and so is every limb that touches one.
+The face points (nose, eyes, ears: SMPL-X surface vertices) are skipped too where the body hides them, i.e.
+where they lie more than ``face_occlusion_m`` (2 cm) behind the rendered surface at their pixel, as OpenPose
+would not detect them: a nose drawn on the back of a head reads as a face towards the camera. Hands and face
+landmarks (the annotator's ``draw_handpose``/``draw_facepose``) are out of scope.
 """
 from __future__ import annotations
 

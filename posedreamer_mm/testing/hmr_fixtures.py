@@ -4,8 +4,9 @@
 times, renders each body as a shaded image with the numpy reference rasteriser and writes the same kind of bodies
 in each dataset's own file format: BEDLAM label npz + scene image folders, PoseDreamer per-image label files,
 this project's generated-dataset format (sharded writer), and COCO / MPII / UBody-style keypoint jsons with
-NeuralAnnot SMPL-X jsons (hands stored relative to the mean hand, as NeuralAnnot does). Labels are exact for the images (projected stand-in joints), so the files can also
-check geometry. :func:`hmr_dataset_cfgs` gives ready-to-build dataset configs for them.
+NeuralAnnot SMPL-X jsons (hands stored relative to the mean hand, as NeuralAnnot does). Labels are exact for the
+images (projected stand-in joints), so the files can also check geometry. :func:`hmr_dataset_cfgs` gives
+ready-to-build dataset configs for them.
 """
 from __future__ import annotations
 

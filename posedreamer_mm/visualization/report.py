@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from posedreamer_mm.utils.fileio import atomic_write_bytes
+
 from .draw import draw_coco17
 
 

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from posedreamer_mm.body import (BodyModelFileError, SMPLXBodyModel, canonical_body_pose, project_points,
-                                 smplx_to_coco17, upright_global_orient)
+from posedreamer_mm.body import (
+    BodyModelFileError,
+    SMPLXBodyModel,
+    canonical_body_pose,
+    project_points,
+    smplx_to_coco17,
+    upright_global_orient,
+)
 from posedreamer_mm.body.joint_maps import COCO17_NAMES
 from posedreamer_mm.registry import BODY_MODELS
 

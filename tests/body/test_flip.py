@@ -17,8 +17,15 @@ from smplx.vertex_ids import vertex_ids
 
 from posedreamer_mm.body.body_model import SMPLXBodyModel
 from posedreamer_mm.body.camera import project_points
-from posedreamer_mm.body.flip import (PelvisRegressor, coco17_flip_indices, flip_joints_3d, flip_points_2d,
-                                      flip_smplx, roll_image_affine, roll_smplx_root)
+from posedreamer_mm.body.flip import (
+    PelvisRegressor,
+    coco17_flip_indices,
+    flip_joints_3d,
+    flip_points_2d,
+    flip_smplx,
+    roll_image_affine,
+    roll_smplx_root,
+)
 from posedreamer_mm.body.joint_maps import COCO17_NAMES, smplx_flip_permutation, smplx_to_coco17
 from posedreamer_mm.testing.hmr_fixtures import fixture_bodies
 

@@ -15,8 +15,13 @@ from hypothesis.extra import numpy as hnp
 from scipy.spatial.transform import Rotation
 
 from posedreamer_mm.body.body_model import SMPLXBodyModel
-from posedreamer_mm.body.camera import (crop_camera, crop_points_2d, project_points, unproject_points,
-                                        upright_global_orient)
+from posedreamer_mm.body.camera import (
+    crop_camera,
+    crop_points_2d,
+    project_points,
+    unproject_points,
+    upright_global_orient,
+)
 from posedreamer_mm.body.joint_maps import SMPLX_JOINT_INDEX
 from posedreamer_mm.body.rotations import axis_angle_to_matrix
 from posedreamer_mm.body.sample import FIELD_SHAPES, BodySample, sample_file, validate_sample_id

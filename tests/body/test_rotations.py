@@ -4,8 +4,12 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from posedreamer_mm.body.rotations import (axis_angle_to_matrix, matrix_to_axis_angle, matrix_to_rotation_6d,
-                                           rotation_6d_to_matrix)
+from posedreamer_mm.body.rotations import (
+    axis_angle_to_matrix,
+    matrix_to_axis_angle,
+    matrix_to_rotation_6d,
+    rotation_6d_to_matrix,
+)
 
 
 @pytest.mark.parametrize('angle', [0.0, 1e-7, 0.3, 2.0, np.pi - 1e-7, np.pi])

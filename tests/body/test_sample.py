@@ -3,8 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from posedreamer_mm.body.sample import (FIELD_SHAPES, FULL_POSE_DIM, STACK_KEYS, BodySample, split_full_pose,
-                                        stack_samples)
+from posedreamer_mm.body.sample import (
+    FIELD_SHAPES,
+    FULL_POSE_DIM,
+    STACK_KEYS,
+    BodySample,
+    split_full_pose,
+    stack_samples,
+)
 
 
 def make_sample(seed: int = 0, num_betas: int = 10, **kwargs) -> BodySample:

@@ -10,13 +10,19 @@ from scipy.spatial.transform import Rotation
 
 from posedreamer_mm.body.camera import split_heading
 from posedreamer_mm.body.sample import BodySample
-from posedreamer_mm.body.sources import (AMASSSource, AugmentedSource, BEDLAMSource, BodyAugment,
-                                         NoValidSamplesError, PoseDreamerLabelSource, ProceduralPoseSource,
-                                         body_pose_to_euler)
+from posedreamer_mm.body.sources import (
+    AMASSSource,
+    AugmentedSource,
+    BEDLAMSource,
+    BodyAugment,
+    NoValidSamplesError,
+    PoseDreamerLabelSource,
+    ProceduralPoseSource,
+    body_pose_to_euler,
+)
 from posedreamer_mm.body.sources import base as sources_base
 from posedreamer_mm.body.sources.procedural import limits_array
 from posedreamer_mm.registry import POSE_SOURCES
-
 from posedreamer_mm.testing import body_fixtures as fx
 
 ATOL = 1e-5
@@ -227,6 +233,7 @@ def test_programming_errors_are_not_reported_as_bad_files(tmp_path, bodies, monk
 
 def test_records_meet_the_body_model_with_one_clear_error(tmp_path, bodies, standin_model_dir):
     import torch
+
     from posedreamer_mm.body import SMPLXBodyModel
     sample = AMASSSource(files=fx.write_amass(str(tmp_path / 'a.npz'), bodies))[0]
     assert sample.num_betas == 16

@@ -3,8 +3,12 @@ import numpy as np
 import torch
 
 from posedreamer_mm.body.camera import crop_points_2d, project_points
-from posedreamer_mm.models.utils import (apply_affine, cliff_bbox_info, crop_cam_to_full_translation,
-                                         full_translation_to_crop_cam)
+from posedreamer_mm.models.utils import (
+    apply_affine,
+    cliff_bbox_info,
+    crop_cam_to_full_translation,
+    full_translation_to_crop_cam,
+)
 
 
 def _batch(seed=0, b=5):

@@ -3,10 +3,17 @@ import cv2
 import numpy as np
 import pytest
 
-from posedreamer_mm.render import (DepthRenderer, NormalRenderer, PNCCRenderer, ShadedRenderer, SkeletonRenderer,
-                                   canonical_pncc_colors, pncc_colors)
-from posedreamer_mm.testing.reference_rasterizer import reference_rasterize
+from posedreamer_mm.render import (
+    DepthRenderer,
+    NormalRenderer,
+    PNCCRenderer,
+    ShadedRenderer,
+    SkeletonRenderer,
+    canonical_pncc_colors,
+    pncc_colors,
+)
 from posedreamer_mm.render.skeleton import openpose18
+from posedreamer_mm.testing.reference_rasterizer import reference_rasterize
 
 from .openpose_annotator import ANNOTATOR_COLORS, LIMB_NECK_NOSE, disc_centroid
 
@@ -203,7 +210,7 @@ def test_crop_labels_consistent(body):
 
 
 def test_other_controls_on_body(body):
-    v, j, f = body['vertices'][0], body['joints'][0], body['faces']
+    v, f = body['vertices'][0], body['faces']
     depth = DepthRenderer(size=256).render(v, f, **CAM)
     m = depth['mask']
     assert depth['image'][..., 0][m].max() == 255 and depth['image'][..., 0][m].min() == 51

@@ -6,8 +6,7 @@ from posedreamer_mm.body.joint_maps import SMPLX_TO_COCO17
 from posedreamer_mm.render import DepthRenderer, PNCCRenderer, SkeletonRenderer
 from posedreamer_mm.render.geometry import GeometryError, check_render_geometry, validate_camera
 from posedreamer_mm.render.rasterizer import MeshRasterizer
-from posedreamer_mm.render.visibility import (OCCLUSION_MARGINS_M, coco17_keypoints, in_image, occluded,
-                                              pixel_index)
+from posedreamer_mm.render.visibility import OCCLUSION_MARGINS_M, coco17_keypoints, in_image, occluded, pixel_index
 from posedreamer_mm.testing.reference_rasterizer import uv_sphere
 
 VERTS, FACES = uv_sphere(center=(0.0, 0.0, 3.0), radius=0.5, rings=8, segments=12)

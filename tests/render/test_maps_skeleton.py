@@ -3,12 +3,27 @@ import numpy as np
 import pytest
 
 from posedreamer_mm.registry import RENDERERS
-from posedreamer_mm.render import (DepthRenderer, NormalRenderer, PNCCRenderer, ShadedRenderer, SkeletonRenderer,
-                                   depth_to_control, draw_bodypose, lambert, normal_to_control, pncc_colors)
+from posedreamer_mm.render import (
+    DepthRenderer,
+    NormalRenderer,
+    PNCCRenderer,
+    ShadedRenderer,
+    SkeletonRenderer,
+    depth_to_control,
+    draw_bodypose,
+    lambert,
+    normal_to_control,
+    pncc_colors,
+)
 from posedreamer_mm.testing.reference_rasterizer import quad, uv_sphere
 
-from .openpose_annotator import (ANNOTATOR_COLORS, LIMB_NECK_RSHOULDER, LIMB_RHIP_RKNEE,
-                                 controlnet_aux_draw_bodypose, disc_centroid)
+from .openpose_annotator import (
+    ANNOTATOR_COLORS,
+    LIMB_NECK_RSHOULDER,
+    LIMB_RHIP_RKNEE,
+    controlnet_aux_draw_bodypose,
+    disc_centroid,
+)
 
 NAMES = ('PNCCRenderer', 'SkeletonRenderer', 'DepthRenderer', 'NormalRenderer', 'ShadedRenderer')
 

@@ -7,8 +7,14 @@ import textwrap
 
 import pytest
 
-from posedreamer_mm.utils.fileio import (atomic_write, atomic_write_bytes, atomic_write_text, is_temporary,
-                                         remove_stale_temporaries, safe_join)
+from posedreamer_mm.utils.fileio import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    is_temporary,
+    remove_stale_temporaries,
+    safe_join,
+)
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):

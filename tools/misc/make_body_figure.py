@@ -17,8 +17,15 @@ import cv2
 import numpy as np
 import torch
 
-from posedreamer_mm.body import (COCO17_SKELETON, SMPLXBodyModel, canonical_body_pose, project_points,
-                                 smplx_to_coco17, upright_global_orient, write_standin_smplx)
+from posedreamer_mm.body import (
+    COCO17_SKELETON,
+    SMPLXBodyModel,
+    canonical_body_pose,
+    project_points,
+    smplx_to_coco17,
+    upright_global_orient,
+    write_standin_smplx,
+)
 
 #: BGR colours: left limbs orange, right limbs blue, face/torso green (mmpose's COCO palette idea).
 _LEFT, _RIGHT, _MID = (0, 128, 255), (255, 128, 0), (0, 200, 0)

@@ -47,6 +47,7 @@ def _rodrigues(vec) -> np.ndarray:
 def setup(args):
     """Builds the body model and the posed bodies in the camera frame."""
     import torch
+
     from posedreamer_mm.body.body_model import SMPLXBodyModel, canonical_body_pose
     model_dir = args.model_dir
     if model_dir is None:
@@ -76,8 +77,7 @@ def setup(args):
 
 def run(args, model, vertices, joints, faces) -> np.ndarray:
     """Renders every pose as every control type: (rows, cols, size, size, 3) uint8."""
-    from posedreamer_mm.render import (DepthRenderer, NormalRenderer, PNCCRenderer, ShadedRenderer,
-                                       SkeletonRenderer)
+    from posedreamer_mm.render import DepthRenderer, NormalRenderer, PNCCRenderer, ShadedRenderer, SkeletonRenderer
     kw = dict(size=args.size, margin=0.1)
     renderers = [PNCCRenderer(body_model=model, **kw), SkeletonRenderer(**kw), DepthRenderer(**kw),
                  NormalRenderer(**kw), ShadedRenderer(**kw)]

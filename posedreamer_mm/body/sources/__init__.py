@@ -7,8 +7,13 @@ from .augment import AugmentedSource, BodyAugment
 from .base import SMPLX_NEUTRAL_PELVIS_REST, BodySource, CameraSpec, NoValidSamplesError, make_id, stable_seed
 from .bedlam import BEDLAMSource
 from .posedreamer import PoseDreamerLabelSource, parse_label, read_label_file
-from .procedural import (DEFAULT_JOINT_LIMITS, SMPLX_BODY_JOINTS, ProceduralPoseSource, body_pose_to_euler,
-                         euler_to_body_pose)
+from .procedural import (
+                         DEFAULT_JOINT_LIMITS,
+                         SMPLX_BODY_JOINTS,
+                         ProceduralPoseSource,
+                         body_pose_to_euler,
+                         euler_to_body_pose,
+)
 
 __all__ = [
     'AMASSSource', 'AMASS_WORLD_TO_CAMERA', 'AugmentedSource', 'BEDLAMSource', 'BodyAugment', 'BodySource',

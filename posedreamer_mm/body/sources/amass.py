@@ -12,9 +12,20 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from posedreamer_mm.registry import POSE_SOURCES
+
 from ..sample import BodySample
-from .base import (BAD_FILE_ERRORS, BodySource, CameraSpec, check_array, decode_str, describe_error,
-                   describe_location, list_source_files, make_id, read_npz_key)
+from .base import (
+    BAD_FILE_ERRORS,
+    BodySource,
+    CameraSpec,
+    check_array,
+    decode_str,
+    describe_error,
+    describe_location,
+    list_source_files,
+    make_id,
+    read_npz_key,
+)
 
 #: World (AMASS: x, y, z up) -> camera (OpenCV) rotation: camera x = world x, camera y = -world z (down),
 #: camera z = world y (forward). A body whose AMASS ``root_orient`` is ``Rx(90 deg)`` (the usual "stand the

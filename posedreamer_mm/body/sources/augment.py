@@ -8,13 +8,13 @@ seeds, repeats or configurations never share an id.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import json
+from collections.abc import Sequence
 
 import numpy as np
 
 from posedreamer_mm.registry import POSE_SOURCES
+
 from ..camera import split_heading, upright_global_orient_np
 from ..sample import BodySample, validate_sample_id
 from .base import SMPLX_NEUTRAL_PELVIS_REST, BodySource, stable_digest, stable_seed

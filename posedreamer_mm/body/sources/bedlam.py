@@ -13,9 +13,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from posedreamer_mm.registry import POSE_SOURCES
+
 from ..sample import BodySample, split_full_pose
-from .base import (BAD_FILE_ERRORS, BodySource, check_array, decode_str, describe_error, describe_location,
-                   list_source_files, make_id, read_npz_key)
+from .base import (
+    BAD_FILE_ERRORS,
+    BodySource,
+    check_array,
+    decode_str,
+    describe_error,
+    describe_location,
+    list_source_files,
+    make_id,
+    read_npz_key,
+)
 
 _EXPECTED = ('BEDLAM label npz files with keys imgname (N,), pose_cam (N,165), shape (N,>=10), trans_cam (N,3), '
              'cam_int (N,3,3); optional cam_ext (N,4,4), gender (N,), gtkps (N,J,2|3), center (N,2), scale (N,); '

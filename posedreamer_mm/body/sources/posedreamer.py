@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from posedreamer_mm.registry import POSE_SOURCES
+
 from ..sample import BodySample, validate_sample_id
 from .base import BAD_FILE_ERRORS, BodySource, decode_str, describe_error, describe_location, list_source_files, make_id
 

@@ -9,6 +9,7 @@ from scipy.spatial.transform import Rotation
 from scipy.stats import truncnorm
 
 from posedreamer_mm.registry import POSE_SOURCES
+
 from ..camera import upright_global_orient_np
 from ..sample import BodySample
 from .base import BodySource, CameraSpec, stable_digest, stable_seed

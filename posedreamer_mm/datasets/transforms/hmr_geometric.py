@@ -15,8 +15,16 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 
 from posedreamer_mm.body.body_model import GENDERS, BodyModelFileError
-from posedreamer_mm.body.flip import (PelvisRegressor, coco17_flip_indices, flip_joints_3d, flip_points_2d,
-                                      flip_smplx, roll_image_affine, roll_matrix, roll_smplx_root)
+from posedreamer_mm.body.flip import (
+    PelvisRegressor,
+    coco17_flip_indices,
+    flip_joints_3d,
+    flip_points_2d,
+    flip_smplx,
+    roll_image_affine,
+    roll_matrix,
+    roll_smplx_root,
+)
 from posedreamer_mm.body.gendered import shared_body_models
 from posedreamer_mm.body.sources.base import SMPLX_NEUTRAL_PELVIS_REST
 from posedreamer_mm.registry import TRANSFORMS

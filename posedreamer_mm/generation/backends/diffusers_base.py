@@ -16,8 +16,16 @@ import torch
 
 from .base import BaseGenerationBackend, sample_generators
 from .schedulers import build_scheduler
-from .weights import (apply_loras, check_lora_paths, check_model_folder, check_pipeline_folder,
-                      describe, load_model, lora_specs, resolve_dtype)
+from .weights import (
+    apply_loras,
+    check_lora_paths,
+    check_model_folder,
+    check_pipeline_folder,
+    describe,
+    load_model,
+    lora_specs,
+    resolve_dtype,
+)
 
 
 def controlnet_specs(controlnets: dict | Sequence[dict] | None) -> list[dict]:

@@ -22,8 +22,15 @@ from posedreamer_mm.body.joint_maps import SMPLX_TO_COCO17
 from posedreamer_mm.body.rotations import matrix_to_axis_angle
 from posedreamer_mm.registry import BODY_MODELS, MODELS
 
-from ..utils import (apply_affine, check_rotmat_support, cliff_bbox_info, collect_camera, collect_targets,
-                     crop_cam_to_full_translation, smplx_forward_rotmat)
+from ..utils import (
+    apply_affine,
+    check_rotmat_support,
+    cliff_bbox_info,
+    collect_camera,
+    collect_targets,
+    crop_cam_to_full_translation,
+    smplx_forward_rotmat,
+)
 
 
 @MODELS.register_module()
