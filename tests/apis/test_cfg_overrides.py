@@ -33,18 +33,27 @@ def values_of(node, key, path=''):
 
 
 def edited(config: str, tmp_path: Path, name: str, value) -> dict:
-    """The config loaded after rewriting its line ``name = ...`` to ``name = value`` in a copy of configs/ (so
-    relative ``_base_`` files resolve as in the original): what the override must be equal to."""
+    """The config loaded after rewriting its lines ``name = ...`` to ``name = value`` in a copy of configs/ (so
+    relative ``_base_`` files resolve as in the original), in the file and in every local ``_base_`` file that
+    assigns ``name`` (what a user editing the files would do): what the override must be equal to."""
+    import ast
     import re
     import shutil
 
     from mmengine.config import Config
     shutil.copytree(ROOT / 'configs', tmp_path / 'configs', dirs_exist_ok=True)
-    copy = tmp_path / Path(config).relative_to(ROOT)
-    text, n = re.subn(rf'^{name} = .*$', f'{name} = {value!r}', copy.read_text(), count=1, flags=re.M)
-    assert n == 1, f'{config} has no one-line assignment of {name}'
-    copy.write_text(text)
-    return Config.fromfile(str(copy)).to_dict()
+    todo, found = [tmp_path / Path(config).relative_to(ROOT)], 0
+    while todo:
+        copy = todo.pop()
+        text, n = re.subn(rf'^{name} = .*$', f'{name} = {value!r}', copy.read_text(), count=1, flags=re.M)
+        copy.write_text(text)
+        found += n
+        for node in ast.parse(text).body:  # its local bases
+            if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ['_base_']:
+                bases = ast.literal_eval(node.value)
+                todo += [copy.parent / b for b in ([bases] if isinstance(bases, str) else bases) if '::' not in b]
+    assert found, f'{config} (with its bases) has no one-line assignment of {name}'
+    return Config.fromfile(str(tmp_path / Path(config).relative_to(ROOT))).to_dict()
 
 
 @pytest.mark.parametrize('config', [GENERATION, DEMO], ids=['generation', 'demo'])
@@ -192,7 +201,7 @@ def test_the_log_says_where_each_override_applied(tmp_path):
     finally:
         logger.removeHandler(handler)
     assert any(m.startswith('--cfg-options seed=3: applied where the config assigns seed (')
-               and 'render_standin_procedural.py:' in m for m in messages), messages
+               and 'render_procedural_generic-512.py:' in m for m in messages), messages  # the demo's base
     assert '--cfg-options work_dir=\'/w\': merged as an mmengine runtime key' in messages
 
 

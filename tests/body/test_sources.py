@@ -513,3 +513,15 @@ def test_augment_puts_pelvis_at_requested_distance(smplx_standin):
     assert (joints[:, 0, 2] >= 2.0 - 1e-4).all() and (joints[:, 0, 2] <= 4.0 + 1e-4).all()
     np.testing.assert_allclose(joints[:, 0, :2], 0, atol=1e-4)
     assert joints[:, 0, 2].std() > 0.1
+
+
+def test_a_procedural_sample_does_not_depend_on_the_source_length():
+    """Configs compute the source's length from ``num_samples``: raising it must not change the first samples."""
+    from posedreamer_mm.registry import POSE_SOURCES
+    short = POSE_SOURCES.build(dict(type='ProceduralPoseSource', num_samples=5, seed=2, sampling='truncnorm'))
+    long = POSE_SOURCES.build(dict(type='ProceduralPoseSource', num_samples=100000, seed=2, sampling='truncnorm'))
+    for i in (0, 4):
+        a, b = short[i], long[i]
+        assert a.id == b.id
+        np.testing.assert_array_equal(a.body_pose, b.body_pose)
+    assert not np.array_equal(short[0].body_pose, short[1].body_pose)

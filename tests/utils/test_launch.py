@@ -67,7 +67,9 @@ def test_top_level_settings_reach_every_use(tmp_path):
     cfg = load_config('configs/demo/render_standin_procedural.py', {'seed': 3, 'num_samples': 5})
     gen = cfg.generator
     assert gen.seed == 3 and gen.source.seed == 3 and gen.source.source.seed == 3
-    assert gen.num_samples == 5 and gen.source.source.num_samples == 100000  # the source's own length stays
+    # As if the files said it: the demo's base computes its source's length from num_samples too (sample i does
+    # not depend on the length: tests/body/test_sources.py).
+    assert gen.num_samples == 5 and gen.source.source.num_samples == 5
     # A tuple setting reaches the transforms built from it; equal values written separately stay.
     cfg_file = tmp_path / 'cfg.py'
     cfg_file.write_text('input_size = (192, 256)\nother = (192, 256)\n'
