@@ -40,7 +40,7 @@ def _root(name: str, locations: list[str]) -> Registry:
 RUNNERS = _child('runner', mmpose_registry.RUNNERS, ['engine'])
 RUNNER_CONSTRUCTORS = _child('runner constructor', mmpose_registry.RUNNER_CONSTRUCTORS, ['engine'])
 LOOPS = _child('loop', mmpose_registry.LOOPS, ['engine'])
-HOOKS = _child('hook', mmpose_registry.HOOKS, ['engine', 'testing'])
+HOOKS = _child('hook', mmpose_registry.HOOKS, ['engine'])
 DATASETS = _child('dataset', mmpose_registry.DATASETS, ['datasets'])
 DATA_SAMPLERS = _child('data sampler', mmpose_registry.DATA_SAMPLERS, ['datasets'])
 TRANSFORMS = _child('transform', mmpose_registry.TRANSFORMS, ['datasets'])
