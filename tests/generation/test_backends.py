@@ -64,6 +64,41 @@ def test_missing_weights_folder_names_path_and_layout(w, tmp_path):
         backend.setup()
 
 
+def _edit_safetensors(folder, edit):
+    from safetensors.torch import save_file
+    (file,) = folder.glob('*.safetensors')
+    state = load_file(file)
+    edit(state)
+    save_file(state, file)
+
+
+def test_weights_that_do_not_match_the_model_are_refused_not_left_random(w, tmp_path):
+    """diffusers' from_pretrained only logs a missing key and leaves that layer random: a ControlNet missing its
+    conditioning embedding, or a UNet with a layer of another shape, must stop the backend instead."""
+    cn = tmp_path / 'cn'
+    shutil.copytree(w['controlnet_sd15'], cn)
+    gone = 'controlnet_cond_embedding.conv_in.weight'
+    _edit_safetensors(cn, lambda state: state.pop(gone))
+    backend = BACKENDS.build(dict(type='SD15ControlNetBackend', weights=w['sd15'], **CPU,
+                                  controlnets=dict(weights=cn, control_type='pncc')))
+    with pytest.raises(WeightsLayoutError, match=rf"cn: the weights do not match ControlNetModel.*1 missing "
+                                                 rf"\['{gone}'\]"):
+        backend.setup()
+    sd = tmp_path / 'sd15'
+    shutil.copytree(w['sd15'], sd)
+
+    def edit(state):  # (a layer of another shape diffusers refuses itself)
+        state.pop('conv_out.bias')
+        state['stray.weight'] = torch.zeros(1)
+    _edit_safetensors(sd / 'unet', edit)
+    backend = BACKENDS.build(dict(type='SD15ControlNetBackend', weights=sd, **CPU,
+                                  controlnets=dict(weights=w['controlnet_sd15'], control_type='pncc')))
+    with pytest.raises(WeightsLayoutError, match=r"unet: the weights do not match UNet2DConditionModel.*1 missing "
+                                                 r"\['conv_out.bias'\], 1 unexpected \['stray.weight'\]"):
+        backend.setup()
+    sd15(w).setup()  # the untouched weights load
+
+
 def test_wrong_pipeline_type_names_found_and_expected(w):
     backend = BACKENDS.build(dict(type='SD15ControlNetBackend', weights=w['sdxl'], **CPU,
                                     controlnets=dict(weights=w['controlnet_sd15'], control_type='pncc')))

@@ -111,7 +111,66 @@ def load_model(cls, path: Path, dtype: torch.dtype, single_file_config: str | No
                                      'version: convert it to a from_pretrained folder')
         extra = {} if single_file_config is None else dict(config=os.fspath(single_file_config))
         return cls.from_single_file(os.fspath(path), dtype=dtype, local_files_only=True, **extra, **kwargs)
-    return cls.from_pretrained(os.fspath(path), dtype=dtype, local_files_only=True, **kwargs)
+    loaded = cls.from_pretrained(os.fspath(path), dtype=dtype, local_files_only=True, **kwargs)
+    check_loaded_weights(loaded, path, skip=tuple(kwargs))
+    return loaded
+
+
+def _stored_shapes(folder: Path) -> dict[str, tuple[int, ...]] | None:
+    """Names and shapes of the safetensors weights in ``folder`` (one file or a sharded index), read from the
+    headers only; ``None`` where that is not unambiguous (``.bin`` weights, several variants side by side)."""
+    from safetensors import safe_open
+    indices = sorted(folder.glob('*.safetensors.index.json'))
+    if len(indices) == 1:
+        files = sorted({folder / f for f in _read_json(indices[0])['weight_map'].values()})
+    else:
+        files = sorted(folder.glob('*.safetensors'))
+        if len(files) != 1:
+            return None
+    shapes = {}
+    for file in files:
+        with safe_open(os.fspath(file), 'pt') as handle:
+            for key in handle.keys():
+                shapes[key] = tuple(handle.get_slice(key).get_shape())
+    return shapes
+
+
+def check_loaded_weights(loaded, path: Path, skip: Sequence[str] = ()) -> None:
+    """Refuses diffusers models whose stored weights do not match them name for name and shape for shape.
+
+    ``from_pretrained`` only logs keys it did not find (they stay randomly initialised: a ControlNet missing one
+    layer would generate from noise weights) or did not use; this reads the safetensors headers of ``path`` (a model
+    folder) or of each model component's subfolder of a pipeline folder (except the components in ``skip``, passed
+    in already loaded) and compares. Text encoders (transformers models, which tie and omit weights by design) and
+    ``.bin`` weights are left to their libraries.
+
+    Raises:
+        WeightsLayoutError: naming the folder and the first missing, unexpected and mismatched keys.
+    """
+    import diffusers
+    if isinstance(loaded, diffusers.ModelMixin):
+        parts = {'': loaded}
+    elif isinstance(loaded, diffusers.DiffusionPipeline):
+        parts = {name: c for name, c in loaded.components.items()
+                 if isinstance(c, diffusers.ModelMixin) and name not in skip}
+    else:
+        return
+    for name, model in parts.items():
+        folder = path / name if name else path
+        stored = _stored_shapes(folder) if folder.is_dir() else None
+        if stored is None:
+            continue
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        missing = sorted(set(expected) - set(stored))
+        unexpected = sorted(set(stored) - set(expected))
+        mismatched = sorted(f'{k} {stored[k]} (model {expected[k]})' for k in set(stored) & set(expected)
+                            if stored[k] != expected[k])
+        if missing or unexpected or mismatched:
+            raise WeightsLayoutError(
+                f'{folder}: the weights do not match {type(model).__name__} (its config.json): {len(missing)} '
+                f'missing {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, {len(mismatched)} of another '
+                f'shape {mismatched[:3]}; missing weights would stay randomly initialised. Use the weights saved '
+                'with this config (save_pretrained), or convert them.')
 
 
 def lora_specs(loras: Sequence[dict] | None) -> list[dict]:
