@@ -13,6 +13,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import posedreamer_mm  # noqa: E402,F401
+from posedreamer_mm.apis.errors import run_tool  # noqa: E402
 from posedreamer_mm.apis.generate import run_generate  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'demo', 'render_standin_procedural.py')
@@ -36,4 +37,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -16,6 +16,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import posedreamer_mm  # noqa: E402,F401  (compat fixes before mmpose/mmdet load)
+from posedreamer_mm.apis.errors import run_tool  # noqa: E402
 from posedreamer_mm.apis.filter import run_filter  # noqa: E402
 from posedreamer_mm.apis.launch import load_config  # noqa: E402
 from posedreamer_mm.utils import register_all_modules  # noqa: E402
@@ -57,4 +58,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

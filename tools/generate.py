@@ -10,7 +10,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import posedreamer_mm  # noqa: E402,F401
+from posedreamer_mm.apis.errors import run_tool  # noqa: E402
 from posedreamer_mm.apis.generate import run_generate  # noqa: E402
 
 if __name__ == '__main__':
-    run_generate()
+    run_tool(run_generate)

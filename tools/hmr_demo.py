@@ -13,6 +13,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import posedreamer_mm  # noqa: E402,F401  (compat fixes before mmpose/mmdet load)
+from posedreamer_mm.apis.errors import run_tool  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -63,4 +64,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

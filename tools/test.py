@@ -10,6 +10,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import posedreamer_mm  # noqa: E402,F401  (compat fixes before mmpose/mmdet load)
 from posedreamer_mm.apis.checkpoint import build_strict_test_runner  # noqa: E402
+from posedreamer_mm.apis.errors import run_tool  # noqa: E402
 from posedreamer_mm.apis.launch import (  # noqa: E402
     common_parser,
     load_config,
@@ -39,4 +40,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -10,6 +10,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import posedreamer_mm  # noqa: E402,F401  (compat fixes before mmpose/mmdet load)
+from posedreamer_mm.apis.errors import run_tool  # noqa: E402
 from posedreamer_mm.apis.launch import (  # noqa: E402
     build_runner,
     common_parser,
@@ -39,4 +40,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

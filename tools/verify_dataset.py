@@ -10,7 +10,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from posedreamer_mm.apis.errors import run_tool  # noqa: E402
 from posedreamer_mm.apis.verify import main  # noqa: E402
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))
