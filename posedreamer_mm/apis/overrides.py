@@ -50,9 +50,10 @@ def {_APPLY}(obj, parts, value, key, where, done=()):
     head, rest = parts[0], parts[1:]
     here = '.'.join((key.split('.')[0],) + done + (head,))
     if isinstance(obj, dict):
+        if head not in obj and rest:  # a child's partial dict: the path is the base's (or new: merged at the end)
+            return obj
         new = dict(obj)
-        new[head] = {_APPLY}(obj[head] if head in obj else ({{}} if rest else None), rest, value, key, where,
-                             done + (head,))
+        new[head] = {_APPLY}(obj[head] if head in obj else None, rest, value, key, where, done + (head,))
         return new
     if isinstance(obj, (list, tuple)):
         if not (head.isdigit() and int(head) < len(obj)):
@@ -236,6 +237,14 @@ def _lookup(cfg: Any, parts: list[str]) -> Any:
     return cfg
 
 
+def _final_value(cfg: dict, key: str) -> Any:
+    """The value at dotted ``key`` of a plain config dict, or ``KeyError`` (the class) where there is none."""
+    try:
+        return _lookup(cfg, key.split('.'))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return KeyError
+
+
 def load_with_overrides(path: str, options: dict[str, Any] | None,
                         runtime_keys: Iterable[str] = RUNNER_KEYS) -> Config:
     """``Config.fromfile(path)`` as if ``options`` had been written into the file (see the module docstring).
@@ -293,11 +302,17 @@ def load_with_overrides(path: str, options: dict[str, Any] | None,
     if added:
         cfg.merge_from_dict(added)
     final = cfg.to_dict()
+    new_paths = {}  # a key under a dict path the config does not have: no statement can have used it
     for key, value in options.items():
-        try:
-            got = _lookup(final, key.split('.'))
-        except (KeyError, IndexError, TypeError, ValueError):
-            got = KeyError
+        if _final_value(final, key) != value and key.count('.') > 1:
+            parent = key.rsplit('.', 1)[0]
+            if _final_value(Config.fromfile(path).to_dict(), parent) is KeyError:
+                new_paths[key] = value
+    if new_paths:
+        cfg.merge_from_dict(new_paths)
+        final = cfg.to_dict()
+    for key, value in options.items():
+        got = _final_value(final, key)
         if got != value or type(got) is not type(value):
             where = ', '.join(report.get(key.split('.')[0], [])) or path
             raise ConfigError(f'--cfg-options {key}={value!r} did not hold: the config ends with {key} = '

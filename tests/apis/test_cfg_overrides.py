@@ -216,3 +216,16 @@ def test_a_body_model_dir_that_does_not_exist_stops_the_generation_tool(tmp_path
     assert '/nonexistent/smplx' in out.stderr, out.stderr[-3000:]
     assert not (tmp_path / 'out' / 'summary.json').exists()
     assert not (tmp_path / 'standin').exists()  # the stand-in was never reached for
+
+
+def test_a_dotted_key_through_a_child_s_partial_dict_reaches_the_base_s_list():
+    """The demo's ``generator`` is a partial dict over its base's: ``generator.pipeline.1.size`` must set the base's
+    pipeline entry (not create ``pipeline={'1': ...}`` in the child, which mmengine cannot merge with a list)."""
+    cfg = load_config(DEMO, {'generator.pipeline.1.size': 128, 'generator.writer.shard_size': 4})
+    gen = cfg.generator
+    assert gen.pipeline[1] == dict(type='BodyCropCamera', size=128, margin=0.1) and len(gen.pipeline) == 5
+    assert gen.writer == dict(shard_size=4, image_format='jpg', jpeg_quality=95, save_controls=True)
+    assert gen.backend.batch_size == 8  # the child's own entries kept
+    # A key under a path no file has is added as mmengine adds it (nothing can have been computed from it).
+    cfg = load_config(HMR, {'train_dataloader.sampler.extra.depth': 3})
+    assert cfg.train_dataloader.sampler.extra == dict(depth=3) and cfg.train_dataloader.sampler.shuffle is True
