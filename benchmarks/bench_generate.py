@@ -93,8 +93,13 @@ def main(argv=None) -> dict:
           f'load {os.getloadavg()[0]:.1f}')
     print(f'written {summary["written"]}, dropped {summary["dropped"]}, failed {summary["failed"]}')
     print(f'images/s            total {run["written"] / wall:7.2f}   (backend alone: {1000 / args.sleep_ms:.2f})')
-    print(f'backend busy        total {busy / wall:7.1%}   steady {busy_steady / steady:7.1%}')
-    print(f'wall / backend busy total {wall / busy:7.3f}x  steady {steady / busy_steady:7.3f}x   (target <= 1.10x)')
+    print(f'backend busy        total {busy / wall:7.1%}')
+    print(f'wall / backend busy total {wall / busy:7.3f}x   (target <= 1.10x)')
+    if steady > 0 and busy_steady > 0:
+        print(f'steady state        busy {busy_steady / steady:7.1%}   wall / busy {steady / busy_steady:7.3f}x')
+    else:  # the workers took over only at the end (a loaded machine): the warm start prepared everything
+        print('steady state        none: the workers never took over before the end (raise --num-samples, or the '
+              'machine is loaded)')
     print('per-sample ms (summed over workers): ' + ', '.join(f'{k} {v:.1f}' for k, v in
                                                               summary['timings_ms_per_sample'].items()))
     return summary
