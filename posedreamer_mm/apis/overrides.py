@@ -302,12 +302,10 @@ def load_with_overrides(path: str, options: dict[str, Any] | None,
     if added:
         cfg.merge_from_dict(added)
     final = cfg.to_dict()
-    new_paths = {}  # a key under a dict path the config does not have: no statement can have used it
-    for key, value in options.items():
-        if _final_value(final, key) != value and key.count('.') > 1:
-            parent = key.rsplit('.', 1)[0]
-            if _final_value(Config.fromfile(path).to_dict(), parent) is KeyError:
-                new_paths[key] = value
+    # A key under a dict path the config does not have: no statement can have used it, so it is merged.
+    unheld = [k for k, v in options.items() if _final_value(final, k) != v and k.count('.') > 1]
+    as_written = Config.fromfile(path).to_dict() if unheld else {}  # read once, and only when needed
+    new_paths = {k: options[k] for k in unheld if _final_value(as_written, k.rsplit('.', 1)[0]) is KeyError}
     if new_paths:
         cfg.merge_from_dict(new_paths)
         final = cfg.to_dict()
