@@ -160,11 +160,10 @@ def check_loaded_weights(loaded, path: Path, skip: Sequence[str] = ()) -> None:
         stored = _stored_shapes(folder) if folder.is_dir() else None
         if stored is None:
             continue
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        missing = sorted(set(expected) - set(stored))
-        unexpected = sorted(set(stored) - set(expected))
-        mismatched = sorted(f'{k} {stored[k]} (model {expected[k]})' for k in set(stored) & set(expected)
-                            if stored[k] != expected[k])
+        from posedreamer_mm.apis.checkpoint import state_dict_mismatch  # the strict check of every other loader
+        diff = state_dict_mismatch(model, {k: torch.empty(shape, device='meta') for k, shape in stored.items()})
+        missing, unexpected = diff['missing'], diff['unexpected']
+        mismatched = [f'{k} {stored_shape} (model {model_shape})' for k, stored_shape, model_shape in diff['shape']]
         if missing or unexpected or mismatched:
             raise WeightsLayoutError(
                 f'{folder}: the weights do not match {type(model).__name__} (its config.json): {len(missing)} '
