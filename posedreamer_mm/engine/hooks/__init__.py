@@ -1,0 +1,2 @@
+"""Registered training hooks (``custom_hooks=[dict(type=...)]``): control-model validation, diffusers-layout
+export, DPO control alignment, per-sample difficulty. Each module registers its hook in ``HOOKS``."""

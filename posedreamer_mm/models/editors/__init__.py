@@ -1,0 +1,2 @@
+"""Diffusion-training models (mmagic's ``models/editors/<algo>/`` layout): one sub-package per algorithm
+(ControlNet training, FLUX control LoRA, EasyControl, DPO), each registered in ``MODELS``."""
