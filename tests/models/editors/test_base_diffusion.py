@@ -1,0 +1,86 @@
+"""BaseDiffusionTrainer: frozen parts outside the state, the per-iteration generator, the loss by hand."""
+import copy
+
+import torch
+from mmengine.logging import MessageHub
+
+from posedreamer_mm.models.editors.base_diffusion import BaseDiffusionTrainer
+from posedreamer_mm.models.utils.diffusion_training import step_generator
+
+
+class Toy(BaseDiffusionTrainer):
+    """Latents = images; prediction = a trainable 1x1 conv of the noisy latents (the control and text unused)."""
+
+    trainable_module_names = ('head',)
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.head = torch.nn.Conv2d(3, 3, 1)
+        self.add_frozen('encoder', torch.nn.Linear(2, 2))
+        self.alphas_cumprod = torch.linspace(0.99, 0.01, 10)
+        self.num_train_timesteps = 10
+
+    def encode_prompts(self, prompts, train, generator=None):
+        return dict(prompts=self.drop_prompts(prompts, generator) if train else prompts)
+
+    def encode_images(self, images):
+        return images
+
+    def encode_controls(self, controls, train, generator=None):
+        return self.drop_controls(controls, generator) if train else controls
+
+    def predict(self, noisy, t, cond, control):
+        return self.head(noisy)
+
+
+def _inputs():
+    gen = torch.Generator().manual_seed(0)
+    return dict(image=torch.rand(2, 3, 4, 4, generator=gen) * 2 - 1, control=torch.rand(2, 3, 4, 4, generator=gen))
+
+
+def test_frozen_modules_are_outside_the_state_and_the_optimiser():
+    model = Toy()
+    assert set(model.state_dict()) == {'head.weight', 'head.bias'}
+    assert {n for n, _ in model.named_parameters()} == {'head.weight', 'head.bias'}
+    model.train()
+    assert model.head.training and not model.encoder.training
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    twin = copy.deepcopy(model)  # what mmengine's EMAHook does
+    assert twin.encoder is model.encoder and twin.head is not model.head
+    assert twin.state_dict().keys() == model.state_dict().keys()
+
+
+def test_loss_is_the_mse_to_the_target_with_the_iteration_s_noise():
+    model = Toy(noise_seed=7)
+    hub = MessageHub.get_current_instance()
+    hub.update_info('iter', 5)
+    try:
+        loss = model(_inputs(), dict(prompt=['a', 'b']))['loss']
+        # The same draws by hand: generator of (seed 7, iter 5, rank 0); noise first, then timesteps.
+        gen = step_generator(7, 5, 0)
+        x0 = _inputs()['image']
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, 10, (2,), generator=gen)
+        a = model.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        want = ((model.head(noisy) - noise) ** 2).mean()
+        torch.testing.assert_close(loss, want)
+        again = model(_inputs(), dict(prompt=['a', 'b']))['loss']  # same iteration -> same draws
+        torch.testing.assert_close(again, loss)
+        hub.update_info('iter', 6)
+        assert not torch.equal(model(_inputs(), dict(prompt=['a', 'b']))['loss'], loss)
+    finally:
+        hub.pop_info('iter')
+
+
+def test_dropout_replaces_prompts_and_zeroes_controls():
+    model = Toy(caption_dropout=1.0, control_dropout=1.0)
+    assert model.encode_prompts(['a', 'b'], train=True) == dict(prompts=['', ''])
+    assert model.encode_prompts(['a', 'b'], train=False) == dict(prompts=['a', 'b'])
+    assert not model.encode_controls(_inputs()['control'], train=True).any()
+    half = Toy(caption_dropout=0.5, control_dropout=0.5)
+    gen = torch.Generator().manual_seed(0)
+    dropped = half.drop_controls(torch.ones(4000, 1, 1, 1), gen).flatten()
+    assert set(dropped.tolist()) == {0.0, 1.0} and abs(dropped.mean().item() - 0.5) < 0.05
+    prompts = half.drop_prompts(['x'] * 4000, gen)
+    assert set(prompts) == {'', 'x'} and abs(prompts.count('') / 4000 - 0.5) < 0.05
