@@ -11,9 +11,10 @@ from .diffusers_backends import (
                                  SDXLControlNetBackend,
                                  SDXLControlNetUnionBackend,
 )
+from .photo import PhotoCropBackend
 from .render import RenderBackend
 from .weights import WeightsLayoutError
 
 __all__ = ['BaseGenerationBackend', 'sample_generators', 'RenderBackend', 'SD15ControlNetBackend',
            'SDXLControlNetBackend', 'SDXLControlNetUnionBackend', 'FluxControlNetBackend', 'FluxControlBackend',
-           'WeightsLayoutError']
+           'WeightsLayoutError', 'PhotoCropBackend']

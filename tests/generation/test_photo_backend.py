@@ -1,0 +1,241 @@
+"""Photo pairs: the photo crop is the controls' crop camera, bad pairs are dropped by reason, captions.
+
+The fixture photos are either coordinate ramps (each pixel stores its own photo coordinates, so any crop can be
+checked against the projected label by hand) or renders of the label itself (hmr_fixtures: the body's silhouette
+in the photo must cover the rendered control's).
+"""
+import json
+import os.path as osp
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from posedreamer_mm.body.body_model import SMPLXBodyModel
+from posedreamer_mm.body.sources.base import SMPLX_NEUTRAL_PELVIS_REST
+from posedreamer_mm.generation import GeneratedDataReader
+from posedreamer_mm.generation.photo_pairs import crop_photo
+from posedreamer_mm.registry import BACKENDS, GENERATORS, POSE_SOURCES, TRANSFORMS
+
+W, H, F = 240, 200, 300.0   # ramp photos: every coordinate fits a uint8 channel
+CROP = 48
+
+
+def _ramp(w=W, h=H):
+    """(H, W, 3) uint8 photo whose pixel (i, j) holds (i, j, 128)."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[..., 0] = np.arange(w)[None, :]
+    img[..., 1] = np.arange(h)[:, None]
+    img[..., 2] = 128
+    return img
+
+
+def _body(x, y, z, yaw=0.0):
+    """Camera-frame parameters of an upright body whose pelvis is at (x, y, z) metres."""
+    from scipy.spatial.transform import Rotation
+    orient = (Rotation.from_euler('x', np.pi) * Rotation.from_euler('y', yaw)).as_rotvec()
+    return dict(global_orient=orient, transl=np.array([x, y, z]) - np.asarray(SMPLX_NEUTRAL_PELVIS_REST))
+
+
+def _write_bedlam_like(root, model, people, photos):
+    """A BEDLAM-layout label npz (one row per person, ``gtkps`` = projected joints) and its ramp photos.
+
+    Args:
+        people: ``[(imgname, body dict)]``.
+        photos: imgnames to write (a name left out is a missing photo).
+    """
+    n = len(people)
+    pose_cam = np.zeros((n, 165), np.float32)
+    transl = np.zeros((n, 3), np.float32)
+    for r, (_, body) in enumerate(people):
+        pose_cam[r, :3], transl[r] = body['global_orient'], body['transl']
+    with torch.no_grad():
+        joints = model(global_orient=torch.as_tensor(pose_cam[:, :3]), transl=torch.as_tensor(transl),
+                       betas=torch.zeros(n, 10)).joints.numpy()
+    uv = np.stack([F * joints[..., 0] / joints[..., 2] + W / 2, F * joints[..., 1] / joints[..., 2] + H / 2], -1)
+    cam = np.tile(np.array([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1]], np.float32), (n, 1, 1))
+    (root / 'labels').mkdir(parents=True)
+    np.savez(root / 'labels' / 'scene.npz', imgname=np.array([name for name, _ in people]), pose_cam=pose_cam,
+             shape=np.zeros((n, 11), np.float32), trans_cam=transl, cam_int=cam,
+             gtkps=np.concatenate([uv, np.ones((n, uv.shape[1], 1))], -1).astype(np.float32))
+    for name in photos:
+        path = root / 'images' / 'scene' / 'png' / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), cv2.cvtColor(_ramp(), cv2.COLOR_RGB2BGR))
+    return dict(type='BEDLAMHMRDataset', label_root=str(root / 'labels'), img_root=str(root / 'images')), joints
+
+
+def _pipeline(check=None, crop=CROP):
+    return [dict(type='BodyForward'), dict(type='BodyCropCamera', size=crop, margin=0.1),
+            dict(type='PhotoPairCheck', **(check or dict(min_crop_px=60))), dict(type='LoadPhotoCrop'),
+            dict(type='RenderControls', controls=[dict(type='PNCCRenderer')]), dict(type='CaptionFromTemplate')]
+
+
+def _generate(model_dir, dataset, out, check=None, n=None, crop=CROP, stages=()):
+    gen = GENERATORS.build(dict(
+        type='DatasetGenerator', body_model=dict(type='SMPLXBodyModel', model_path=str(model_dir)),
+        source=dict(type='HMRPhotoSource', dataset=dataset), pipeline=_pipeline(check, crop),
+        backend=dict(type='PhotoCropBackend', batch_size=2), stages=list(stages),
+        writer=dict(shard_size=4, image_format='png'), num_samples=n, seed=0, progress=False))
+    return gen.run(str(out))
+
+
+def test_crop_photo_is_the_crop_camera_map_enlarging_shrinking_and_outside():
+    ramp = np.stack([*np.meshgrid(np.arange(400.0), np.arange(300.0)), np.zeros((300, 400))], -1).astype(np.float32)
+    for box, size in (((10.25, 20.5, 40.0, 40.0), 64),      # enlarged 1.6x
+                      ((30.0, 12.0, 210.0, 210.0), 70),      # shrunk 3x: block means
+                      ((50.5, 7.0, 123.0, 123.0), 50)):      # shrunk 2.46x: k = 2, then bilinear
+        out = crop_photo(ramp, box, size)
+        i = np.arange(size)
+        x, y, w, _ = box
+        # The crop camera's map by hand: output pixel i shows photo coordinate x + i * w / size.
+        np.testing.assert_allclose(out[5, 3:-3, 0], x + i[3:-3] * w / size, atol=1e-3)
+        np.testing.assert_allclose(out[3:-3, 7, 1], y + i[3:-3] * w / size, atol=1e-3)
+    out = crop_photo(_ramp(), (-20.0, -10.0, 40.0, 40.0), 40)   # the top-left quarter lies outside the photo
+    assert (out[:9, :19] == 0).all() and out[12, 22, 2] == 128 and out[12, 22, 0] == 2 and out[12, 22, 1] == 2
+
+
+def test_photo_pairs_align_with_the_projected_label(tmp_path, standin_model_dir):
+    model = SMPLXBodyModel(standin_model_dir)
+    people = [('a.png', _body(0.3, 0.1, 5.0, 0.4)), ('b.png', _body(-0.4, -0.1, 4.0, -0.7))]
+    dataset, joints = _write_bedlam_like(tmp_path / 'bedlam', model, people, ['a.png', 'b.png'])
+    summary = _generate(standin_model_dir, dataset, tmp_path / 'out')
+    assert summary['written'] == 2 and summary['dropped'] == {}
+    reader = GeneratedDataReader(tmp_path / 'out')
+    for row in range(2):
+        sample, img = reader.sample(row), reader.load_image(row)
+        r = [name for name, _ in people].index(osp.basename(sample.meta['img_path']))
+        # The photo coordinates of every joint, projected by hand with the photo's camera...
+        uv = np.stack([F * joints[r, :, 0] / joints[r, :, 2] + W / 2, F * joints[r, :, 1] / joints[r, :, 2] + H / 2], 1)
+        # ...are what the photo crop shows at the label's crop-frame joints (the ramp stores its coordinates).
+        crop_uv = sample.joints_2d[:25]
+        pix = np.round(crop_uv).astype(int)
+        inside = (pix >= 0).all(1) & (pix < CROP).all(1)
+        assert inside.sum() >= 20
+        scale = CROP / sample.meta['crop_box'][2]
+        shown = img[pix[inside, 1], pix[inside, 0], :2].astype(np.float64)
+        # Rounding to a pixel moves the photo coordinate by up to 0.5 / scale, the uint8 ramp by 0.5.
+        expect = uv[:25][inside] + (pix[inside] - crop_uv[inside]) / scale
+        np.testing.assert_allclose(shown, expect, atol=1.01)
+        # Control and photo at one camera: the PNCC silhouette lies where the label projects.
+        pncc = cv2.imread(reader.control_path(row, 'pncc'))
+        silhouette = cv2.dilate((pncc.sum(-1) > 0).astype(np.uint8), np.ones((3, 3), np.uint8))
+        assert silhouette[pix[inside][:, 1], pix[inside][:, 0]].mean() >= 0.9
+        assert reader.meta(row)['prompt'] == 'a photo of a person' and reader.meta(row)['backend'] == 'photo_crop'
+        assert sample.meta['img_path'].endswith(people[r][0])
+
+
+def test_the_photo_silhouette_is_the_controls(tmp_path, standin_model_dir, hmr_paths):
+    """hmr_fixtures' BEDLAM photos are renders of the labels: the body in the photo crop is the control's body."""
+    dataset = dict(type='BEDLAMHMRDataset', **hmr_paths['bedlam'])
+    summary = _generate(standin_model_dir, dataset, tmp_path / 'out', check=dict(min_crop_px=20), crop=96)
+    assert summary['written'] == 4, summary
+    reader = GeneratedDataReader(tmp_path / 'out')
+    for row in range(len(reader)):
+        img = reader.load_image(row).astype(int)
+        control = cv2.imread(reader.control_path(row, 'pncc')).sum(-1) > 0
+        background = img[2, 2]   # the render's flat background colour (the crop's corner is off the body)
+        body = np.abs(img - background).sum(-1) > 6
+        near_control = cv2.dilate(control.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        # Every control pixel is body in the photo, and the photo's body (edges blended by the resize) lies
+        # within a pixel of the control's.
+        assert body[control].mean() > 0.99 and near_control[body].mean() > 0.99, row
+        shifted = np.roll(control, 2, axis=1)   # a crop 2 pixels off fails
+        assert body[shifted].mean() < 0.97 or np.roll(near_control, 2, axis=1)[body].mean() < 0.97
+
+
+def test_bad_pairs_are_dropped_and_counted_by_reason(tmp_path, standin_model_dir):
+    model = SMPLXBodyModel(standin_model_dir)
+    people = [('ok.png', _body(0.0, 0.0, 5.0)),
+              ('far.png', _body(0.0, 0.0, 14.0)),              # ~35 px tall: crop narrower than 60 px
+              ('edge.png', _body(2.0, 0.0, 5.0)),              # pelvis on the photo's right edge
+              ('two.png', _body(-0.15, 0.0, 5.0)), ('two.png', _body(0.2, 0.0, 5.5)),   # overlapping people
+              ('gone.png', _body(0.0, 0.0, 5.0))]              # its photo is missing
+    dataset, _ = _write_bedlam_like(tmp_path / 'bedlam', model, people, ['ok.png', 'far.png', 'edge.png', 'two.png'])
+    summary = _generate(standin_model_dir, dataset, tmp_path / 'out')
+    assert summary['written'] == 1
+    assert summary['dropped'] == {'too_small': 1, 'truncated': 1, 'crowded': 2, 'photo_unreadable': 1}
+    info = [json.load(open(osp.join(tmp_path / 'out', 'shards', s, 'shard.json'))) for s in ('000000', '000001')]
+    assert sorted(d['reason'] for i in info for d in i['dropped']) == sorted(
+        ['too_small', 'truncated', 'crowded', 'crowded', 'photo_unreadable'])
+    # Thresholds are the boundary: allowing the overlap and any size keeps the crowd and the far person.
+    summary = _generate(standin_model_dir, dataset, tmp_path / 'out2',
+                        check=dict(min_crop_px=0, max_other_overlap=1.0, max_truncation=1.0, max_padding=1.0))
+    assert summary['written'] == 5 and summary['dropped'] == {'photo_unreadable': 1}
+
+
+def test_photo_source_knows_the_other_people_of_a_photo(tmp_path, standin_model_dir, hmr_paths):
+    model = SMPLXBodyModel(standin_model_dir)
+    people = [('two.png', _body(-0.15, 0.0, 5.0)), ('two.png', _body(0.2, 0.0, 5.5)), ('one.png', _body(0, 0, 5))]
+    dataset, _ = _write_bedlam_like(tmp_path / 'bedlam', model, people, ['one.png', 'two.png'])
+    source = POSE_SOURCES.build(dict(type='HMRPhotoSource', dataset=dataset))
+    assert len(source) == 3
+    a, b, c = source[0], source[1], source[2]
+    assert a.meta['other_boxes'] == [b.meta['person_bbox']] and b.meta['other_boxes'] == [a.meta['person_bbox']]
+    assert c.meta['other_boxes'] == [] and c.meta['img_path'].endswith('one.png')
+    assert tuple(a.img_size) == (W, H) and np.allclose(a.focal, F)
+    # COCO with NeuralAnnot fits: the image's file_name, the fit's camera, hands converted to the flat hand.
+    coco = POSE_SOURCES.build(dict(type='HMRPhotoSource', dataset=dict(
+        type='NeuralAnnotHMRDataset', dataset_name='coco', smplx_model_path=hmr_paths['smplx_model_dir'],
+        **hmr_paths['coco'])))
+    bodies = hmr_paths['bodies']['coco']
+    assert len(coco) == 4 and coco[1].meta['img_path'] == osp.join(hmr_paths['coco']['img_root'], 'coco_000001.jpg')
+    np.testing.assert_allclose(coco[1].left_hand_pose, bodies['left_hand_pose'][1], atol=1e-5)
+    np.testing.assert_allclose(coco[1].transl, bodies['transl'][1], atol=1e-6)
+
+
+def test_backend_and_steps_refuse_what_they_cannot_use(standin_model_dir):
+    backend = BACKENDS.build(dict(type='PhotoCropBackend'))
+    from posedreamer_mm.body.sample import BodySample
+    sample = BodySample(id='x', img_size=(8, 8))
+    with pytest.raises(ValueError, match="LoadPhotoCrop"):
+        backend.generate([dict(seed=0, sample=sample)])
+    with pytest.raises(ValueError, match=r'\(8, 8, 3\) uint8'):
+        backend.generate([dict(seed=0, sample=sample, photo=np.zeros((8, 9, 3), np.uint8))])
+    with pytest.raises(ValueError, match='max_padding'):
+        TRANSFORMS.build(dict(type='PhotoPairCheck', max_padding=1.5))
+    with pytest.raises(FileNotFoundError, match='nowhere'):
+        TRANSFORMS.build(dict(type='CaptionImage', model_path='/nowhere'))
+
+
+@pytest.fixture(scope='module')
+def hmr_paths(standin_model_dir, tmp_path_factory):
+    from posedreamer_mm.testing.hmr_fixtures import write_hmr_fixtures
+    return write_hmr_fixtures(tmp_path_factory.mktemp('hmr_data'), num=4, smplx_model_dir=standin_model_dir)
+
+
+def _tiny_captioner(folder):
+    """A random BLIP captioner (vision width 32, one layer) and its processor, saved to ``folder``."""
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+    words = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'a', 'photo', 'of', 'person', 'man', 'woman', 'standing',
+             'sitting', 'the', 'in', 'park']
+    folder.mkdir()
+    (folder / 'vocab.txt').write_text('\n'.join(words) + '\n')
+    tokenizer = BertTokenizer.from_pretrained(str(folder), model_max_length=32)  # BertTokenizer(vocab_file=) ignores it
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size=dict(height=32, width=32)), tokenizer=tokenizer)
+    cfg = BlipConfig(vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                                        num_attention_heads=2, image_size=32, patch_size=8),
+                     text_config=dict(vocab_size=len(words), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                                      num_attention_heads=2, max_position_embeddings=64, bos_token_id=2,
+                                      sep_token_id=3, pad_token_id=0, eos_token_id=3), projection_dim=32)
+    torch.manual_seed(0)
+    BlipForConditionalGeneration(cfg).save_pretrained(str(folder))
+    processor.save_pretrained(str(folder))
+    return set(words[5:])
+
+
+def test_a_local_captioner_writes_its_caption_after_the_template(tmp_path, standin_model_dir):
+    vocab = _tiny_captioner(tmp_path / 'captioner')
+    model = SMPLXBodyModel(standin_model_dir)
+    dataset, _ = _write_bedlam_like(tmp_path / 'bedlam', model, [('a.png', _body(0, 0, 5.0))], ['a.png'])
+    stage = dict(type='CaptionImage', model_path=str(tmp_path / 'captioner'), combine='append', max_new_tokens=6)
+    _generate(standin_model_dir, dataset, tmp_path / 'out', stages=[stage])
+    reader = GeneratedDataReader(tmp_path / 'out')
+    meta = reader.meta(0)
+    caption = meta['prompt_attributes']['caption']
+    assert caption and set(caption.split()) <= vocab     # the random model's words, from the local vocabulary
+    assert meta['prompt'] == f'a photo of a person, {caption}'
+    # Greedy decoding: the caption is the model's for this very image.
+    captioner = TRANSFORMS.build(dict(stage, combine='replace'))
+    assert captioner.caption(reader.load_image(0)) == caption
