@@ -58,6 +58,42 @@ def contact_sheet(tiles: Sequence[np.ndarray], cols: int, tile: int = 192) -> np
     return sheet
 
 
+def draw_stage_counts(ax, stage_counts: Sequence[dict]) -> None:
+    """Horizontal bars of kept (green) and rejected (red) samples per stage, in pipeline order, on a matplotlib
+    axis; ``stage_counts`` as :func:`save_filter_report` takes them."""
+    names = [s['stage'] for s in stage_counts]
+    kept = np.array([s['kept'] for s in stage_counts])
+    dropped = np.array([s['entered'] - s['kept'] for s in stage_counts])
+    y = np.arange(len(names))[::-1]
+    ax.barh(y, kept, color='#4c9a2a', label='kept')
+    ax.barh(y, dropped, left=kept, color='#c0392b', label='rejected')
+    for yi, s in zip(y, stage_counts):
+        reasons = ', '.join(f'{r} {n}' for r, n in sorted(s['dropped'].items()))
+        ax.text(s['entered'], yi, f"  {s['kept']}/{s['entered']}" + (f'  ({reasons})' if reasons else ''),
+                va='center', fontsize=7)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlabel('samples')
+    ax.set_xlim(0, max([s['entered'] for s in stage_counts] + [1]) * 1.9)
+    ax.set_title('kept / rejected per stage', fontsize=9)
+    ax.legend(fontsize=7, loc='lower right')
+
+
+def draw_oks_histogram(ax, oks: np.ndarray, oks_thr: float | None = None) -> None:
+    """Histogram of OKS values (20 bins over [0, 1]) on a matplotlib axis, the filter threshold as a dashed line."""
+    oks = np.asarray(oks, np.float64)
+    if oks.size:
+        ax.hist(oks, bins=np.linspace(0, 1, 21), color='#2e86c1', edgecolor='white')
+        ax.set_title(f'OKS (label vs detection), n={oks.size}, mean {oks.mean():.3f}', fontsize=9)
+    else:
+        ax.set_title('OKS: no pose scoring stage', fontsize=9)
+    if oks_thr is not None:
+        ax.axvline(oks_thr, color='#c0392b', ls='--', label=f'keep >= {oks_thr:g}')
+        ax.legend(fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel('OKS')
+    ax.set_ylabel('samples')
+
+
 def save_filter_report(path: str | os.PathLike, stage_counts: Sequence[dict], oks: np.ndarray,
                        kept_tiles: Sequence[np.ndarray], rejected_tiles: Sequence[np.ndarray],
                        oks_thr: float | None = None, title: str = '', cols: int = 6) -> str:
@@ -88,36 +124,8 @@ def save_filter_report(path: str | os.PathLike, stage_counts: Sequence[dict], ok
     fig = plt.figure(figsize=(max(width_px, 900) / dpi, (sum(heights) + 60) / dpi), dpi=dpi)
     grid = fig.add_gridspec(3, 2, height_ratios=heights, hspace=0.3, wspace=0.25, top=0.95, bottom=0.02)
 
-    ax = fig.add_subplot(grid[0, 0])
-    names = [s['stage'] for s in stage_counts]
-    kept = np.array([s['kept'] for s in stage_counts])
-    dropped = np.array([s['entered'] - s['kept'] for s in stage_counts])
-    y = np.arange(len(names))[::-1]
-    ax.barh(y, kept, color='#4c9a2a', label='kept')
-    ax.barh(y, dropped, left=kept, color='#c0392b', label='rejected')
-    for yi, s in zip(y, stage_counts):
-        reasons = ', '.join(f'{r} {n}' for r, n in sorted(s['dropped'].items()))
-        ax.text(s['entered'], yi, f"  {s['kept']}/{s['entered']}" + (f'  ({reasons})' if reasons else ''),
-                va='center', fontsize=7)
-    ax.set_yticks(y, names, fontsize=8)
-    ax.set_xlabel('samples')
-    ax.set_xlim(0, max([s['entered'] for s in stage_counts] + [1]) * 1.9)
-    ax.set_title('kept / rejected per stage', fontsize=9)
-    ax.legend(fontsize=7, loc='lower right')
-
-    ax = fig.add_subplot(grid[0, 1])
-    oks = np.asarray(oks, np.float64)
-    if oks.size:
-        ax.hist(oks, bins=np.linspace(0, 1, 21), color='#2e86c1', edgecolor='white')
-        ax.set_title(f'OKS (label vs detection), n={oks.size}, mean {oks.mean():.3f}', fontsize=9)
-    else:
-        ax.set_title('OKS: no pose scoring stage', fontsize=9)
-    if oks_thr is not None:
-        ax.axvline(oks_thr, color='#c0392b', ls='--', label=f'keep >= {oks_thr:g}')
-        ax.legend(fontsize=7)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel('OKS')
-    ax.set_ylabel('samples')
+    draw_stage_counts(fig.add_subplot(grid[0, 0]), stage_counts)
+    draw_oks_histogram(fig.add_subplot(grid[0, 1]), oks, oks_thr)
 
     for row, (sheet, name) in enumerate(((kept_sheet, 'kept'), (rejected_sheet, 'rejected')), start=1):
         ax = fig.add_subplot(grid[row, :])
