@@ -36,11 +36,7 @@ def make_contact_sheet(reader, path: str | os.PathLike, max_rows: int = 8, tile:
     if n == 0:
         raise ValueError(f'{reader!r} has no samples: nothing to show')
     types = list(reader.meta(0)['controls']) if controls else []
-    columns = ['image', 'image + label keypoints'] + types
-    header = 28
-    sheet = np.zeros((header + tile * n, tile * len(columns), 3), np.uint8)
-    for c, name in enumerate(columns):
-        cv2.putText(sheet, name, (c * tile + 6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    rows, captions = [], []
     for r in range(n):
         img, label = reader.load_image(r), reader.sample(r)
         overlay = draw_coco17(img, label.keypoints_coco17, radius=max(2, img.shape[0] // 128))
@@ -48,13 +44,36 @@ def make_contact_sheet(reader, path: str | os.PathLike, max_rows: int = 8, tile:
         for ctype in types:
             ctrl = cv2.imread(reader.control_path(r, ctype), cv2.IMREAD_COLOR)
             tiles.append(cv2.cvtColor(ctrl, cv2.COLOR_BGR2RGB) if ctrl is not None else np.zeros_like(img))
-        y0 = header + r * tile
-        for c, t in enumerate(tiles):
-            sheet[y0:y0 + tile, c * tile:(c + 1) * tile] = cv2.resize(t, (tile, tile), interpolation=cv2.INTER_AREA)
-        cv2.putText(sheet, reader.ids[r][-26:], (4, y0 + tile - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (230, 230, 230),
-                    1, cv2.LINE_AA)
+        rows.append(tiles)
+        captions.append(reader.ids[r][-26:])
+    sheet = tile_sheet(rows, ['image', 'image + label keypoints'] + types, captions, tile)
     ok, buf = cv2.imencode('.png', cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError('could not encode the contact sheet')
     atomic_write_bytes(path, buf.tobytes())
     return os.fspath(path)
+
+
+def tile_sheet(rows: list[list[np.ndarray]], columns: list[str], captions: list[str], tile: int = 192) -> np.ndarray:
+    """Lays out rows of RGB images as a grid of square tiles under a header of column names.
+
+    Args:
+        rows: one list of ``(H, W, 3)`` uint8 RGB images per row, one per column (any sizes: each is resized).
+        columns: the header's column names.
+        captions: one caption per row, written at the bottom left of its first tile.
+        tile: side of each square tile, pixels.
+
+    Returns:
+        ``(28 + tile * len(rows), tile * len(columns), 3)`` uint8 RGB.
+    """
+    header = 28
+    sheet = np.zeros((header + tile * len(rows), tile * len(columns), 3), np.uint8)
+    for c, name in enumerate(columns):
+        cv2.putText(sheet, name, (c * tile + 6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    for r, (tiles, caption) in enumerate(zip(rows, captions)):
+        y0 = header + r * tile
+        for c, t in enumerate(tiles):
+            sheet[y0:y0 + tile, c * tile:(c + 1) * tile] = cv2.resize(t, (tile, tile), interpolation=cv2.INTER_AREA)
+        cv2.putText(sheet, caption, (4, y0 + tile - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (230, 230, 230), 1,
+                    cv2.LINE_AA)
+    return sheet
