@@ -1,2 +1,5 @@
 """Diffusion-training models (mmagic's ``models/editors/<algo>/`` layout): one sub-package per algorithm
 (ControlNet training, FLUX control LoRA, EasyControl, DPO), each registered in ``MODELS``."""
+from .controlnet import ControlNetTrainer
+
+__all__ = ['ControlNetTrainer']

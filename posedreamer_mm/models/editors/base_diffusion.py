@@ -18,6 +18,7 @@ them instead of copying them.
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 import torch
@@ -57,6 +58,8 @@ class BaseDiffusionTrainer(BaseModel):
 
     #: Names of the attributes holding the trained modules (the checkpointed state).
     trainable_module_names: tuple[str, ...] = ()
+    #: Attributes that are caches (e.g. a pipeline over the live modules): a deep copy gets ``None`` and rebuilds.
+    cache_attributes: tuple[str, ...] = ('_pipe',)
 
     def __init__(self, caption_dropout: float = 0.0, control_dropout: float = 0.0, noise_seed: int | None = 0,
                  logit_mean: float = 0.0, logit_std: float = 1.0, flow_shift: float = 1.0,
@@ -109,6 +112,9 @@ class BaseDiffusionTrainer(BaseModel):
         # nobody averages (they are not in state_dict(), so the EMA never reads them).
         for module in self.frozen_modules().values():
             memo[id(module)] = module
+        for name in self.cache_attributes:
+            if getattr(self, name, None) is not None:
+                memo[id(getattr(self, name))] = None
         cls = type(self)
         new = cls.__new__(cls)
         memo[id(self)] = new
@@ -116,14 +122,33 @@ class BaseDiffusionTrainer(BaseModel):
             object.__setattr__(new, key, copy.deepcopy(value, memo))
         return new
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # Every loader reaches the top module here with the whole state (torch's load_state_dict, mmengine's
+        # resume/load_from, which default to strict=False and only log a layer of another shape, and the EMA
+        # hook's): the trained state must fit exactly, or training would go on from partly random weights.
+        from posedreamer_mm.apis.checkpoint import CheckpointMismatchError, state_dict_mismatch
+        own = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        diff = state_dict_mismatch(self, own)
+        if diff['missing'] or diff['unexpected'] or diff['shape']:
+            raise CheckpointMismatchError(
+                f'{type(self).__name__}: the checkpoint does not fit the trained modules '
+                f'{list(self.trainable_module_names)} of this config: {len(diff["missing"])} missing '
+                f'{diff["missing"][:3]}, {len(diff["unexpected"])} unexpected {diff["unexpected"][:3]}, '
+                f'{len(diff["shape"])} of another shape {diff["shape"][:3]} (was it written with another '
+                'ControlNet/LoRA config?)')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     # --- the contract's steps (subclasses) --------------------------------------------------------------------
     def encode_prompts(self, prompts: list[str], train: bool, generator: torch.Generator | None = None) -> dict:
         """Denoiser conditioning kwargs for ``prompts``; with ``train`` each is replaced by ``''`` with probability
         ``caption_dropout``."""
         raise NotImplementedError
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Latents of ``images`` (B, 3, H, W) in [-1, 1], scaled as the pipeline expects; no gradient."""
+    def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Latents of ``images`` (B, 3, H, W) in [-1, 1], scaled as the pipeline expects; no gradient. A VAE
+        posterior sample draws from ``generator`` (:meth:`forward` passes it where the signature has it)."""
         raise NotImplementedError
 
     def encode_controls(self, controls: torch.Tensor, train: bool, generator: torch.Generator | None = None) -> Any:
@@ -218,7 +243,10 @@ class BaseDiffusionTrainer(BaseModel):
         train = self.training and mode == 'loss'
         cond = self.encode_prompts(prompts, train=train, generator=gen)
         control = self.encode_controls(inputs['control'], train=train, generator=gen)
-        latents = self.encode_images(images)
+        if 'generator' in inspect.signature(self.encode_images).parameters:
+            latents = self.encode_images(images, generator=gen)
+        else:  # the contract's first form, encode_images(images)
+            latents = self.encode_images(images)
         noise = self.sample_noise(latents, gen)
         t = self.sample_timesteps(latents.shape[0], latents.device, gen)
         losses = self.per_sample_loss(latents, noise, t, cond, control)

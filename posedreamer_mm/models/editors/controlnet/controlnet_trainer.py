@@ -1,0 +1,256 @@
+"""SD1.5 / SDXL ControlNet training (docs/control_training.md): frozen UNet, VAE and text encoders; the ControlNet
+learns to steer the UNet from a control image (Zhang et al. 2023, https://arxiv.org/abs/2302.05543)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from posedreamer_mm.generation.backends.diffusers_backends import SD15ControlNetBackend, SDXLControlNetBackend
+from posedreamer_mm.generation.backends.weights import (
+    WeightsLayoutError,
+    check_model_folder,
+    check_pipeline_folder,
+    load_model,
+    resolve_dtype,
+)
+from posedreamer_mm.models.editors.base_diffusion import BaseDiffusionTrainer
+from posedreamer_mm.registry import MODELS
+
+#: ControlNet config keys that must equal the UNet's for the residuals to fit it.
+_UNET_KEYS = ('in_channels', 'block_out_channels', 'down_block_types', 'layers_per_block', 'cross_attention_dim',
+              'attention_head_dim', 'addition_embed_type', 'addition_time_embed_dim',
+              'projection_class_embeddings_input_dim', 'transformer_layers_per_block')
+
+
+@MODELS.register_module()
+class ControlNetTrainer(BaseDiffusionTrainer):
+    """Trains a diffusers ``ControlNetModel`` for a frozen SD1.5 or SDXL base.
+
+    The family follows the ``pretrained`` folder (``text_encoder_2`` in its ``model_index.json``: SDXL). SD1.5
+    conditions the UNet on CLIP's last hidden state; SDXL on both encoders' penultimate states plus the pooled
+    projection and the ``time_ids`` ``(H, W, 0, 0, H, W)`` of the training crop (the pair is already cropped), as
+    the SDXL pipelines build them at inference. Prompts are encoded by the pipeline's own ``encode_prompt``, so
+    training and generation see the same text features.
+
+    The training noise schedule is the folder's ``scheduler`` config read as a ``DDPMScheduler`` (its
+    ``prediction_type``: ``epsilon`` or ``v_prediction``; ``prediction_type=`` overrides it). Latents are the VAE
+    posterior's sample times ``scaling_factor``, drawn from the iteration's generator.
+
+    Args:
+        pretrained: a local diffusers SD1.5 or SDXL folder (``model_index.json`` + ``unet``, ``vae``,
+            ``text_encoder``, ``tokenizer``, ``scheduler`` [+ ``text_encoder_2``, ``tokenizer_2``]).
+        controlnet: ``None``: initialised from the UNet (``ControlNetModel.from_unet``: encoder copied, zero
+            convolutions at the outputs); or a ``ControlNetModel`` folder to continue training.
+        conditioning_channels: channels of the control input (3 per control image; ``3 * k`` for ``k`` images
+            concatenated).
+        conditioning_embedding_out_channels: the control encoder's widths for ``from_unet``; its ``len - 1``
+            stride-2 convolutions must shrink the control to the latent size (the VAE's factor, 8 for SD).
+            ``None``: diffusers' ``(16, 32, 96, 256)``.
+        prediction_type: overrides the scheduler's (``'epsilon'`` or ``'v_prediction'``).
+        dtype: dtype of the frozen UNet and text encoders (``'bfloat16'``/``'float16'`` halve their memory on a
+            GPU; the ControlNet stays float32 and mixed precision comes from ``AmpOptimWrapper``).
+        vae_dtype: dtype of the frozen VAE (float32 by default: SDXL's VAE overflows in float16).
+        gradient_checkpointing: recompute the ControlNet's activations in the backward pass (less memory, ~20 %
+            slower).
+        **kwargs: :class:`BaseDiffusionTrainer` (``caption_dropout``, ``control_dropout``, ``noise_seed``, ...).
+    """
+
+    trainable_module_names = ('controlnet',)
+
+    def __init__(self, pretrained: str | os.PathLike, controlnet: str | os.PathLike | None = None,
+                 conditioning_channels: int = 3, conditioning_embedding_out_channels: tuple[int, ...] | None = None,
+                 prediction_type: str | None = None, dtype: str = 'float32', vae_dtype: str = 'float32',
+                 gradient_checkpointing: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.pretrained = self._check_pretrained(pretrained)
+        self.sdxl = 'text_encoder_2' in json.loads((self.pretrained / 'model_index.json').read_text())
+        self.dtype, self.vae_dtype = resolve_dtype(dtype), resolve_dtype(vae_dtype)
+        self._load_frozen()
+        self._set_schedule(prediction_type)
+        self.conditioning_channels = int(conditioning_channels)
+        self.controlnet = self._build_controlnet(controlnet, conditioning_embedding_out_channels)
+        if gradient_checkpointing:
+            self.controlnet.enable_gradient_checkpointing()
+        object.__setattr__(self, '_pipe', None)
+
+    # --- loading ----------------------------------------------------------------------------------------------
+    def what(self) -> str:
+        family = {True: 'SDXL', False: 'SD1.5', None: 'SD1.5 or SDXL'}[getattr(self, 'sdxl', None)]
+        return f'{type(self).__name__} ({family})'
+
+    def _check_pretrained(self, path) -> Path:
+        accepted = SD15ControlNetBackend.accepted_pipelines + SDXLControlNetBackend.accepted_pipelines
+        p = check_pipeline_folder(path, accepted, SD15ControlNetBackend.required_subfolders, self.what())
+        if p.is_file():
+            raise WeightsLayoutError(f'{self.what()}: pretrained {p} is a single checkpoint file; training needs a '
+                                     'diffusers folder (load it once with from_single_file and save_pretrained it)')
+        return p
+
+    def _load_frozen(self) -> None:
+        import diffusers
+        import transformers
+        p = self.pretrained
+        if self.sdxl:
+            missing = [s for s in ('text_encoder_2', 'tokenizer_2') if not (p / s).is_dir()]
+            if missing:
+                raise WeightsLayoutError(f'{self.what()}: {p} names text_encoder_2 in model_index.json but lacks '
+                                         f'the subfolders {missing}')
+        index = json.loads((p / 'model_index.json').read_text())
+
+        def load(name, dtype):
+            cls = getattr(diffusers, index[name][1], None) or getattr(transformers, index[name][1])
+            return load_model(cls, p / name, dtype)
+
+        self.add_frozen('unet', load('unet', self.dtype))
+        self.add_frozen('vae', load('vae', self.vae_dtype))
+        self.add_frozen('text_encoder', load('text_encoder', self.dtype))
+        self.add_frozen('tokenizer', transformers.AutoTokenizer.from_pretrained(p / 'tokenizer', local_files_only=True))
+        if self.sdxl:
+            self.add_frozen('text_encoder_2', load('text_encoder_2', self.dtype))
+            self.add_frozen('tokenizer_2', transformers.AutoTokenizer.from_pretrained(p / 'tokenizer_2',
+                                                                                      local_files_only=True))
+        sched_cls = getattr(diffusers, index['scheduler'][1])
+        self.add_frozen('scheduler', sched_cls.from_pretrained(p / 'scheduler', local_files_only=True))
+
+    def _set_schedule(self, prediction_type: str | None) -> None:
+        from diffusers import DDPMScheduler
+        train_sched = DDPMScheduler.from_config(self.scheduler.config)
+        self.prediction_type = prediction_type or train_sched.config.prediction_type
+        if self.prediction_type not in ('epsilon', 'v_prediction'):
+            raise ValueError(f"{self.what()}: prediction_type must be 'epsilon' or 'v_prediction' (the scheduler "
+                             f"config of {self.pretrained} says {train_sched.config.prediction_type!r}), got "
+                             f'{self.prediction_type!r}')
+        self.alphas_cumprod = train_sched.alphas_cumprod.float()
+        self.num_train_timesteps = int(train_sched.config.num_train_timesteps)
+
+    def _build_controlnet(self, controlnet, embedding_channels):
+        from diffusers import ControlNetModel
+        vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        if controlnet is None:
+            embedding_channels = tuple(embedding_channels or (16, 32, 96, 256))
+            if 2 ** (len(embedding_channels) - 1) != vae_factor:
+                raise ValueError(f'{self.what()}: conditioning_embedding_out_channels {embedding_channels} shrink '
+                                 f'the control {2 ** (len(embedding_channels) - 1)}x but the VAE of '
+                                 f'{self.pretrained} shrinks images {vae_factor}x: give {len(embedding_channels)} '
+                                 'widths for a factor of 2 ** (widths - 1)')
+            net = ControlNetModel.from_unet(self.unet, conditioning_embedding_out_channels=embedding_channels,
+                                            conditioning_channels=self.conditioning_channels)
+            return net if self.dtype == torch.float32 else net.to(torch.float32)  # trained in float32 (AMP)
+        what = f'{self.what()} controlnet'
+        folder = check_model_folder(controlnet, ('ControlNetModel',), what)
+        if folder.is_file():
+            raise WeightsLayoutError(f'{what}: {folder} is a single checkpoint file; give a ControlNetModel folder')
+        net = load_model(ControlNetModel, folder, torch.float32)  # refuses weights of another shape
+        cfg, unet_cfg = net.config, self.unet.config
+        diff = [f'{k}={cfg.get(k)!r} (UNet {unet_cfg.get(k)!r})' for k in _UNET_KEYS
+                if _norm(cfg.get(k)) != _norm(unet_cfg.get(k))]
+        if cfg.conditioning_channels != self.conditioning_channels:
+            diff.append(f'conditioning_channels={cfg.conditioning_channels} (config {self.conditioning_channels})')
+        if diff:
+            raise WeightsLayoutError(f'{what}: {folder} does not fit the UNet of {self.pretrained}: {"; ".join(diff)}')
+        return net
+
+    # --- the contract's steps ---------------------------------------------------------------------------------
+    @property
+    def weight_device(self) -> torch.device:
+        return next(self.controlnet.parameters()).device
+
+    def pipeline(self):
+        """The pipeline used for prompt encoding and validation (built once; holds the live modules)."""
+        if self._pipe is None:
+            object.__setattr__(self, '_pipe', self.build_pipeline())
+        return self._pipe
+
+    def build_pipeline(self):
+        """A ``StableDiffusion[XL]ControlNetPipeline`` over the live modules (the ControlNet being trained) and the
+        folder's inference scheduler; callers set its device/dtype handling (it shares the model's)."""
+        from diffusers import StableDiffusionControlNetPipeline, StableDiffusionXLControlNetPipeline
+        parts = dict(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
+                     controlnet=self.controlnet, scheduler=self.scheduler)
+        if self.sdxl:
+            pipe = StableDiffusionXLControlNetPipeline(text_encoder_2=self.text_encoder_2,
+                                                       tokenizer_2=self.tokenizer_2, **parts)
+        else:
+            pipe = StableDiffusionControlNetPipeline(safety_checker=None, feature_extractor=None,
+                                                     requires_safety_checker=False, **parts)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def encode_prompts(self, prompts: list[str], train: bool, generator: torch.Generator | None = None) -> dict:
+        """``encoder_hidden_states`` (B, 77, D) and, for SDXL, ``added_cond_kwargs`` (``text_embeds``,
+        ``time_ids``; the time ids are filled in by :meth:`predict` from the latent size)."""
+        prompts = list(prompts)
+        if not prompts:
+            raise ValueError(f'{type(self).__name__}.encode_prompts: no prompts (give one caption per sample, '
+                             "'' for none)")
+        if train:
+            prompts = self.drop_prompts(prompts, generator)
+        pipe, device = self.pipeline(), self.weight_device
+        with torch.no_grad():
+            if self.sdxl:
+                embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=device, do_classifier_free_guidance=False)
+                return dict(encoder_hidden_states=embeds, added_cond_kwargs=dict(text_embeds=pooled))
+            embeds, _ = pipe.encode_prompt(prompts, device, 1, do_classifier_free_guidance=False)
+        return dict(encoder_hidden_states=embeds)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """VAE posterior samples of ``images`` (B, 3, H, W) in [-1, 1], times ``scaling_factor`` (minus
+        ``shift_factor`` first where the VAE has one), float32."""
+        posterior = self.vae.encode(images.to(self.weight_device, self.vae_dtype)).latent_dist
+        if generator is None:
+            latents = posterior.sample()
+        else:
+            eps = torch.randn(posterior.mean.shape, generator=generator, device=generator.device)
+            latents = posterior.mean + posterior.std * eps.to(posterior.mean)
+        shift = getattr(self.vae.config, 'shift_factor', None) or 0.0
+        return ((latents - shift) * self.vae.config.scaling_factor).float()
+
+    def encode_controls(self, controls: torch.Tensor, train: bool, generator: torch.Generator | None = None):
+        """``controls`` (B, C, H, W) in [0, 1] as the ControlNet's ``controlnet_cond`` (zeroed per sample with
+        probability ``control_dropout`` in training)."""
+        if controls.shape[1] != self.conditioning_channels:
+            raise ValueError(f'{type(self).__name__}: control has {controls.shape[1]} channels, the ControlNet takes '
+                             f'conditioning_channels={self.conditioning_channels} (3 per control image)')
+        controls = controls.to(self.weight_device, torch.float32)
+        return self.drop_controls(controls, generator) if train else controls
+
+    def _time_ids(self, latents: torch.Tensor) -> torch.Tensor:
+        h, w = (s * self.pipeline().vae_scale_factor for s in latents.shape[-2:])
+        return torch.tensor([h, w, 0, 0, h, w], device=latents.device, dtype=torch.float32).repeat(len(latents), 1)
+
+    def predict(self, noisy: torch.Tensor, t: torch.Tensor, cond: dict, control: Any) -> torch.Tensor:
+        """The frozen UNet's output with the ControlNet's residuals added, float32 (B, 4, h, w)."""
+        added = None
+        if self.sdxl:
+            added = dict(text_embeds=cond['added_cond_kwargs']['text_embeds'], time_ids=self._time_ids(noisy))
+        hidden = cond['encoder_hidden_states']
+        down, mid = self.controlnet(noisy, t, encoder_hidden_states=hidden, controlnet_cond=control,
+                                    added_cond_kwargs=added, return_dict=False)
+        dt = self.dtype
+        if added is not None:
+            added = {k: v.to(dt) for k, v in added.items()}
+        out = self.unet(noisy.to(dt), t, encoder_hidden_states=hidden.to(dt), added_cond_kwargs=added,
+                        down_block_additional_residuals=[r.to(dt) for r in down],
+                        mid_block_additional_residual=mid.to(dt), return_dict=False)[0]
+        return out.float()
+
+    def save_pretrained(self, out_dir) -> None:
+        """Writes the ControlNet as a ``ControlNetModel`` folder (``config.json`` +
+        ``diffusion_pytorch_model.safetensors``): ``controlnets=[dict(weights=out_dir, ...)]`` of the SD15/SDXL
+        ControlNet backends loads it."""
+        self.controlnet.save_pretrained(os.fspath(out_dir), safe_serialization=True)
+
+
+def _norm(value):
+    """Config values compared as JSON has them (tuples and lists alike)."""
+    if isinstance(value, (list, tuple)):
+        return [_norm(v) for v in value]
+    return value
+
+
+__all__ = ['ControlNetTrainer']
