@@ -225,17 +225,28 @@ def _tiny_captioner(folder):
     return set(words[5:])
 
 
-def test_a_local_captioner_writes_its_caption_after_the_template(tmp_path, standin_model_dir):
+def test_the_captioner_config_writes_the_model_caption_after_the_template(tmp_path, standin_model_dir):
+    """configs/control/pairs/photo_bedlam_pncc-512_captioner.py (and its base) on a BEDLAM-like fixture."""
+    from posedreamer_mm.apis.generate import run_generate
     vocab = _tiny_captioner(tmp_path / 'captioner')
     model = SMPLXBodyModel(standin_model_dir)
-    dataset, _ = _write_bedlam_like(tmp_path / 'bedlam', model, [('a.png', _body(0, 0, 5.0))], ['a.png'])
-    stage = dict(type='CaptionImage', model_path=str(tmp_path / 'captioner'), combine='append', max_new_tokens=6)
-    _generate(standin_model_dir, dataset, tmp_path / 'out', stages=[stage])
+    _write_bedlam_like(tmp_path / 'bedlam', model, [('a.png', _body(0, 0, 5.0)), ('b.png', _body(0, 0, 14.0))],
+                       ['a.png', 'b.png'])
+    summary = run_generate([
+        'configs/control/pairs/photo_bedlam_pncc-512_captioner.py', '--out', str(tmp_path / 'out'), '--num-workers',
+        '0', '--no-progress', '--cfg-options', f'body_model_dir={standin_model_dir}', 'crop_size=48',
+        'min_crop_px=60', f'bedlam_label_root={tmp_path}/bedlam/labels', f'bedlam_img_root={tmp_path}/bedlam/images',
+        f'captioner_dir={tmp_path}/captioner'])
+    assert summary['written'] == 1 and summary['dropped'] == {'too_small': 1}
     reader = GeneratedDataReader(tmp_path / 'out')
     meta = reader.meta(0)
+    assert sorted(meta['controls']) == ['openpose', 'pncc']
     caption = meta['prompt_attributes']['caption']
     assert caption and set(caption.split()) <= vocab     # the random model's words, from the local vocabulary
-    assert meta['prompt'] == f'a photo of a person, {caption}'
+    template = meta['prompt'][:-len(caption) - 2]
+    assert template in ('a photo of a person', 'a photograph of a person', 'a realistic photo of a person')
+    assert meta['prompt'] == f'{template}, {caption}'
     # Greedy decoding: the caption is the model's for this very image.
-    captioner = TRANSFORMS.build(dict(stage, combine='replace'))
+    captioner = TRANSFORMS.build(dict(type='CaptionImage', model_path=str(tmp_path / 'captioner'), text='a photo of',
+                                      max_new_tokens=30))
     assert captioner.caption(reader.load_image(0)) == caption
