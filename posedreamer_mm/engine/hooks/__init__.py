@@ -1,2 +1,5 @@
 """Registered training hooks (``custom_hooks=[dict(type=...)]``): control-model validation, diffusers-layout
 export, DPO control alignment, per-sample difficulty. Each module registers its hook in ``HOOKS``."""
+from .diffusers_export_hook import DiffusersExportHook
+
+__all__ = ['DiffusersExportHook']
