@@ -250,3 +250,21 @@ def test_the_captioner_config_writes_the_model_caption_after_the_template(tmp_pa
     captioner = TRANSFORMS.build(dict(type='CaptionImage', model_path=str(tmp_path / 'captioner'), text='a photo of',
                                       max_new_tokens=30))
     assert captioner.caption(reader.load_image(0)) == caption
+
+
+def test_the_coco_config_pairs_neuralannot_people(tmp_path, standin_model_dir, hmr_paths):
+    """configs/control/pairs/photo_coco-neuralannot_pncc-512.py on the COCO-format fixture (photos are renders)."""
+    from posedreamer_mm.apis.generate import run_generate
+    coco = hmr_paths['coco']
+    summary = run_generate([
+        'configs/control/pairs/photo_coco-neuralannot_pncc-512.py', '--out', str(tmp_path / 'out'), '--num-workers',
+        '0', '--no-progress', '--cfg-options', f'body_model_dir={hmr_paths["smplx_model_dir"]}', 'crop_size=64',
+        'min_crop_px=20', 'coco_root=/', f'coco_ann_file={coco["ann_file"]}', f'neuralannot_file={coco["smplx_file"]}',
+        f'coco_img_dir={coco["img_root"]}'])
+    assert summary['written'] == 4, summary
+    reader = GeneratedDataReader(tmp_path / 'out')
+    for row in range(4):
+        img = reader.load_image(row).astype(int)
+        control = cv2.imread(reader.control_path(row, 'pncc')).sum(-1) > 0
+        body = np.abs(img - img[1, 1]).sum(-1) > 6
+        assert body[control].mean() > 0.98, row   # the fit's hands and body are where the photo's are

@@ -9,6 +9,7 @@ body_model_dir = None                    # SMPL-X folder; NeuralAnnot hands need
 coco_root = 'data/coco'
 coco_ann_file = 'annotations/person_keypoints_train2017.json'
 neuralannot_file = 'annotations/coco_train_SMPLX_NeuralAnnot.json'
+coco_img_dir = 'train2017'                 # under coco_root
 out_dir = 'data/pairs/photo_coco-neuralannot_pncc-512'
 crop_size = 512
 min_crop_px = 192
@@ -19,7 +20,7 @@ generator = dict(
     body_model=dict(type='SMPLXBodyModel', model_path=body_model_dir, gender='neutral', num_betas=10),
     source=dict(type='HMRPhotoSource',
                 dataset=dict(type='NeuralAnnotHMRDataset', dataset_name='coco', data_root=coco_root,
-                             ann_file=coco_ann_file, smplx_file=neuralannot_file, img_root='train2017',
+                             ann_file=coco_ann_file, smplx_file=neuralannot_file, img_root=coco_img_dir,
                              keypoint_format='coco17', smplx_model_path=body_model_dir, min_keypoints=6)),
     pipeline=[
         dict(type='BodyForward'),
