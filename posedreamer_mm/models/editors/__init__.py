@@ -1,5 +1,7 @@
 """Diffusion-training models (mmagic's ``models/editors/<algo>/`` layout): one sub-package per algorithm
 (ControlNet training, FLUX control LoRA, EasyControl, DPO), each registered in ``MODELS``."""
 from .controlnet import ControlNetTrainer
+from .flux_control import FluxControlLoRATrainer
 
 __all__ = ['ControlNetTrainer']
+__all__ += ['FluxControlLoRATrainer']
