@@ -190,4 +190,6 @@ class FluxControlBackend(DiffusersBackend):
                              'or add the control LoRA to loras (target="pipeline")')
 
     def control_inputs(self, batch: list[dict]) -> dict[str, Any]:
-        return dict(control_image=self.control_tensor(batch, self.control_types[0]))
+        # FluxControlPipeline hands a tensor control to the VAE as it is (it normalises only PIL images): give it
+        # the [-1, 1] range FLUX control models are trained on (diffusers' Flux Control training, the trainer).
+        return dict(control_image=self.control_tensor(batch, self.control_types[0]) * 2 - 1)
