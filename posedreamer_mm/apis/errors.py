@@ -22,9 +22,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from posedreamer_mm.generation.reader import DatasetIntegrityError
     from posedreamer_mm.generation.sink import GenerationError
     from posedreamer_mm.generation.writer import OutputConflictError, ShardWriteError
+    from posedreamer_mm.mining.errors import MiningError
     from posedreamer_mm.utils.pool import WorkerError
     return (ConfigError, BodyModelFileError, WeightsLayoutError, CheckpointMismatchError, OutputConflictError,
-            ShardWriteError, DatasetIntegrityError, GenerationError, WorkerError)
+            ShardWriteError, DatasetIntegrityError, GenerationError, WorkerError, MiningError)
 
 
 def run_tool(main: Callable[[], Any]) -> Any:

@@ -9,3 +9,7 @@ class MiningError(ValueError):
 class FeatureSpecMismatchError(MiningError):
     """A difficulty model's feature layout differs from the data it is given (or its two files disagree); the
     message names the file and every difference (betas count, a missing part, the rotation representation)."""
+
+
+class MiningFileNotFoundError(MiningError, FileNotFoundError):
+    """A model, spec or target file that is not there (the message names it)."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from posedreamer_mm.utils.fileio import atomic_write_text
 
-from .errors import FeatureSpecMismatchError, MiningError
+from .errors import FeatureSpecMismatchError, MiningError, MiningFileNotFoundError
 from .features import FeatureSpec
 
 #: The reference's LightGBM settings (``num_threads`` and ``verbosity`` are ours: they do not change the model).
@@ -173,7 +173,7 @@ class DifficultyRegressor:
             expect: The data's layout; a difference is an error.
 
         Raises:
-            FileNotFoundError: either file is missing (naming it).
+            MiningFileNotFoundError: either file is missing (naming it).
             MiningError: a file is unreadable or not what it should be (naming it).
             FeatureSpecMismatchError: the model's feature names are not its spec's, or ``expect`` differs.
         """
@@ -181,7 +181,7 @@ class DifficultyRegressor:
         path, json_path = os.fspath(path), spec_path(path)
         for p, what in ((path, 'difficulty model (LightGBM text)'), (json_path, 'feature spec of the model')):
             if not osp.isfile(p):
-                raise FileNotFoundError(f'{what} {p} not found')
+                raise MiningFileNotFoundError(f'{what} {p} not found')
         try:
             with open(json_path, encoding='utf-8') as f:
                 record = json.load(f)
