@@ -146,3 +146,28 @@ def test_tiny_sdxl_config_trains_in_a_runner(tmp_path, tiny):
     assert runner.model.sdxl
     runner.train()
     assert (tmp_path / 'diffusers' / 'iter_2' / 'config.json').exists()
+
+
+@pytest.mark.parametrize('name, base', [('sd15_controlnet_pncc.py', 'sd15'), ('sdxl_controlnet_pncc.py', 'sdxl')])
+def test_real_configs_build_and_train_on_tiny_weights(tmp_path, tiny, name, base):
+    """The full-size recipes with only the weights, the size and the CPU-incompatible parts swapped: every
+    component they name resolves and one optimiser step runs (AmpOptimWrapper needs a GPU)."""
+    from mmengine.runner import Runner
+
+    from posedreamer_mm.apis.launch import load_config
+    cfg = load_config(str(ROOT / 'configs' / 'control' / name),
+                      dict(pretrained=str(tiny[base]), data_root=str(tiny['pairs']), resolution=SIZE,
+                           accumulative_counts=1, max_iters=1, save_interval=1))
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.optim_wrapper.optimizer.lr == 1e-5
+    assert cfg.train_dataloader.dataset.pipeline[1].size == SIZE
+    cfg.optim_wrapper.type = 'OptimWrapper'
+    cfg.optim_wrapper.pop('dtype')
+    cfg.model.conditioning_embedding_out_channels = (16, 32)
+    cfg.model.dtype = 'float32'
+    cfg.train_dataloader.update(num_workers=0, persistent_workers=False)
+    cfg.work_dir = str(tmp_path)
+    runner = Runner.from_cfg(cfg)
+    assert runner.model.sdxl == (base == 'sdxl')
+    assert runner.model.controlnet.is_gradient_checkpointing == (base == 'sdxl')
+    runner.train()
+    assert (tmp_path / 'iter_1.pth').exists() and (tmp_path / 'diffusers' / 'iter_1' / 'config.json').exists()

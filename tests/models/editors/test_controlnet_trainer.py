@@ -176,3 +176,19 @@ def test_state_loads_strictly_and_saves_in_the_diffusers_layout(w, tmp_path):
     assert json.loads((tmp_path / 'out' / 'config.json').read_text())['_class_name'] == 'ControlNetModel'
     torch.testing.assert_close(ControlNetModel.from_pretrained(tmp_path / 'out').state_dict(),
                                model.controlnet.state_dict())
+
+
+def test_bf16_frozen_base_and_cpu_autocast_train_the_float32_controlnet(w):
+    """What AmpOptimWrapper(dtype='bfloat16') does on a GPU, on the CPU: autocast around a bf16 frozen base."""
+    ref = build(w['sd15'], controlnet=str(w['cn']), noise_seed=1).train()
+    model = build(w['sd15'], controlnet=str(w['cn']), noise_seed=1, dtype='bfloat16').train()
+    assert model.unet.dtype == torch.bfloat16 and model.text_encoder.dtype == torch.bfloat16
+    assert model.vae.dtype == torch.float32 and model.controlnet.dtype == torch.float32
+    want = ref(*batch())['loss']
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        loss = model(*batch())['loss']
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert loss.item() == pytest.approx(want.item(), rel=0.05)
+    loss.backward()
+    grad = model.controlnet.conv_in.weight.grad
+    assert grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0
