@@ -250,7 +250,26 @@ class BaseDiffusionTrainer(BaseModel):
         noise = self.sample_noise(latents, gen)
         t = self.sample_timesteps(latents.shape[0], latents.device, gen)
         losses = self.per_sample_loss(latents, noise, t, cond, control)
-        return losses if mode == 'tensor' else dict(loss=losses.mean())
+        if mode == 'tensor':
+            return losses
+        if not torch.isfinite(losses).all():
+            self._non_finite(losses, t, data_samples)
+        return dict(loss=losses.mean())
+
+    def _non_finite(self, losses: torch.Tensor, t: torch.Tensor, data_samples: dict | None) -> None:
+        """Stops training on a NaN/inf loss before the optimiser sees it (mmengine would step on NaN gradients,
+        gradient clipping then spreads NaN into every weight, and only ``loss: nan`` is logged)."""
+        from mmengine.logging import MessageHub
+        step = MessageHub.get_current_instance().get_info('iter')
+        where = f'iteration {int(step) + 1}' if step is not None else 'this batch'
+        bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
+        ids = list((data_samples or {}).get('sample_id') or [])
+        times = t.flatten().tolist()
+        raise FloatingPointError(
+            f'{type(self).__name__}: non-finite loss at {where} for samples '
+            f'{[ids[i] for i in bad] if ids else bad} (timesteps {[times[i] for i in bad]}); no weights were '
+            'updated. Usual causes: float16 overflow (use bfloat16, or vae_dtype=float32 for SDXL), a learning rate '
+            'too high; resume from the last checkpoint after fixing it')
 
 
 __all__ = ['BaseDiffusionTrainer']

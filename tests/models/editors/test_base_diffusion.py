@@ -1,6 +1,7 @@
 """BaseDiffusionTrainer: frozen parts outside the state, the per-iteration generator, the loss by hand."""
 import copy
 
+import pytest
 import torch
 from mmengine.logging import MessageHub
 
@@ -84,3 +85,18 @@ def test_dropout_replaces_prompts_and_zeroes_controls():
     assert set(dropped.tolist()) == {0.0, 1.0} and abs(dropped.mean().item() - 0.5) < 0.05
     prompts = half.drop_prompts(['x'] * 4000, gen)
     assert set(prompts) == {'', 'x'} and abs(prompts.count('') / 4000 - 0.5) < 0.05
+
+
+def test_a_non_finite_loss_stops_before_the_update_naming_samples_and_iteration():
+    """mmengine's OptimWrapper would step on NaN gradients (clip_grad_norm_ then turns every weight NaN) and only
+    log 'loss: nan'; the trainer stops first, so the last checkpoint is still good."""
+    model = Toy(noise_seed=0)
+    model.head.weight.data[0, 0, 0, 0] = float('nan')
+    hub = MessageHub.get_current_instance()
+    hub.update_info('iter', 41)
+    try:
+        with pytest.raises(FloatingPointError, match=r"iteration 42.*\['s7', 's9'\].*timesteps \[\d+, \d+\]"):
+            model(_inputs(), dict(prompt=['a', 'b'], sample_id=['s7', 's9']))
+    finally:
+        hub.pop_info('iter')
+    assert model(_inputs(), dict(prompt=['a', 'b']), mode='tensor').isnan().all()  # 'tensor' mode reports, no raise
