@@ -106,6 +106,8 @@ def test_caption_and_control_dropout(w):
         model.encode_prompts([], train=True)
     with pytest.raises(ValueError, match='2 prompts for 3 images'):
         model(batch(3)[0], dict(prompt=['a', 'b']))
+    with pytest.raises(ValueError, match=r'image size \(18, 16\) \(H, W\) is not a multiple of 4'):
+        model.encode_images(torch.zeros(1, 3, 18, 16))  # (the tiny VAE and UNet each halve once)
     with pytest.raises(ValueError, match='conditioning_channels=3'):
         model.encode_controls(torch.zeros(1, 6, 16, 16), train=False)
 

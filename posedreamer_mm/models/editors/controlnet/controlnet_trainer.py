@@ -201,6 +201,12 @@ class ControlNetTrainer(BaseDiffusionTrainer):
     def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """VAE posterior samples of ``images`` (B, 3, H, W) in [-1, 1], times ``scaling_factor`` (minus
         ``shift_factor`` first where the VAE has one), float32."""
+        halvings = len(self.vae.config.block_out_channels) - 1 + len(self.unet.config.block_out_channels) - 1
+        multiple = 2 ** halvings
+        if images.shape[-2] % multiple or images.shape[-1] % multiple:
+            raise ValueError(f'{type(self).__name__}: image size {tuple(images.shape[-2:])} (H, W) is not a multiple '
+                             f'of {multiple} (VAE and UNet downsampling of {self.pretrained}): resize the pairs '
+                             '(ResizeControlPair size) to a multiple')
         posterior = self.vae.encode(images.to(self.weight_device, self.vae_dtype)).latent_dist
         if generator is None:
             latents = posterior.sample()
