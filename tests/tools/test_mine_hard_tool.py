@@ -128,3 +128,23 @@ def test_a_model_on_a_pool_of_another_layout_ends_with_one_error_line(scored, tm
     assert last.startswith('error: FeatureSpecMismatchError: model ') and 'difficulty_model.txt' in last
     assert 'betas: the model has 10, the data 16' in last and 'Traceback' not in res.stderr
     assert not (tmp_path / 'x' / 'hard_poses.npz').exists()
+
+
+def test_missing_or_too_few_targets_are_named(scored, tmp_path):
+    from posedreamer_mm.apis.mine import read_scored_dataset
+    from posedreamer_mm.mining import MiningError, MiningFileNotFoundError
+    with pytest.raises(MiningFileNotFoundError, match='nope.jsonl not found'):
+        read_scored_dataset(str(scored), scores=str(tmp_path / 'nope.jsonl'))
+    ids = [r['id'] for r in _jsonl(scored / 'filter' / 'scores.jsonl')]
+    few = tmp_path / 'few.jsonl'
+    few.write_text(''.join(json.dumps(dict(id=i, pve=1.0)) + '\n' for i in ids[:4])
+                   + json.dumps(dict(id='not_in_data', pve=2.0)) + '\n')
+    with pytest.raises(MiningError, match=r"4 rows have a target in .*few.jsonl, at least 10 are needed \(skipped: "
+                                          r"\{'no target for the id': 26, 'target id not in the dataset': 1\}"):
+        read_scored_dataset(str(scored), errors=str(few), error_key='pve', progress=False)
+    with pytest.raises(MiningError, match=r"few.jsonl: the line of id .* has no 'error'"):
+        read_scored_dataset(str(scored), errors=str(few), progress=False)
+    bad = tmp_path / 'bad.jsonl'
+    bad.write_text('{"id": "a", "scores": {"oks": 0.5}}\n{"id": \n')
+    with pytest.raises(MiningError, match=r'bad.jsonl, line 2: not valid JSON'):
+        read_scored_dataset(str(scored), scores=str(bad))

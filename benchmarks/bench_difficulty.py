@@ -1,0 +1,130 @@
+"""How well the difficulty regressor predicts OKS from SMPL-X parameters on the project's own data.
+
+1. Generates ``--num-samples`` render-backend images (the demo generator, configs/demo/render_standin_procedural.py:
+   procedural poses with random betas, yaw, distance; the open SMPL-X stand-in) at ``--crop`` pixels into
+   ``WORK/data`` (a re-run resumes it);
+2. scores every image with the offline ``MediaPipeScorer`` through the filter API (one ``ScorePose`` stage, no
+   filter, so every row keeps its OKS; ``WORK/data/filter/scores.jsonl``);
+3. trains the regressor (the reference's LightGBM settings) on the SMPL-X parameters of the labels with a held-out
+   split grouped by pose, for the default layout and a few others, and prints the held-out Spearman rho and R^2,
+   plus a baseline that predicts OKS from the number of visible COCO keypoints alone.
+
+Usage::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_difficulty.py --work-dir /tmp/bench_difficulty \
+        [--num-samples 400] [--crop 192]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import time
+
+import numpy as np
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--work-dir', required=True)
+    p.add_argument('--num-samples', type=int, default=400)
+    p.add_argument('--crop', type=int, default=192, help='image size of the generated crops, pixels')
+    p.add_argument('--num-workers', type=int, default=0, help='generator / filter worker processes')
+    p.add_argument('--seeds', type=int, default=5, help='split seeds the held-out figures are averaged over')
+    return p.parse_args()
+
+
+def generate(out: str, num: int, crop: int, workers: int) -> float:
+    from posedreamer_mm.apis.generate import build_generator
+    from posedreamer_mm.apis.launch import load_config
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    cfg = load_config(osp.join(root, 'configs', 'demo', 'render_standin_procedural.py'), {'crop_size': crop})
+    t0 = time.time()
+    summary = build_generator(cfg, num_samples=num, num_workers=workers, progress=True).run(out)
+    count = {k: sum(v.values()) if isinstance(v, dict) else v for k, v in summary.items()
+             if k in ('written', 'dropped', 'failed')}
+    print(f'# generated {count["written"]} images at {crop} px (dropped {count["dropped"]}, failed '
+          f'{count["failed"]}) in {time.time() - t0:.0f} s')
+    return time.time() - t0
+
+
+def score(data: str, workers: int) -> float:
+    from posedreamer_mm.apis.filter import run_filter
+    t0 = time.time()
+    summary = run_filter(data, osp.join(data, 'filter'), stages=[dict(type='ScorePose',
+                                                                      scorer=dict(type='MediaPipeScorer'))],
+                         num_workers=workers, batch_size=8)
+    print(f'# scored {summary["num_scored"]} images with MediaPipeScorer in {time.time() - t0:.0f} s '
+          f'(failed {summary["num_failed"]})')
+    return time.time() - t0
+
+
+#: Feature layouts compared: the reference's, 6D rotations, with camera placement, body articulation and root only.
+REFERENCE_PARTS = ('global_orient', 'body_pose', 'betas', 'left_hand_pose', 'right_hand_pose', 'jaw_pose', 'expression')
+LAYOUTS = {
+    'reference (axis-angle, 179)': dict(parts=REFERENCE_PARTS),
+    'rot6d': dict(parts=REFERENCE_PARTS, representation='rot6d'),
+    '+ transl + camera': dict(parts=REFERENCE_PARTS + ('transl', 'camera')),
+    'global_orient + body_pose': dict(parts=('global_orient', 'body_pose')),
+    'global_orient only': dict(parts=('global_orient',)),
+}
+
+
+def facing_cosine(global_orient: np.ndarray) -> np.ndarray:
+    """Cosine between the body's forward axis (SMPL-X +z) and the direction towards the camera (-z camera)."""
+    from scipy.spatial.transform import Rotation
+    forward = Rotation.from_rotvec(np.asarray(global_orient, np.float64)).apply([0.0, 0.0, 1.0])
+    return -forward[:, 2]
+
+
+def evaluate(data, seeds: int) -> None:
+    from posedreamer_mm.apis.mine import train_on_dataset
+    from posedreamer_mm.generation.reader import GeneratedDataReader
+    from posedreamer_mm.mining import spearman_rho
+    oks = data.targets
+    print(f'# {len(oks)} scored rows ({len(set(data.groups))} poses); OKS mean {oks.mean():.3f}, std '
+          f'{oks.std():.3f}, quantiles 10/25/50/75/90 % '
+          + ' '.join(f'{q:.3f}' for q in np.quantile(oks, [0.1, 0.25, 0.5, 0.75, 0.9]))
+          + f'; OKS 0 (no match) {(oks == 0).mean():.3f}')
+    reader = GeneratedDataReader(osp.dirname(osp.dirname(data.origin)))
+    visible = np.array([(reader.sample(reader.index_of(i)).keypoints_coco17[:, 2] >= 2).sum() for i in data.ids])
+    print(f'{"layout":<30}{"rho":>14}{"R^2":>14}{"trees":>8}{"hardest-25% OKS":>17}{"rest OKS":>10}{"s/fit":>7}')
+    for name, layout in LAYOUTS.items():
+        rhos, r2s, trees, hard, rest, secs = [], [], [], [], [], []
+        for seed in range(seeds):
+            t0 = time.time()
+            model, held = train_on_dataset(data, lgb_params=dict(num_threads=1), seed=seed, **layout)
+            secs.append(time.time() - t0)
+            rhos.append(held.spearman_rho)
+            r2s.append(held.r2)
+            trees.append(model.info['best_iteration'])
+            top = held.predicted <= np.quantile(held.predicted, 0.25)  # predicted hardest quarter (lowest OKS)
+            hard.append(held.measured[top].mean())
+            rest.append(held.measured[~top].mean())
+        print(f'{name:<30}{np.mean(rhos):>8.3f} ±{np.std(rhos):.3f}{np.mean(r2s):>8.3f} ±{np.std(r2s):.3f}'
+              f'{np.mean(trees):>8.0f}{np.mean(hard):>17.3f}{np.mean(rest):>10.3f}{np.mean(secs):>7.1f}')
+    print('# single-number baselines on all rows (no training):')
+    print(f'#   rho(OKS, visible COCO keypoints of the label)   {spearman_rho(oks, visible):.3f}')
+    facing = facing_cosine(data.params["global_orient"])
+    print(f'#   rho(OKS, body facing the camera, cosine)         {spearman_rho(oks, facing):.3f}')
+
+
+def main():
+    args = parse_args()
+    import posedreamer_mm  # noqa: F401
+    from posedreamer_mm.utils import register_all_modules
+    register_all_modules()
+    from posedreamer_mm.apis.mine import read_scored_dataset
+    data = osp.join(args.work_dir, 'data')
+    os.makedirs(args.work_dir, exist_ok=True)
+    t0 = time.time()
+    generate(data, args.num_samples, args.crop, args.num_workers)
+    if not osp.isfile(osp.join(data, 'filter', 'scores.jsonl')):
+        score(data, args.num_workers)
+    print(f'# data ready in {time.time() - t0:.0f} s')
+    evaluate(read_scored_dataset(data, progress=False), args.seeds)
+    print(f'# total {time.time() - t0:.0f} s')
+
+
+if __name__ == '__main__':
+    main()
