@@ -16,8 +16,10 @@ from typing import Any
 def user_errors() -> tuple[type[BaseException], ...]:
     """The project's user-error classes (imported here, not at module import: the tools load them anyway)."""
     from posedreamer_mm.apis.checkpoint import CheckpointMismatchError
+    from posedreamer_mm.apis.image_quality import ImageSetError
     from posedreamer_mm.apis.overrides import ConfigError
     from posedreamer_mm.body.body_model import BodyModelFileError
+    from posedreamer_mm.evaluation.inception import InceptionWeightsError
     from posedreamer_mm.generation.backends.weights import WeightsLayoutError
     from posedreamer_mm.generation.reader import DatasetIntegrityError
     from posedreamer_mm.generation.sink import GenerationError
@@ -25,7 +27,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from posedreamer_mm.mining.errors import MiningError
     from posedreamer_mm.utils.pool import WorkerError
     return (ConfigError, BodyModelFileError, WeightsLayoutError, CheckpointMismatchError, OutputConflictError,
-            ShardWriteError, DatasetIntegrityError, GenerationError, WorkerError, MiningError)
+            ShardWriteError, DatasetIntegrityError, GenerationError, WorkerError, ImageSetError, InceptionWeightsError,
+            MiningError)
 
 
 def run_tool(main: Callable[[], Any]) -> Any:
