@@ -134,7 +134,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(w):
     grads = []
     for flag in (False, True):
         model = build(w['sd15'], controlnet=str(w['cn']), gradient_checkpointing=flag, noise_seed=3).train()
-        assert model.controlnet.is_gradient_checkpointing == flag
+        assert model.controlnet.is_gradient_checkpointing == model.unet.is_gradient_checkpointing == flag
         model(*batch())['loss'].backward()
         grads.append(model.controlnet.conv_in.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
@@ -145,6 +145,10 @@ def test_wrong_paths_and_folders_are_named(w, tmp_path):
         build(tmp_path / 'nope')
     with pytest.raises(WeightsLayoutError, match=r"cn has no model_index.json"):
         build(w['cn'])
+    single = tmp_path / 'sd15.safetensors'
+    single.write_bytes(b'x')
+    with pytest.raises(WeightsLayoutError, match=r'sd15.safetensors is a single checkpoint file; training needs'):
+        build(single)
     with pytest.raises(WeightsLayoutError, match=r'cn_xl does not fit the UNet of .*sd15: cross_attention_dim=64'):
         build(w['sd15'], controlnet=str(w['cn_xl']))
     with pytest.raises(WeightsLayoutError, match=r'sd15 has no config.json \(it is a pipeline folder'):

@@ -54,8 +54,8 @@ class ControlNetTrainer(BaseDiffusionTrainer):
         dtype: dtype of the frozen UNet and text encoders (``'bfloat16'``/``'float16'`` halve their memory on a
             GPU; the ControlNet stays float32 and mixed precision comes from ``AmpOptimWrapper``).
         vae_dtype: dtype of the frozen VAE (float32 by default: SDXL's VAE overflows in float16).
-        gradient_checkpointing: recompute the ControlNet's activations in the backward pass (less memory, ~20 %
-            slower).
+        gradient_checkpointing: recompute the ControlNet's and the UNet's activations in the backward pass (less
+            memory, one more forward of each).
         **kwargs: :class:`BaseDiffusionTrainer` (``caption_dropout``, ``control_dropout``, ``noise_seed``, ...).
     """
 
@@ -74,7 +74,9 @@ class ControlNetTrainer(BaseDiffusionTrainer):
         self.conditioning_channels = int(conditioning_channels)
         self.controlnet = self._build_controlnet(controlnet, conditioning_embedding_out_channels)
         if gradient_checkpointing:
+            # the UNet too: it is frozen, but the backward to the ControlNet's residuals runs through it
             self.controlnet.enable_gradient_checkpointing()
+            self.unet.enable_gradient_checkpointing()
         object.__setattr__(self, '_pipe', None)
 
     # --- loading ----------------------------------------------------------------------------------------------
