@@ -247,3 +247,19 @@ def write_tiny_flux_control_lora(out_dir, rank: int = 4, seed: int = 0) -> Path:
     FluxControlPipeline.save_lora_weights(out, transformer_lora_layers=get_peft_model_state_dict(model),
                                           transformer_lora_adapter_metadata=config.to_dict())
     return out
+
+
+def write_tiny_easycontrol_lora(flux_dir, out_file, rank: int = 4, cond_size: int = 32, seed: int = 0) -> Path:
+    """An EasyControl condition LoRA file for the tiny FLUX of :func:`write_tiny_flux`, with random ``up``
+    matrices (a fresh one adds nothing to the condition tokens), written as ``EasyControlTrainer`` writes it."""
+    from diffusers import FluxTransformer2DModel
+
+    from posedreamer_mm.models.editors.easycontrol import add_condition_lora, save_condition_lora
+    transformer = FluxTransformer2DModel.from_pretrained(Path(flux_dir) / 'transformer')
+    lora = add_condition_lora(transformer, rank)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(lora.named_parameters()):
+            if name.endswith('up.weight'):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    return save_condition_lora(transformer, out_file, cond_size)

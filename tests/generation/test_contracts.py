@@ -20,7 +20,7 @@ from posedreamer_mm.testing.contracts import (
     missing_cases,
     prepared_results,
 )
-from posedreamer_mm.testing.diffusion import write_tiny_weights
+from posedreamer_mm.testing.diffusion import write_tiny_easycontrol_lora, write_tiny_weights
 
 SIZE = 64
 CPU = dict(device='cpu', dtype='float32', num_inference_steps=2, batch_size=4)
@@ -47,6 +47,9 @@ BACKEND_CASES = {
                      dict(weights=w['controlnet_flux_b'], control_type='depth')]),
     'FluxControlBackend': lambda w: dict(type='FluxControlBackend', weights=w['flux_control'], control_type='depth',
                                          **CPU),
+    'EasyControlFluxBackend': lambda w: dict(
+        type='EasyControlFluxBackend', weights=w['flux'], control_type='pncc', **CPU,
+        condition=dict(path=write_tiny_easycontrol_lora(w['flux'], w['flux'].parent / 'easycontrol.safetensors'))),
 }
 
 RENDERER_CASES = {

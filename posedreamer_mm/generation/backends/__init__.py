@@ -11,6 +11,7 @@ from .diffusers_backends import (
                                  SDXLControlNetBackend,
                                  SDXLControlNetUnionBackend,
 )
+from .easycontrol import EasyControlFluxBackend
 from .photo import PhotoCropBackend
 from .render import RenderBackend
 from .weights import WeightsLayoutError
@@ -18,3 +19,4 @@ from .weights import WeightsLayoutError
 __all__ = ['BaseGenerationBackend', 'sample_generators', 'RenderBackend', 'SD15ControlNetBackend',
            'SDXLControlNetBackend', 'SDXLControlNetUnionBackend', 'FluxControlNetBackend', 'FluxControlBackend',
            'WeightsLayoutError', 'PhotoCropBackend']
+__all__ += ['EasyControlFluxBackend']

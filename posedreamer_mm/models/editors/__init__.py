@@ -1,7 +1,8 @@
 """Diffusion-training models (mmagic's ``models/editors/<algo>/`` layout): one sub-package per algorithm
 (ControlNet training, FLUX control LoRA, EasyControl, DPO), each registered in ``MODELS``."""
 from .controlnet import ControlNetTrainer
+from .easycontrol import EasyControlTrainer
 from .flux_control import FluxControlLoRATrainer
 
 __all__ = ['ControlNetTrainer']
-__all__ += ['FluxControlLoRATrainer']
+__all__ += ['FluxControlLoRATrainer', 'EasyControlTrainer']
