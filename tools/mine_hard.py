@@ -9,7 +9,8 @@ default). ``CONFIG`` is a python config whose ``pool_source`` (or, for a generat
 ``POSE_SOURCES`` dict: AMASS, BEDLAM, procedural, augmented... ``--cfg-options`` overrides that config's keys as in
 every tool (``num_samples=100000 seed=1``: give the pool another seed than the scored data's). Prints the held-out
 Spearman rho and R^2 and writes ``difficulty_model.txt`` (+ ``.features.json``), ``heldout.png``,
-``pool_predictions.jsonl``, ``hard_poses.npz`` and ``summary.json`` to ``--out``.
+``pool_predictions.jsonl``, ``hard_poses.npz`` and ``summary.json`` to ``--out``; ``--predict DATASET`` also
+writes ``difficulty_<name>.npz``, the curriculum sampler's initial difficulty for an HMR run on that dataset.
 """
 import argparse
 import os.path as osp
@@ -41,6 +42,9 @@ def parse_args(argv=None):
     parser.add_argument('--min-distance-deg', type=float, default=10.0,
                         help='diversity guard: minimum mean per-joint angle between selected poses (0: off)')
     parser.add_argument('--use-global-orient', action='store_true', help='the root rotation counts in the distance')
+    parser.add_argument('--predict', nargs='+', default=[], metavar='DATASET',
+                        help='write difficulty_<name>.npz (ids, difficulty) for these generated datasets: the initial '
+                             'difficulty_file of HardSampleSampler')
     parser.add_argument('--max-pool', type=int, help='score only the first N pool poses')
     parser.add_argument('--max-samples', type=int, help='train on the first N dataset rows only')
     parser.add_argument('--parts', nargs='+', choices=ALL_PARTS, help='feature parts (default: the reference\'s)')
@@ -56,8 +60,8 @@ def parse_args(argv=None):
         parser.error('give DATA_ROOT (a scored dataset to train on) or --model')
     if args.data_root is not None and args.model is not None:
         parser.error('give DATA_ROOT or --model, not both')
-    if args.model is not None and args.pool is None:
-        parser.error('--model without --pool has nothing to do')
+    if args.model is not None and args.pool is None and not args.predict:
+        parser.error('--model without --pool or --predict has nothing to do')
     return args
 
 
@@ -86,7 +90,8 @@ def main(argv=None):
                     min_distance_deg=args.min_distance_deg, use_global_orient=args.use_global_orient,
                     parts=args.parts, representation=args.representation, lgb_params=args.lgb_options,
                     test_fraction=args.test_fraction, valid_fraction=args.valid_fraction, seed=args.seed,
-                    max_samples=args.max_samples, max_pool=args.max_pool, progress=not args.no_progress)
+                    max_samples=args.max_samples, max_pool=args.max_pool, predict=args.predict,
+                    progress=not args.no_progress)
 
 
 if __name__ == '__main__':

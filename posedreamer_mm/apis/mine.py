@@ -16,7 +16,8 @@ Steps (each a function, so notebooks can run one alone):
 
 Outputs in ``out_dir`` (each written atomically): ``difficulty_model.txt`` + ``difficulty_model.features.json``,
 ``heldout.png``, ``heldout.jsonl`` (id, measured, predicted of the held-out rows), ``pool_predictions.jsonl`` (id,
-predicted, difficulty of every pool sample), ``hard_poses.npz`` and ``summary.json``.
+predicted, difficulty of every pool sample), ``hard_poses.npz``, ``difficulty_<dataset>.npz`` for each dataset to
+predict (the curriculum sampler's initial difficulty) and ``summary.json``.
 """
 from __future__ import annotations
 
@@ -281,6 +282,34 @@ def select_and_write(path: str, source, pool: PoolScores, num: int, min_distance
     return chosen
 
 
+def sampler_difficulty(model: DifficultyRegressor, predicted: np.ndarray) -> np.ndarray:
+    """Predictions as the curriculum sampler's difficulty (finite, >= 0, higher = harder): ``1 - OKS`` clipped to
+    [0, 1] for an OKS model, the predicted error clipped at 0 for an error model."""
+    predicted = np.asarray(predicted, np.float64)
+    if model.hard_when == 'low':
+        return np.clip(1.0 - predicted, 0.0, 1.0)
+    return np.clip(predicted, 0.0, None)
+
+
+def predict_dataset(model: DifficultyRegressor, data_root: str, path: str, progress: bool = True) -> str:
+    """Writes the model's predictions for every row of a generated dataset to ``path`` (``.npz``: ``ids``,
+    ``difficulty`` from :func:`sampler_difficulty`, ``predicted``): the initial difficulty file of
+    ``HardSampleSampler(difficulty_file=...)`` for an HMR run on that dataset."""
+    from posedreamer_mm.generation.reader import GeneratedDataReader
+    from posedreamer_mm.utils.fileio import atomic_write
+    reader = GeneratedDataReader(data_root)
+    if len(reader) == 0:
+        raise MiningError(f'{data_root} has no samples to predict')
+    preds = []
+    for start in tqdm(range(0, len(reader), 2048), desc='predict dataset', unit='chunk', disable=not progress):
+        samples = [reader.sample(i) for i in range(start, min(len(reader), start + 2048))]
+        preds.append(model.predict(stack_params(samples), where=data_root))
+    predicted = np.concatenate(preds)
+    with atomic_write(path, 'wb') as f:
+        np.savez(f, ids=np.array(reader.ids), difficulty=sampler_difficulty(model, predicted), predicted=predicted)
+    return path
+
+
 def _jsonl(rows: Sequence[dict]) -> str:
     return ''.join(json.dumps(r) + '\n' for r in rows)
 
@@ -291,7 +320,7 @@ def run_mine(out_dir: str, data_root: str | None = None, model_path: str | None 
              use_global_orient: bool = False, parts: Sequence[str] | None = None, representation: str | None = None,
              lgb_params: Mapping | None = None, test_fraction: float = 0.2, valid_fraction: float = 0.1,
              seed: int = 42, max_samples: int | None = None, max_pool: int | None = None,
-             progress: bool = True) -> dict:
+             predict: Sequence[str] = (), progress: bool = True) -> dict:
     """Train (or load) -> report -> score the pool -> select -> write; returns the summary (``summary.json``).
 
     Args:
@@ -303,6 +332,8 @@ def run_mine(out_dir: str, data_root: str | None = None, model_path: str | None 
         parts, representation: Feature layout (default: the reference's parts, axis-angle; with ``model_path``,
             the model's, and a given value that differs is an error).
         lgb_params: Overrides of the reference LightGBM settings.
+        predict: Generated datasets to write sampler difficulty files for (:func:`predict_dataset`,
+            ``difficulty_<dataset folder name>.npz``).
     """
     from posedreamer_mm.registry import POSE_SOURCES
     if (data_root is None) == (model_path is None):
@@ -332,6 +363,11 @@ def run_mine(out_dir: str, data_root: str | None = None, model_path: str | None 
                                                  representation or model.spec.representation),
                                      where=f'model {model_path} vs --parts/--representation')
     summary['model'] = osp.abspath(model_path)
+    for root in predict:
+        name = osp.basename(osp.normpath(osp.abspath(root)))
+        out = predict_dataset(model, root, osp.join(out_dir, f'difficulty_{name}.npz'), progress)
+        summary.setdefault('difficulty_files', []).append(osp.abspath(out))
+        print(f'[mine] predicted difficulty of {root} -> {out} (HardSampleSampler difficulty_file)')
     if pool_cfg is not None:
         source = POSE_SOURCES.build(dict(pool_cfg))
         where = f'pose pool {pool_cfg.get("type")}'
@@ -370,5 +406,6 @@ def _plain(cfg):
     return cfg
 
 
-__all__ = ['MODEL_NAME', 'POSE_LIST_NAME', 'PoolScores', 'ScoredData', 'plot_heldout', 'read_error_file',
-           'read_oks_scores', 'read_scored_dataset', 'run_mine', 'score_pool', 'select_and_write', 'train_on_dataset']
+__all__ = ['MODEL_NAME', 'POSE_LIST_NAME', 'PoolScores', 'ScoredData', 'plot_heldout', 'predict_dataset',
+           'read_error_file', 'read_oks_scores', 'read_scored_dataset', 'run_mine', 'sampler_difficulty', 'score_pool',
+           'select_and_write', 'train_on_dataset']

@@ -58,7 +58,7 @@ def test_train_select_and_the_next_round_reads_the_list(scored, tmp_path, standi
     pool_cfg.write_text(POOL.format(n=120, betas=10))
     out = tmp_path / 'round1'
     summary = load_tool().main([str(scored), '--out', str(out), '--pool', str(pool_cfg), '--num', '6',
-                                '--min-distance-deg', '0', '--valid-fraction', '0.2', *FAST])
+                                '--min-distance-deg', '0', '--valid-fraction', '0.2', '--predict', str(scored), *FAST])
     # Training rows and held-out targets are the filter's OKS, read from its scores.jsonl independently here.
     oks = {r['id']: r['scores']['oks'] for r in _jsonl(scored / 'filter' / 'scores.jsonl')}
     assert summary['training']['rows'] == len(oks) == 30 and summary['training']['target'] == 'oks'
@@ -82,6 +82,21 @@ def test_train_select_and_the_next_round_reads_the_list(scored, tmp_path, standi
     for s in src:
         want = pool[s.meta['pose_list']['pool_index']]
         assert s.id == want.id and np.array_equal(s.body_pose, want.body_pose)
+    # The curriculum sampler's initial difficulty for an HMR run on the scored data: 1 - predicted OKS per id.
+    from posedreamer_mm.mining import DifficultyRegressor
+    model = DifficultyRegressor.load(out / 'difficulty_model.txt')
+    diff = np.load(out / 'difficulty_data.npz')
+    assert diff['ids'].tolist() == reader.ids and summary['difficulty_files'] == [str(out / 'difficulty_data.npz')]
+    labels_pred = model.predict([reader.sample(i) for i in range(len(reader))])
+    np.testing.assert_array_equal(diff['predicted'], labels_pred)
+    np.testing.assert_allclose(diff['difficulty'], np.clip(1 - labels_pred, 0, 1))
+    try:
+        from posedreamer_mm.datasets.samplers.hard_sample_sampler import load_difficulty_file
+    except ImportError:
+        load_difficulty_file = None
+    if load_difficulty_file is not None:
+        assert load_difficulty_file(str(out / 'difficulty_data.npz')) == dict(zip(reader.ids,
+                                                                                  diff['difficulty'].tolist()))
     # The next round: the generation config with the list, one override; its labels carry the listed poses.
     cfg = load_config(str(ROOT / 'configs' / 'generation' / 'render_hard-poses_generic-512.py'),
                       {'hard_pose_list': str(out / 'hard_poses.npz'), 'body_model_dir': str(standin_model_dir),
