@@ -128,12 +128,15 @@ def select_indices(total: int, num: int) -> list[int]:
     return [int(i) * total // num for i in range(num)]
 
 
-def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+#: Control resampling (``datasets/transforms/control_pair_transforms.py``'s ``ResizeControlPair`` uses the same).
+CONTROL_INTERPOLATION = dict(nearest=cv2.INTER_NEAREST, linear=cv2.INTER_LINEAR)
+
+
+def _resize(img: np.ndarray, size: tuple[int, int], interpolation: str) -> np.ndarray:
     h, w = img.shape[:2]
     if (w, h) == tuple(size):
         return img
-    interp = cv2.INTER_AREA if size[0] < w else cv2.INTER_LINEAR
-    return cv2.resize(img, tuple(size), interpolation=interp)
+    return cv2.resize(img, tuple(size), interpolation=CONTROL_INTERPOLATION[interpolation])
 
 
 def scale_keypoints(keypoints: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int, int]) -> np.ndarray:
@@ -150,7 +153,8 @@ def scale_keypoints(keypoints: np.ndarray, src_wh: tuple[int, int], dst_wh: tupl
 
 
 def load_held_out(data: str | os.PathLike | Any, num_samples: int, control_types: Sequence[str],
-                  size: tuple[int, int] | int | None = None) -> list[HeldOutSample]:
+                  size: tuple[int, int] | int | None = None,
+                  control_interpolation: str = 'nearest') -> list[HeldOutSample]:
     """The fixed held-out set: rows :func:`select_indices` of a generated dataset with labels.
 
     Args:
@@ -160,6 +164,8 @@ def load_held_out(data: str | os.PathLike | Any, num_samples: int, control_types
             ``save_controls=True``).
         size: evaluation size ``(W, H)`` (or one side for a square): controls are resized to it and the label's
             keypoints moved with them (:func:`scale_keypoints`); ``None`` keeps each control's stored size.
+        control_interpolation: ``'nearest'`` (a PNCC or skeleton colour stays one the renderer draws, as control
+            training resizes them) or ``'linear'`` (smooth controls such as depth).
 
     Raises:
         ValueError: naming the dataset and row when a row has no label keypoints or lacks a control.
@@ -170,6 +176,9 @@ def load_held_out(data: str | os.PathLike | Any, num_samples: int, control_types
         size = (size, size)
     if not control_types:
         raise ValueError('load_held_out needs at least one control type')
+    if control_interpolation not in CONTROL_INTERPOLATION:
+        raise ValueError(f'control_interpolation must be one of {sorted(CONTROL_INTERPOLATION)}, got '
+                         f'{control_interpolation!r}')
     out = []
     for i in select_indices(len(reader), num_samples):
         meta, sample = reader.meta(i), reader.sample(i)
@@ -189,7 +198,7 @@ def load_held_out(data: str | os.PathLike | Any, num_samples: int, control_types
         h, w = next(iter(controls.values())).shape[:2]
         dst = tuple(int(s) for s in size) if size is not None else (w, h)
         out.append(HeldOutSample(
-            sample_id=str(meta['id']), controls={k: _resize(v, dst) for k, v in controls.items()},
+            sample_id=str(meta['id']), controls={k: _resize(v, dst, control_interpolation) for k, v in controls.items()},
             prompt=str(meta.get('prompt') or ''), negative_prompt=str(meta.get('negative_prompt') or ''),
             seed=int(meta['seed']), keypoints=scale_keypoints(sample.keypoints_coco17, (w, h), dst), sample=sample))
     return out

@@ -1,12 +1,11 @@
-"""Test stand-ins for the control-validation tests: a labelled dataset with controls, a recording scorer and a
-minimal ControlNet training model (until the project's own diffusion trainer is available to these tests)."""
+"""Fixtures of the control-validation tests: a labelled dataset with stored controls, a recording scorer, and the
+project's ControlNetTrainer on the tiny SD1.5 folder of ``posedreamer_mm/testing/diffusion.py``."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import torch
-from mmengine.model import BaseModel
 
 from posedreamer_mm.body.sample import BodySample
 from posedreamer_mm.registry import SCORERS
@@ -83,75 +82,17 @@ class RecordingScorer(BasePoseScorer):
 
 
 def write_tiny_parts(root: str | Path) -> dict[str, Path]:
-    from posedreamer_mm.testing.diffusion import write_tiny_controlnet, write_tiny_sd15
-    root = Path(root)
-    return dict(sd15=write_tiny_sd15(root / 'sd15'), controlnet=write_tiny_controlnet(root / 'cn'))
+    from posedreamer_mm.testing.diffusion import write_tiny_sd15
+    return dict(sd15=write_tiny_sd15(Path(root) / 'sd15'))
 
 
-class StandInControlNetTrainer(BaseModel):
-    """The contract's training-model surface the hook uses (``build_pipeline``) and a real ControlNet loss.
-
-    Frozen UNet / VAE / text encoder in eval mode, a trainable ControlNet; noise and timesteps from the global
-    torch generator (so a validation that consumed global draws would change every later loss).
-    """
-
-    def __init__(self, parts: dict[str, Path]) -> None:
-        from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
-        super().__init__()
-        sd = parts['sd15']
-        self.unet = UNet2DConditionModel.from_pretrained(sd / 'unet').requires_grad_(False).eval()
-        self.vae = AutoencoderKL.from_pretrained(sd / 'vae').requires_grad_(False).eval()
-        self.text_encoder = CLIPTextModel.from_pretrained(sd / 'text_encoder').requires_grad_(False).eval()
-        self.tokenizer = CLIPTokenizer.from_pretrained(sd / 'tokenizer')
-        self.scheduler = DDIMScheduler.from_pretrained(sd / 'scheduler')
-        self.controlnet = ControlNetModel.from_pretrained(parts['controlnet'])
-        self.build_calls = 0
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for name in ('unet', 'vae', 'text_encoder'):
-            getattr(self, name).eval()
-        return self
-
-    def forward(self, inputs, data_samples=None, mode='loss'):
-        image = torch.stack(list(inputs['image'])).float() / 127.5 - 1
-        control = torch.stack(list(inputs['control'])).float() / 255
-        ids = self.tokenizer(list(data_samples['prompt']), padding='max_length', max_length=77, truncation=True,
-                             return_tensors='pt').input_ids
-        with torch.no_grad():
-            cond = self.text_encoder(ids)[0]
-            latents = self.vae.encode(image).latent_dist.mean * self.vae.config.scaling_factor
-        noise = torch.randn_like(latents)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(latents),))
-        noisy = self.scheduler.add_noise(latents, noise, t)
-        down, mid = self.controlnet(noisy, t, cond, controlnet_cond=control, return_dict=False)
-        pred = self.unet(noisy, t, cond, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
-        return dict(loss=torch.nn.functional.mse_loss(pred, noise))
-
-    def build_pipeline(self):
-        from diffusers import DDIMScheduler, StableDiffusionControlNetPipeline
-        self.build_calls += 1
-        pipe = StableDiffusionControlNetPipeline(
-            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
-            controlnet=self.controlnet, scheduler=DDIMScheduler.from_config(self.scheduler.config),
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
+def trainer_cfg(parts: dict[str, Path], **kwargs) -> dict:
+    """The project's ControlNetTrainer on the tiny SD1.5 folder (ControlNet from the UNet; the tiny VAE shrinks
+    2x, so two conditioning-embedding widths)."""
+    return dict(type='ControlNetTrainer', pretrained=str(parts['sd15']), conditioning_embedding_out_channels=(16, 32),
+                **kwargs)
 
 
-class PairDataset(torch.utils.data.Dataset):
-    """(image, control, prompt) training samples of the contract's form (noise images, fixed seed)."""
-
-    def __init__(self, num: int = 8, side: int = SIDE) -> None:
-        gen = torch.Generator().manual_seed(0)
-        self.items = [dict(inputs=dict(image=torch.randint(0, 256, (3, side, side), generator=gen, dtype=torch.uint8),
-                                       control=torch.randint(0, 256, (3, side, side), generator=gen,
-                                                             dtype=torch.uint8)),
-                           data_samples=dict(prompt=f'a person {i}', sample_id=f'p{i}')) for i in range(num)]
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
+def build_trainer(parts: dict[str, Path], **kwargs):
+    from posedreamer_mm.registry import MODELS
+    return MODELS.build(trainer_cfg(parts, **kwargs))

@@ -10,7 +10,7 @@ import pytest
 
 from posedreamer_mm.apis.control_eval import evaluate_control, load_held_out
 
-from .control_fixtures import RecordingScorer, StandInControlNetTrainer, write_control_dataset, write_tiny_parts
+from .control_fixtures import RecordingScorer, build_trainer, write_control_dataset, write_tiny_parts
 
 BACKEND = dict(num_inference_steps=2, guidance_scale=1.0)
 
@@ -33,11 +33,13 @@ def _worker(rank: int, port: int, parts: dict, data_root: str, out_dir: str) -> 
     import torch.distributed as dist
 
     from posedreamer_mm.apis.control_eval import evaluate_control_sliced, pipeline_backend
+    from posedreamer_mm.utils import register_all_modules
+    register_all_modules()
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     dist.init_process_group('gloo', rank=rank, world_size=2)
     try:
         held = load_held_out(data_root, 5, ['pncc'])
-        model = StandInControlNetTrainer(parts).eval()
+        model = build_trainer(parts).eval()
         gen = pipeline_backend(model.build_pipeline(), ['pncc'], BACKEND)
         res = evaluate_control_sliced(gen, held, RecordingScorer(miss_every=0), keep_images=3)
         out = dict(oks=res.oks.tolist(), images=[img.tolist() for img in res.images])
@@ -83,7 +85,7 @@ def test_two_ranks_gather_the_single_process_figures_and_fail_together(tmp_path,
     parts, data_root = setup
     ranks = run_two(parts, data_root, tmp_path)
     held = load_held_out(data_root, 5, ['pncc'])
-    single = evaluate_control(StandInControlNetTrainer(parts).eval().build_pipeline(), held,
+    single = evaluate_control(build_trainer(parts).eval().build_pipeline(), held,
                               RecordingScorer(miss_every=0), backend=BACKEND)
     for out in ranks:
         np.testing.assert_allclose(out['oks'], single.oks, atol=1e-6)

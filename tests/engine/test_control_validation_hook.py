@@ -13,14 +13,7 @@ from posedreamer_mm.engine.hooks.control_validation_hook import ControlValidatio
 from posedreamer_mm.evaluation.functional.oks import detection_as_ground_truth, keypoint_oks
 from posedreamer_mm.generation.reader import GeneratedDataReader
 
-from .control_fixtures import (
-    SIDE,
-    PairDataset,
-    RecordingScorer,
-    StandInControlNetTrainer,
-    write_control_dataset,
-    write_tiny_parts,
-)
+from .control_fixtures import SIDE, RecordingScorer, build_trainer, trainer_cfg, write_control_dataset, write_tiny_parts
 
 
 @pytest.fixture(scope='module')
@@ -33,20 +26,31 @@ def val_root(tmp_path_factory):
     return write_control_dataset(tmp_path_factory.mktemp('val') / 'data', num=6)
 
 
+@pytest.fixture(scope='module')
+def train_root(tmp_path_factory):
+    return write_control_dataset(tmp_path_factory.mktemp('train') / 'data', num=8)
+
+
 class LossRecorder(Hook):
     def __init__(self):
         self.losses = []
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        self.losses.append(float(outputs["loss"].detach()))
+        self.losses.append(float(outputs['loss'].detach()))
 
 
-def run(tmp_path, parts, hooks, max_iters=4):
+def run(tmp_path, parts, train_root, hooks, max_iters=4):
+    """A few iterations of the project's ControlNetTrainer on control pairs through mmengine's Runner. The
+    noise, timesteps and dropout come from torch's global generator (``noise_seed=None``), so a validation that
+    consumed global draws would change every later loss."""
     recorder = LossRecorder()
+    pipeline = [dict(type='LoadControlPair'), dict(type='ResizeControlPair', size=SIDE), dict(type='PackControlPair')]
     runner = Runner(
-        model=StandInControlNetTrainer(parts), work_dir=str(tmp_path),
-        train_dataloader=dict(dataset=PairDataset(), sampler=dict(type='DefaultSampler', shuffle=True),
-                              batch_size=2, num_workers=0, collate_fn=dict(type='pseudo_collate')),
+        model=trainer_cfg(parts, noise_seed=None, caption_dropout=0.3, control_dropout=0.3), work_dir=str(tmp_path),
+        train_dataloader=dict(dataset=dict(type='ControlPairDataset', data_root=str(train_root),
+                                           control_types=['pncc'], pipeline=pipeline),
+                              sampler=dict(type='DefaultSampler', shuffle=True), batch_size=2, num_workers=0,
+                              collate_fn=dict(type='pseudo_collate')),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2)),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=10 ** 6), logger=dict(
@@ -59,9 +63,9 @@ def run(tmp_path, parts, hooks, max_iters=4):
 
 
 def hook_cfg(val_root, **kw):
-    return dict(type='ControlValidationHook', data_root=str(val_root), control_types=['pncc'],
-                scorer=dict(type='TestOnlyRecordingScorer', miss_every=3), num_samples=3, interval=2,
-                before_train=True, backend=dict(num_inference_steps=2, guidance_scale=1.0), **kw)
+    return {**dict(type='ControlValidationHook', data_root=str(val_root), control_types=['pncc'],
+                   scorer=dict(type='TestOnlyRecordingScorer', miss_every=3), num_samples=3, interval=2,
+                   before_train=True, backend=dict(num_inference_steps=2, guidance_scale=1.0)), **kw}
 
 
 def independent_oks(detections, labels, thr=0.3):
@@ -77,9 +81,9 @@ def independent_oks(detections, labels, thr=0.3):
     return np.array(out)
 
 
-def test_hook_logs_oks_of_oks_py_and_a_contact_sheet(tmp_path, parts, val_root):
+def test_hook_logs_oks_of_oks_py_and_a_contact_sheet(tmp_path, parts, val_root, train_root):
     RecordingScorer.calls.clear()
-    runner, _ = run(tmp_path, parts, [hook_cfg(val_root)])
+    runner, _ = run(tmp_path, parts, train_root, [hook_cfg(val_root)])
     hook = next(h for h in runner.hooks if isinstance(h, ControlValidationHook))
     vis = next(tmp_path.glob('*/vis_data'))
     lines = [json.loads(line) for line in (vis / 'scalars.json').read_text().splitlines()]
@@ -96,7 +100,6 @@ def test_hook_logs_oks_of_oks_py_and_a_contact_sheet(tmp_path, parts, val_root):
         assert d['control_val/mean_oks'] == pytest.approx(oks.mean(), abs=1e-9)
         assert d['control_val/oks_error'] == pytest.approx(1 - oks.mean(), abs=1e-9)
         assert d['control_val/frac_unmatched'] == pytest.approx(1 / 3)
-    # Training improves nothing here (noise data), but the trained ControlNet changes the images.
     assert hook.last_result is not None and len(hook.last_result.images) == 3
     for step in (0, 2, 4):
         sheet = cv2.imread(str(vis / 'vis_image' / f'control_val_contact_sheet_{step}.png'))
@@ -108,18 +111,21 @@ def test_hook_logs_oks_of_oks_py_and_a_contact_sheet(tmp_path, parts, val_root):
     assert np.abs(sheet[28 + 40:28 + 100, 256:384].astype(int) - tile[40:100]).max() <= 1
 
 
-def test_validation_leaves_the_training_trajectory_unchanged(tmp_path, parts, val_root):
-    _, plain = run(tmp_path / 'plain', parts, [])
-    runner, hooked = run(tmp_path / 'hooked', parts, [hook_cfg(val_root, sheet_rows=0)])
-    assert runner.model.build_calls == 3
-    assert len(plain) == 4 and plain == hooked                 # bit-identical losses
-    # Frozen parts are still in eval mode, the ControlNet in train mode.
+def test_validation_leaves_the_training_trajectory_unchanged(tmp_path, parts, val_root, train_root):
+    _, plain = run(tmp_path / 'plain', parts, train_root, [], max_iters=3)
+    RecordingScorer.calls.clear()
+    runner, hooked = run(tmp_path / 'hooked', parts, train_root, [hook_cfg(val_root, sheet_rows=0, num_samples=2)],
+                         max_iters=3)
+    assert len(RecordingScorer.calls) == 4                     # validated before iteration 1 and after 2
+    assert len(plain) == 3 and plain == hooked                 # bit-identical losses
+    # The trained ControlNet is back in train mode, the frozen parts still in eval mode.
     assert runner.model.controlnet.training and not runner.model.unet.training
 
 
 def test_validation_restores_modes_and_random_state(parts, val_root):
     import torch
-    model = StandInControlNetTrainer(parts).train()
+    model = build_trainer(parts).train()
+    model.controlnet.controlnet_cond_embedding.eval()          # a submodule the trainer keeps in eval mode
     hook = ControlValidationHook(val_root, ['pncc'], dict(type='TestOnlyRecordingScorer', miss_every=0),
                                  num_samples=2, backend=dict(num_inference_steps=1), sheet_rows=0)
 
@@ -136,7 +142,8 @@ def test_validation_restores_modes_and_random_state(parts, val_root):
     np.random.seed(3)
     expected = torch.rand(4), np.random.rand(4)
     assert torch.equal(after[0], expected[0]) and np.array_equal(after[1], expected[1])
-    assert model.controlnet.training and not model.vae.training
+    assert model.controlnet.training and not model.controlnet.controlnet_cond_embedding.training
+    assert not model.vae.training
 
 
 def test_held_out_resized_moves_the_labels(val_root):

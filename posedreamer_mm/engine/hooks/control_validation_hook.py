@@ -51,6 +51,8 @@ class ControlValidationHook(Hook):
         before_train: also validate before the first iteration (the base model's figures).
         size: evaluation size ``(W, H)`` or one side (controls resized to it, labels moved with them); ``None``
             uses the stored controls' size.
+        control_interpolation: how controls are resized (``'nearest'``, as control training does, or
+            ``'linear'``).
         backend: generation backend settings (``num_inference_steps``, ``guidance_scale``, ``call_kwargs``, or
             ``type`` to name the backend class; default: the backend of the pipeline's class).
         batch_size: samples per pipeline call.
@@ -64,7 +66,8 @@ class ControlValidationHook(Hook):
 
     def __init__(self, data_root: str | os.PathLike, control_types: Sequence[str], scorer: dict | object,
                  num_samples: int = 16, interval: int = 1000, before_train: bool = False,
-                 size: int | Sequence[int] | None = None, backend: dict | None = None, batch_size: int = 1,
+                 size: int | Sequence[int] | None = None, control_interpolation: str = 'nearest',
+                 backend: dict | None = None, batch_size: int = 1,
                  keypoint_thr: float = 0.3, min_keypoints: int = 4, sheet_rows: int = 8, tile: int = 128,
                  prefix: str = 'control_val/') -> None:
         if isinstance(control_types, str) or not control_types:
@@ -78,6 +81,7 @@ class ControlValidationHook(Hook):
         self.validate_before_train = bool(before_train)
         self.size = None if size is None else (int(size), int(size)) if isinstance(size, int) \
             else tuple(int(s) for s in size)
+        self.control_interpolation = str(control_interpolation)
         self.backend = dict(backend or {})
         self.batch_size, self.keypoint_thr, self.min_keypoints = int(batch_size), float(keypoint_thr), \
             int(min_keypoints)
@@ -90,7 +94,8 @@ class ControlValidationHook(Hook):
     def setup(self) -> None:
         """Reads the held-out set and builds the scorer (once; before training, so a bad path fails early)."""
         if self.held_out is None:
-            self.held_out = load_held_out(self.data_root, self.num_samples, self.control_types, self.size)
+            self.held_out = load_held_out(self.data_root, self.num_samples, self.control_types, self.size,
+                                          self.control_interpolation)
         if self.scorer is None:
             self.scorer = SCORERS.build(self.scorer_cfg) if isinstance(self.scorer_cfg, dict) else self.scorer_cfg
 
