@@ -17,8 +17,11 @@ PACKED_SMPLX = ('global_orient', 'body_pose', 'left_hand_pose', 'right_hand_pose
 #: ``has_smplx`` parts packed as ``has_smplx_<part>`` ``(1,)`` float.
 PACKED_FLAGS = ('global_orient', 'body_pose', 'hands', 'face', 'betas', 'transl')
 #: metainfo keys copied from the results when present.
-DEFAULT_META_KEYS = ('id', 'dataset_name', 'img_path', 'gender', 'flip', 'crop_trans', 'focal', 'princpt',
-                     'img_shape_full', 'input_size', 'bbox_center', 'bbox_scale', 'bbox_rotation', 'img_shape')
+#: (``sample_idx``, the index in the dataset the sample came from, keys the per-sample difficulty of
+#: ``HardSampleSampler``.)
+DEFAULT_META_KEYS = ('id', 'sample_idx', 'dataset_name', 'img_path', 'gender', 'flip', 'crop_trans', 'focal',
+                     'princpt', 'img_shape_full', 'input_size', 'bbox_center', 'bbox_scale', 'bbox_rotation',
+                     'img_shape')
 
 
 @TRANSFORMS.register_module()

@@ -53,7 +53,13 @@ class HMREstimator(BaseModel):
     when the head predicts none), ``smplx_jaw_pose (1, 3)``, ``smplx_betas (1, 10)``, ``smplx_expression (1, 10)``,
     ``smplx_transl (1, 3)`` (= ``cam_t``), axis-angle in the camera frame; ``vertices (1, V, 3)`` and ``joints_3d
     (1, J, 3)`` camera frame metres; ``cam_t (1, 3)``; ``keypoints (1, 17, 2)`` COCO-17 in full-image pixels.
+
+    With :attr:`record_sample_errors` set (by :class:`~posedreamer_mm.engine.hooks.DifficultyHook`), ``loss``
+    also keeps :attr:`sample_errors` of its batch (:meth:`per_sample_error`).
     """
+
+    #: Keep :attr:`sample_errors` in ``loss`` (off unless a hook asks for it).
+    record_sample_errors = False
 
     def __init__(self, backbone: dict, head: dict, body_model: dict, losses: dict[str, dict],
                  data_preprocessor: dict | None = None, init_cfg: dict | None = None):
@@ -129,7 +135,32 @@ class HMREstimator(BaseModel):
         pred = self.forward_body(inputs, data_samples)
         target = collect_targets(data_samples, inputs.device)
         target['input_size'] = pred['input_size']
+        if self.record_sample_errors:
+            self.sample_errors = self.per_sample_error(pred, target, data_samples)
         return {f'loss_{name}': loss(pred, target) for name, loss in self.losses.items()}
+
+    @staticmethod
+    @torch.no_grad()
+    def per_sample_error(pred: dict[str, Tensor], target: dict[str, Tensor], data_samples: Sequence) -> dict:
+        """Each sample's error, keyed by where it came from (the difficulty the curriculum sampler reads).
+
+        The error is the pelvis-aligned mean position error of the 22 SMPL-X body joints in mm (MPJPE), NaN for a
+        sample without 3D joints.
+
+        Returns:
+            ``dataset_name`` (list of str) and ``sample_idx`` ``(B,)`` int64 (the index in that dataset, from each
+            data sample's metainfo, -1 where absent), ``error_mm`` ``(B,)`` float64.
+        """
+        b = len(data_samples)
+        error = torch.full((b,), float('nan'))
+        if 'joints_3d' in target:
+            def rel(j: Tensor) -> Tensor:
+                return j[:, :22] - j[:, :1]
+            err = (rel(pred['joints_3d']) - rel(target['joints_3d'])).norm(dim=-1).mean(-1).float().cpu() * 1000.0
+            error = torch.where(target['has_joints_3d'].cpu() > 0, err, error)
+        return dict(dataset_name=[str(s.metainfo.get('dataset_name')) for s in data_samples],
+                    sample_idx=np.array([int(s.metainfo.get('sample_idx', -1)) for s in data_samples], np.int64),
+                    error_mm=error.double().numpy())
 
     def predict(self, inputs: Tensor, data_samples: Sequence) -> list:
         """Adds ``pred_instances`` (see the class docstring) to each data sample and returns them."""
