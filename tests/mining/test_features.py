@@ -63,3 +63,15 @@ def test_json_round_trip_and_bad_settings():
         FeatureSpec(10, representation='euler')
     with pytest.raises(MiningError, match='spec.json is not a difficulty feature spec'):
         FeatureSpec.from_dict({'parts': []}, where='spec.json')
+
+
+def test_differences_name_each_kind_of_mismatch():
+    model = FeatureSpec(10)
+    assert model.differences(FeatureSpec(10)) == []
+    swapped = FeatureSpec(10, parts=('body_pose', 'global_orient', 'betas', 'left_hand_pose', 'right_hand_pose',
+                                     'jaw_pose', 'expression'))
+    assert model.differences(swapped) == [f'part order differs: model {list(model.parts)}, data {list(swapped.parts)}']
+    extra = FeatureSpec(16, parts=model.parts + ('camera',), representation='rot6d')
+    assert model.differences(extra) == ['rotations are axis_angle in the model, rot6d in the data',
+                                        "the data has part(s) ['camera'] the model was not trained on",
+                                        'betas: the model has 10, the data 16']
