@@ -2,6 +2,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from diffusers import ControlNetModel, DDPMScheduler
@@ -198,3 +199,12 @@ def test_bf16_frozen_base_and_cpu_autocast_train_the_float32_controlnet(w):
     loss.backward()
     grad = model.controlnet.conv_in.weight.grad
     assert grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    # without autocast (OptimWrapper, no AMP) the float32 ControlNet still takes the bf16 text features
+    assert torch.isfinite(model(*batch())['loss'])
+    # the live pipeline over a bf16 UNet, a float32 ControlNet and a float32 VAE generates (it autocasts)
+    kw = dict(prompt=['a person'], image=batch(1)[0]['control'], num_inference_steps=2, height=16, width=16,
+              output_type='np')
+    images = model.build_pipeline()(generator=torch.Generator().manual_seed(0), **kw).images
+    ref_images = ref.build_pipeline()(generator=torch.Generator().manual_seed(0), **kw).images
+    assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
+    assert np.abs(images - ref_images).max() < 0.1  # bf16 rounding, not another image

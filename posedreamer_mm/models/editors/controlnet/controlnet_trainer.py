@@ -141,7 +141,7 @@ class ControlNetTrainer(BaseDiffusionTrainer):
                                  'widths for a factor of 2 ** (widths - 1)')
             net = ControlNetModel.from_unet(self.unet, conditioning_embedding_out_channels=embedding_channels,
                                             conditioning_channels=self.conditioning_channels)
-            return net if self.dtype == torch.float32 else net.to(torch.float32)  # trained in float32 (AMP)
+            return net.float()  # trained in float32 whatever the frozen base's dtype (AMP autocasts)
         what = f'{self.what()} controlnet'
         folder = check_model_folder(controlnet, ('ControlNetModel',), what)
         if folder.is_file():
@@ -169,7 +169,9 @@ class ControlNetTrainer(BaseDiffusionTrainer):
 
     def build_pipeline(self):
         """A ``StableDiffusion[XL]ControlNetPipeline`` over the live modules (the ControlNet being trained) and the
-        folder's inference scheduler; callers set its device/dtype handling (it shares the model's)."""
+        folder's inference scheduler. With a reduced-precision frozen base (``dtype='bfloat16'``) beside the float32
+        ControlNet, its calls run under ``torch.autocast`` to that dtype (the pipelines assume one dtype for all
+        components)."""
         from diffusers import StableDiffusionControlNetPipeline, StableDiffusionXLControlNetPipeline
         parts = dict(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
                      controlnet=self.controlnet, scheduler=self.scheduler)
@@ -180,6 +182,8 @@ class ControlNetTrainer(BaseDiffusionTrainer):
             pipe = StableDiffusionControlNetPipeline(safety_checker=None, feature_extractor=None,
                                                      requires_safety_checker=False, **parts)
         pipe.set_progress_bar_config(disable=True)
+        if self.dtype != torch.float32 or self.vae_dtype != torch.float32:
+            _autocast_calls(pipe, self.dtype if self.dtype != torch.float32 else self.vae_dtype)
         return pipe
 
     def encode_prompts(self, prompts: list[str], train: bool, generator: torch.Generator | None = None) -> dict:
@@ -237,8 +241,11 @@ class ControlNetTrainer(BaseDiffusionTrainer):
         if self.sdxl:
             added = dict(text_embeds=cond['added_cond_kwargs']['text_embeds'], time_ids=self._time_ids(noisy))
         hidden = cond['encoder_hidden_states']
-        down, mid = self.controlnet(noisy, t, encoder_hidden_states=hidden, controlnet_cond=control,
-                                    added_cond_kwargs=added, return_dict=False)
+        net_dtype = self.controlnet.dtype  # float32 (a bf16 text encoder's output is cast up, also without AMP)
+        net_added = None if added is None else {k: v.to(net_dtype) for k, v in added.items()}
+        down, mid = self.controlnet(noisy.to(net_dtype), t, encoder_hidden_states=hidden.to(net_dtype),
+                                    controlnet_cond=control.to(net_dtype), added_cond_kwargs=net_added,
+                                    return_dict=False)
         dt = self.dtype
         if added is not None:
             added = {k: v.to(dt) for k, v in added.items()}
@@ -252,6 +259,18 @@ class ControlNetTrainer(BaseDiffusionTrainer):
         ``diffusion_pytorch_model.safetensors``): ``controlnets=[dict(weights=out_dir, ...)]`` of the SD15/SDXL
         ControlNet backends loads it."""
         self.controlnet.save_pretrained(os.fspath(out_dir), safe_serialization=True)
+
+
+def _autocast_calls(pipe, dtype: torch.dtype) -> None:
+    """Makes ``pipe(...)`` run under autocast to ``dtype`` on its device (a subclass of the pipeline's own class,
+    so isinstance checks and everything else stay as diffusers wrote them)."""
+    base = type(pipe)
+
+    def __call__(self, *args, **kwargs):
+        with torch.autocast(self.device.type, dtype=dtype):
+            return base.__call__(self, *args, **kwargs)
+
+    pipe.__class__ = type(base.__name__, (base,), dict(__call__=__call__, __module__=base.__module__))
 
 
 def _norm(value):
