@@ -268,3 +268,55 @@ def test_the_coco_config_pairs_neuralannot_people(tmp_path, standin_model_dir, h
         control = cv2.imread(reader.control_path(row, 'pncc')).sum(-1) > 0
         body = np.abs(img - img[1, 1]).sum(-1) > 6
         assert body[control].mean() > 0.98, row   # the fit's hands and body are where the photo's are
+
+
+def _check_case(crop_box=(10.0, 10.0, 80.0, 80.0), n_out=0, others=(), has=None, img_path='p.png'):
+    """A results dict for PhotoPairCheck: a 100x100 photo (focal 100, centre 50), 100 vertices at z = 1 m of which
+    ``n_out`` project left of the photo."""
+    from posedreamer_mm.body.sample import BodySample
+    u = np.r_[np.full(n_out, -0.6), np.linspace(0.0, 99.0, 100 - n_out)]     # photo x of each vertex
+    vertices = np.stack([(u - 50) / 100, np.zeros(100), np.ones(100)], 1)
+    meta = dict(img_path=img_path, crop_box=list(crop_box), other_boxes=[list(b) for b in others],
+                source_camera=dict(focal=[100.0, 100.0], princpt=[50.0, 50.0], img_size=[100, 100]))
+    if has is not None:
+        meta['has_smplx'] = has
+    return dict(sample=BodySample(id='s', meta=meta), vertices=vertices)
+
+
+@pytest.mark.parametrize('case, kept, reason', [
+    (dict(), True, None),
+    (dict(img_path=''), False, 'photo_missing'),
+    (dict(crop_box=(10.0, 10.0, 40.0, 40.0)), True, None),              # side == min_crop_px is enough
+    (dict(crop_box=(10.0, 10.0, 39.9, 39.9)), False, 'too_small'),
+    (dict(n_out=5), True, None),                                         # 5 % outside: at the bound
+    (dict(n_out=6), False, 'truncated'),
+    (dict(crop_box=(-10.5, -0.5, 100.0, 100.0)), True, None),            # 10 % of the square outside
+    (dict(crop_box=(-11.5, -0.5, 100.0, 100.0)), False, 'padded'),
+    (dict(crop_box=(-0.5, 19.5, 100.0, 100.0)), False, 'padded'),       # outside at the bottom
+    (dict(others=[(80.0, 20.0, 100.0, 30.0)]), False, 'crowded'),         # half of the other box in the square
+    (dict(others=[(89.0, 20.0, 99.0, 30.0)]), True, None),                # 1 of its 10 columns inside: 10 %
+    (dict(others=[(88.9, 20.0, 98.9, 30.0)]), False, 'crowded'),
+    (dict(others=[(40.0, 90.0, 50.0, 99.0)]), True, None),                # touching the square's bottom edge
+    (dict(others=[(200.0, 0.0, 210.0, 10.0), (0.0, 0.0, 0.0, 0.0)]), True, None),   # far away, degenerate
+    (dict(has=dict(hands=False)), True, None),
+    (dict(has=dict(body_pose=False)), False, 'unlabelled_parts'),
+])
+def test_pair_check_boundaries_by_hand(case, kept, reason):
+    check = TRANSFORMS.build(dict(type='PhotoPairCheck', min_crop_px=40, max_truncation=0.05, max_padding=0.1,
+                                  max_other_overlap=0.1))
+    results = _check_case(**case)
+    out = check(results)
+    assert (out is not None) == kept and results.get('drop_reason') == reason
+
+
+def test_a_photo_of_another_size_than_its_label_is_dropped(tmp_path):
+    from posedreamer_mm.body.sample import BodySample
+    cv2.imwrite(str(tmp_path / 'p.png'), np.zeros((50, 60, 3), np.uint8))
+    meta = dict(img_path=str(tmp_path / 'p.png'), crop_box=[0.0, 0.0, 40.0, 40.0],
+                source_camera=dict(focal=[1.0, 1.0], princpt=[0.0, 0.0], img_size=[60, 50]))
+    load = TRANSFORMS.build(dict(type='LoadPhotoCrop'))
+    out = load(dict(sample=BodySample(id='s', img_size=(20, 20), meta=dict(meta))))
+    assert out['photo'].shape == (20, 20, 3)
+    meta['source_camera']['img_size'] = [50, 60]   # the label's camera is of a (W, H) = (50, 60) image
+    results = dict(sample=BodySample(id='s', img_size=(20, 20), meta=meta))
+    assert load(results) is None and results['drop_reason'] == 'photo_size_mismatch'
