@@ -170,4 +170,11 @@ def test_real_configs_build_and_train_on_tiny_weights(tmp_path, tiny, name, base
     assert runner.model.sdxl == (base == 'sdxl')
     assert runner.model.controlnet.is_gradient_checkpointing == (base == 'sdxl')
     runner.train()
-    assert (tmp_path / 'iter_1.pth').exists() and (tmp_path / 'diffusers' / 'iter_1' / 'config.json').exists()
+    exported = tmp_path / 'diffusers' / 'iter_1'
+    assert (tmp_path / 'iter_1.pth').exists() and (exported / 'config.json').exists()
+    # the export is what the backend of this family loads
+    backend = BACKENDS.build(dict(type='SD15ControlNetBackend' if base == 'sd15' else 'SDXLControlNetBackend',
+                                  weights=str(tiny[base]), device='cpu', dtype='float32', num_inference_steps=1,
+                                  batch_size=1, controlnets=dict(weights=str(exported), control_type='pncc')))
+    backend.setup()
+    torch.testing.assert_close(backend.pipe.controlnet.state_dict(), runner.model.controlnet.state_dict())

@@ -79,6 +79,9 @@ def test_dropout_replaces_prompts_and_zeroes_controls():
     assert model.encode_prompts(['a', 'b'], train=True) == dict(prompts=['', ''])
     assert model.encode_prompts(['a', 'b'], train=False) == dict(prompts=['a', 'b'])
     assert not model.encode_controls(_inputs()['control'], train=True).any()
+    for bad in (dict(caption_dropout=1.5), dict(control_dropout=-0.1)):
+        with pytest.raises(ValueError, match=r'dropout must lie in \[0, 1\]'):
+            Toy(**bad)
     half = Toy(caption_dropout=0.5, control_dropout=0.5)
     gen = torch.Generator().manual_seed(0)
     dropped = half.drop_controls(torch.ones(4000, 1, 1, 1), gen).flatten()
