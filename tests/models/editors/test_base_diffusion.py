@@ -103,3 +103,28 @@ def test_a_non_finite_loss_stops_before_the_update_naming_samples_and_iteration(
     finally:
         hub.pop_info('iter')
     assert model(_inputs(), dict(prompt=['a', 'b']), mode='tensor').isnan().all()  # 'tensor' mode reports, no raise
+
+
+def test_ema_copy_averages_only_the_trained_state_and_reloads_strictly():
+    """mmengine's EMA wrapper holds the trainer as ``module.``: its state is the trained modules only, and the
+    strict check sees through the prefix (a resumed EMA loads; a foreign one is refused)."""
+    from mmengine.model import ExponentialMovingAverage
+
+    from posedreamer_mm.apis.checkpoint import CheckpointMismatchError
+    model = Toy()
+    ema = ExponentialMovingAverage(model, momentum=0.5, update_buffers=True)
+    assert ema.module.encoder is model.encoder
+    assert set(ema.state_dict()) == {'steps', 'module.head.weight', 'module.head.bias'}
+    with torch.no_grad():
+        model.head.weight.add_(1.0)
+    before = ema.module.head.weight.clone()
+    ema.update_parameters(model)  # first call copies
+    ema.update_parameters(model)
+    torch.testing.assert_close(ema.module.head.weight, model.head.weight)
+    assert not torch.equal(before, ema.module.head.weight)
+    other = ExponentialMovingAverage(Toy(), momentum=0.5, update_buffers=True)
+    other.load_state_dict(ema.state_dict())
+    torch.testing.assert_close(other.module.head.weight, ema.module.head.weight)
+    bad = {k: v for k, v in ema.state_dict().items() if k != 'module.head.bias'}
+    with pytest.raises(CheckpointMismatchError, match=r"1 missing \['head.bias'\]"):
+        other.load_state_dict(bad, strict=False)
