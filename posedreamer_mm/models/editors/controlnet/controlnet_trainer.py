@@ -177,7 +177,7 @@ class ControlNetTrainer(BaseDiffusionTrainer):
                      controlnet=self.controlnet, scheduler=self.scheduler)
         if self.sdxl:
             pipe = StableDiffusionXLControlNetPipeline(text_encoder_2=self.text_encoder_2,
-                                                       tokenizer_2=self.tokenizer_2, **parts)
+                                                       tokenizer_2=self.tokenizer_2, add_watermarker=False, **parts)
         else:
             pipe = StableDiffusionControlNetPipeline(safety_checker=None, feature_extractor=None,
                                                      requires_safety_checker=False, **parts)
