@@ -196,3 +196,19 @@ def test_backend_feeds_the_vae_the_control_range_the_trainer_trained_on(flux_dir
         model.vae.encode = encode
     controls = torch.stack([torch.from_numpy(r['controls']['pncc']).permute(2, 0, 1) for r in results]) / 255.0
     torch.testing.assert_close(seen[0], controls * 2 - 1)
+
+
+def test_bfloat16_run_trains_and_its_validation_pipeline_generates(flux_dir):
+    """Frozen parts in bfloat16, the VAE in float32 for encoding: the live pipeline must still run (diffusers'
+    FLUX pipelines assume one dtype)."""
+    model = trainer(flux_dir, weight_dtype='bfloat16')
+    assert model.transformer.dtype == torch.bfloat16 and model.vae.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    inputs, samples = batch()
+    model.train()
+    model(inputs, samples)['loss'].backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with torch.no_grad():
+        images = model.build_pipeline()(prompt=samples['prompt'], control_image=inputs['control'] * 2 - 1,
+                                        height=SIZE, width=SIZE, num_inference_steps=1, output_type='np').images
+    assert images.shape == (2, SIZE, SIZE, 3) and np.isfinite(images).all()

@@ -214,3 +214,15 @@ def test_a_lora_of_another_model_is_refused_naming_the_file(flux_dir, tmp_path):
         load_condition_lora(tr, tmp_path / 'cut.safetensors')
     with pytest.raises(ValueError, match='must be a multiple of 4'):
         trainer(flux_dir, cond_size=18)
+
+
+def test_bfloat16_run_trains_and_its_validation_pipeline_generates(flux_dir):
+    model = trainer(flux_dir, weight_dtype='bfloat16', gradient_checkpointing=True)
+    model.train()
+    inputs, samples = batch()
+    model(inputs, samples)['loss'].backward()
+    assert all(p.dtype == torch.float32 and p.grad is not None for p in model.parameters() if p.requires_grad)
+    with torch.no_grad():
+        images = model.build_pipeline()(prompt=samples['prompt'], control_image=inputs['control'], height=SIZE,
+                                        width=SIZE, num_inference_steps=1, output_type='np').images
+    assert images.shape == (2, SIZE, SIZE, 3) and torch.isfinite(torch.from_numpy(images)).all()

@@ -80,7 +80,7 @@ class EasyControlTrainer(FluxTrainerBase):
     def build_pipeline(self) -> FluxEasyControlPipeline:
         """A :class:`~.pipeline.FluxEasyControlPipeline` over the live transformer and its condition LoRA."""
         from diffusers import FluxPipeline
-        pipe = FluxPipeline(scheduler=self.scheduler, vae=self.vae, text_encoder=self.text_encoder,
+        pipe = FluxPipeline(scheduler=self.scheduler, vae=self.pipeline_vae(), text_encoder=self.text_encoder,
                             tokenizer=self.tokenizer, text_encoder_2=self.text_encoder_2, tokenizer_2=self.tokenizer_2,
                             transformer=self.transformer)
         pipe.set_progress_bar_config(disable=True)

@@ -76,8 +76,6 @@ class FluxTrainerBase(BaseDiffusionTrainer):
         self.guidance_scale = float(guidance_scale)
         self.max_sequence_length = int(max_sequence_length)
         parts = self.load_components(self.pretrained, self.weight_dtype)
-        if parts['vae'].dtype != torch.float32:
-            parts['vae'].to(torch.float32)
         for name in ('vae', 'text_encoder', 'text_encoder_2', 'tokenizer', 'tokenizer_2', 'scheduler', 'transformer'):
             self.add_frozen(name, parts[name])
         if gradient_checkpointing:
@@ -85,13 +83,14 @@ class FluxTrainerBase(BaseDiffusionTrainer):
 
     @staticmethod
     def load_components(path: Path, dtype: torch.dtype) -> dict[str, Any]:
-        """The FLUX.1 components of ``path`` in ``dtype`` (the folder is checked first: a wrong one is one clear
-        error naming it)."""
+        """The FLUX.1 components of ``path``, the VAE in float32 and the others in ``dtype`` (the folder is checked
+        first: a wrong one is one clear error naming it)."""
         import diffusers
 
         from posedreamer_mm.generation.backends.weights import check_pipeline_folder, load_model
         check_pipeline_folder(path, FLUX_PIPELINES, FLUX_PARTS, 'FLUX trainer (pretrained)')
-        pipe = load_model(diffusers.FluxPipeline, path, dtype)
+        vae = load_model(diffusers.AutoencoderKL, path / 'vae', torch.float32)  # encodes in float32 (see above)
+        pipe = load_model(diffusers.FluxPipeline, path, dtype, vae=vae)
         return dict(pipe.components)
 
     # --- pieces of the contract -------------------------------------------------------------------------------
@@ -133,6 +132,20 @@ class FluxTrainerBase(BaseDiffusionTrainer):
 
     def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.vae_encode(images, generator).float()
+
+    def pipeline_vae(self):
+        """The VAE for :meth:`build_pipeline`: diffusers' FLUX pipelines assume one dtype (a float32 VAE's control
+        latents would meet a bfloat16 transformer), so a bfloat16 run gets a cached copy in the transformer's dtype
+        (84 M parameters) while training keeps encoding in float32."""
+        dtype = self.transformer.dtype
+        if self.vae.dtype == dtype:
+            return self.vae
+        cached = getattr(self, '_pipeline_vae', None)
+        if cached is None or cached.dtype != dtype or cached.device != self.vae.device:
+            import copy
+            cached = copy.deepcopy(self.vae).to(dtype)
+            object.__setattr__(self, '_pipeline_vae', cached)
+        return cached
 
     def guidance(self, n: int, device) -> torch.Tensor | None:
         """The (n,) distilled-guidance vector of a guidance-embedding transformer, else ``None``."""

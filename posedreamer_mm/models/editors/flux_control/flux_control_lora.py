@@ -125,7 +125,7 @@ class FluxControlLoRATrainer(FluxTrainerBase):
     def build_pipeline(self):
         """A ``FluxControlPipeline`` over the live transformer (widened, with the LoRA being trained)."""
         from diffusers import FluxControlPipeline
-        pipe = FluxControlPipeline(scheduler=self.scheduler, vae=self.vae, text_encoder=self.text_encoder,
+        pipe = FluxControlPipeline(scheduler=self.scheduler, vae=self.pipeline_vae(), text_encoder=self.text_encoder,
                                    tokenizer=self.tokenizer, text_encoder_2=self.text_encoder_2,
                                    tokenizer_2=self.tokenizer_2, transformer=self.transformer)
         pipe.set_progress_bar_config(disable=True)
