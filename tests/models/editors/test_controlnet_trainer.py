@@ -30,7 +30,8 @@ def w(tmp_path_factory):
 
 
 def build(pretrained, **kw):
-    return MODELS.build(dict(type='ControlNetTrainer', pretrained=str(pretrained), **{**TINY, **kw}))
+    return MODELS.build(dict(type='ControlNetTrainer', pretrained=None if pretrained is None else str(pretrained),
+                             **{**TINY, **kw}))
 
 
 def batch(n=2, size=16, seed=0):
@@ -208,3 +209,44 @@ def test_bf16_frozen_base_and_cpu_autocast_train_the_float32_controlnet(w):
     ref_images = ref.build_pipeline()(generator=torch.Generator().manual_seed(0), **kw).images
     assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
     assert np.abs(images - ref_images).max() < 0.1  # bf16 rounding, not another image
+
+
+def _config_dict(folder):
+    cfg = json.loads((folder / 'config.json').read_text())
+    cls = cfg.get('_class_name') or cfg['architectures'][0]
+    return dict(type=cls, **{k: v for k, v in cfg.items() if not k.startswith('_') and k != 'architectures'})
+
+
+def test_components_from_config_dicts_or_other_folders(w):
+    """pretrained=None: every frozen part from a config dict (random weights, the tiny-test route) or a built
+    object; with a folder, one part replaced by another folder (e.g. SDXL's fp16-fix VAE)."""
+    from diffusers import AutoencoderKL
+
+    from posedreamer_mm.testing.diffusion import tiny_clip_tokenizer
+    sd = w['sd15']
+    sched = json.loads((sd / 'scheduler' / 'scheduler_config.json').read_text())
+    parts = dict(unet=_config_dict(sd / 'unet'), vae=_config_dict(sd / 'vae'),
+                 text_encoder=_config_dict(sd / 'text_encoder'), tokenizer=tiny_clip_tokenizer(),
+                 scheduler=dict(type=sched['_class_name'], **{k: v for k, v in sched.items() if k[0] != '_'}))
+    model = build(None, components=parts).train()
+    ref = build(sd)
+    assert not model.sdxl and type(model.text_encoder).__name__ == 'CLIPTextModel'
+    for name in ('unet', 'vae', 'text_encoder'):
+        got, want = getattr(model, name).state_dict(), getattr(ref, name).state_dict()
+        assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in want.items()}
+    assert not torch.equal(model.unet.conv_in.weight, ref.unet.conv_in.weight)  # random, not the folder's
+    assert torch.isfinite(model(*batch())['loss'])
+
+    swapped = build(sd, components=dict(vae=str(w['sdxl'] / 'vae')))
+    torch.testing.assert_close(swapped.vae.state_dict(), AutoencoderKL.from_pretrained(w['sdxl'] / 'vae').state_dict())
+    assert not torch.equal(swapped.vae.encoder.conv_in.weight, ref.vae.encoder.conv_in.weight)
+
+    with pytest.raises(ValueError, match=r"pretrained=None needs every component .* missing \['tokenizer'"):
+        build(None, components={k: v for k, v in parts.items() if k != 'tokenizer'})
+    with pytest.raises(ValueError, match=r"components \['unett'\] are not among"):
+        build(sd, components=dict(unett={}))
+    with pytest.raises(WeightsLayoutError, match=r"components\['vae'\] = .*nothing is not a vae folder"):
+        build(sd, components=dict(vae=str(w['cn'] / 'nothing')))
+    with pytest.raises(WeightsLayoutError, match=r"components\['vae'\] = .*cn holds a 'ControlNetModel', not one "
+                                                 r"of \['AutoencoderKL'\]"):
+        build(sd, components=dict(vae=str(w['cn'])))

@@ -20,6 +20,12 @@ from posedreamer_mm.generation.backends.weights import (
 from posedreamer_mm.models.editors.base_diffusion import BaseDiffusionTrainer
 from posedreamer_mm.registry import MODELS
 
+#: Frozen components of the SD1.5 and SDXL pipelines.
+_SD_PARTS = ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler')
+_SDXL_PARTS = _SD_PARTS + ('text_encoder_2', 'tokenizer_2')
+#: Classes a component folder given in ``components=`` may hold.
+_EXPECTED = dict(unet=('UNet2DConditionModel',), vae=('AutoencoderKL',), text_encoder=('CLIPTextModel',),
+                 text_encoder_2=('CLIPTextModelWithProjection',))
 #: ControlNet config keys that must equal the UNet's for the residuals to fit it.
 _UNET_KEYS = ('in_channels', 'block_out_channels', 'down_block_types', 'layers_per_block', 'cross_attention_dim',
               'attention_head_dim', 'addition_embed_type', 'addition_time_embed_dim',
@@ -43,6 +49,11 @@ class ControlNetTrainer(BaseDiffusionTrainer):
     Args:
         pretrained: a local diffusers SD1.5 or SDXL folder (``model_index.json`` + ``unet``, ``vae``,
             ``text_encoder``, ``tokenizer``, ``scheduler`` [+ ``text_encoder_2``, ``tokenizer_2``]).
+            ``None``: every frozen part from ``components``.
+        components: per-component overrides of the folder (``unet``, ``vae``, ``text_encoder``, ``tokenizer``,
+            ``scheduler``, ``text_encoder_2``, ``tokenizer_2``): a folder of that component (e.g. SDXL's fp16-fix
+            VAE), a config dict ``dict(type='<diffusers or transformers class>', **config)`` built with random
+            weights (tiny test models), or a built object.
         controlnet: ``None``: initialised from the UNet (``ControlNetModel.from_unet``: encoder copied, zero
             convolutions at the outputs); or a ``ControlNetModel`` folder to continue training.
         conditioning_channels: channels of the control input (3 per control image; ``3 * k`` for ``k`` images
@@ -61,15 +72,29 @@ class ControlNetTrainer(BaseDiffusionTrainer):
 
     trainable_module_names = ('controlnet',)
 
-    def __init__(self, pretrained: str | os.PathLike, controlnet: str | os.PathLike | None = None,
-                 conditioning_channels: int = 3, conditioning_embedding_out_channels: tuple[int, ...] | None = None,
+    def __init__(self, pretrained: str | os.PathLike | None, controlnet: str | os.PathLike | None = None,
+                 components: dict[str, Any] | None = None, conditioning_channels: int = 3,
+                 conditioning_embedding_out_channels: tuple[int, ...] | None = None,
                  prediction_type: str | None = None, dtype: str = 'float32', vae_dtype: str = 'float32',
                  gradient_checkpointing: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.pretrained = self._check_pretrained(pretrained)
-        self.sdxl = 'text_encoder_2' in json.loads((self.pretrained / 'model_index.json').read_text())
+        components = dict(components or {})
+        unknown = sorted(set(components) - set(_SDXL_PARTS))
+        if unknown:
+            raise ValueError(f'{type(self).__name__}: components {unknown} are not among {list(_SDXL_PARTS)}')
+        if pretrained is None:
+            self.pretrained, index = None, {}
+            self.sdxl = 'text_encoder_2' in components
+            missing = [n for n in (_SDXL_PARTS if self.sdxl else _SD_PARTS) if n not in components]
+            if missing:
+                raise ValueError(f'{self.what()}: pretrained=None needs every component in components=; missing '
+                                 f'{missing}')
+        else:
+            self.pretrained = self._check_pretrained(pretrained)
+            index = json.loads((self.pretrained / 'model_index.json').read_text())
+            self.sdxl = 'text_encoder_2' in index or 'text_encoder_2' in components
         self.dtype, self.vae_dtype = resolve_dtype(dtype), resolve_dtype(vae_dtype)
-        self._load_frozen()
+        self._load_frozen(index, components)
         self._set_schedule(prediction_type)
         self.conditioning_channels = int(conditioning_channels)
         self.controlnet = self._build_controlnet(controlnet, conditioning_embedding_out_channels)
@@ -92,31 +117,24 @@ class ControlNetTrainer(BaseDiffusionTrainer):
                                      'diffusers folder (load it once with from_single_file and save_pretrained it)')
         return p
 
-    def _load_frozen(self) -> None:
-        import diffusers
-        import transformers
+    @property
+    def source(self) -> str:
+        """Where the frozen components come from, for messages."""
+        return str(self.pretrained) if self.pretrained is not None else 'the components= configs'
+
+    def _load_frozen(self, index: dict, components: dict[str, Any]) -> None:
         p = self.pretrained
-        if self.sdxl:
-            missing = [s for s in ('text_encoder_2', 'tokenizer_2') if not (p / s).is_dir()]
+        if self.sdxl and p is not None:
+            missing = [s for s in ('text_encoder_2', 'tokenizer_2') if not (p / s).is_dir() and s not in components]
             if missing:
-                raise WeightsLayoutError(f'{self.what()}: {p} names text_encoder_2 in model_index.json but lacks '
-                                         f'the subfolders {missing}')
-        index = json.loads((p / 'model_index.json').read_text())
-
-        def load(name, dtype):
-            cls = getattr(diffusers, index[name][1], None) or getattr(transformers, index[name][1])
-            return load_model(cls, p / name, dtype)
-
-        self.add_frozen('unet', load('unet', self.dtype))
-        self.add_frozen('vae', load('vae', self.vae_dtype))
-        self.add_frozen('text_encoder', load('text_encoder', self.dtype))
-        self.add_frozen('tokenizer', transformers.AutoTokenizer.from_pretrained(p / 'tokenizer', local_files_only=True))
-        if self.sdxl:
-            self.add_frozen('text_encoder_2', load('text_encoder_2', self.dtype))
-            self.add_frozen('tokenizer_2', transformers.AutoTokenizer.from_pretrained(p / 'tokenizer_2',
-                                                                                      local_files_only=True))
-        sched_cls = getattr(diffusers, index['scheduler'][1])
-        self.add_frozen('scheduler', sched_cls.from_pretrained(p / 'scheduler', local_files_only=True))
+                raise WeightsLayoutError(f'{self.what()}: {p} is an SDXL base but lacks the subfolders {missing}')
+        for name in (_SDXL_PARTS if self.sdxl else _SD_PARTS):
+            dtype = self.vae_dtype if name == 'vae' else self.dtype
+            if name in components:
+                part = _build_component(name, components[name], dtype, self.what())
+            else:
+                part = _load_component(p / name, index[name][1], dtype)
+            self.add_frozen(name, part)
 
     def _set_schedule(self, prediction_type: str | None) -> None:
         from diffusers import DDPMScheduler
@@ -124,7 +142,7 @@ class ControlNetTrainer(BaseDiffusionTrainer):
         self.prediction_type = prediction_type or train_sched.config.prediction_type
         if self.prediction_type not in ('epsilon', 'v_prediction'):
             raise ValueError(f"{self.what()}: prediction_type must be 'epsilon' or 'v_prediction' (the scheduler "
-                             f"config of {self.pretrained} says {train_sched.config.prediction_type!r}), got "
+                             f"config of {self.source} says {train_sched.config.prediction_type!r}), got "
                              f'{self.prediction_type!r}')
         self.alphas_cumprod = train_sched.alphas_cumprod.float()
         self.num_train_timesteps = int(train_sched.config.num_train_timesteps)
@@ -137,7 +155,7 @@ class ControlNetTrainer(BaseDiffusionTrainer):
             if 2 ** (len(embedding_channels) - 1) != vae_factor:
                 raise ValueError(f'{self.what()}: conditioning_embedding_out_channels {embedding_channels} shrink '
                                  f'the control {2 ** (len(embedding_channels) - 1)}x but the VAE of '
-                                 f'{self.pretrained} shrinks images {vae_factor}x: give {len(embedding_channels)} '
+                                 f'{self.source} shrinks images {vae_factor}x: give {len(embedding_channels)} '
                                  'widths for a factor of 2 ** (widths - 1)')
             net = ControlNetModel.from_unet(self.unet, conditioning_embedding_out_channels=embedding_channels,
                                             conditioning_channels=self.conditioning_channels)
@@ -153,7 +171,7 @@ class ControlNetTrainer(BaseDiffusionTrainer):
         if cfg.conditioning_channels != self.conditioning_channels:
             diff.append(f'conditioning_channels={cfg.conditioning_channels} (config {self.conditioning_channels})')
         if diff:
-            raise WeightsLayoutError(f'{what}: {folder} does not fit the UNet of {self.pretrained}: {"; ".join(diff)}')
+            raise WeightsLayoutError(f'{what}: {folder} does not fit the UNet of {self.source}: {"; ".join(diff)}')
         return net
 
     # --- the contract's steps ---------------------------------------------------------------------------------
@@ -211,7 +229,7 @@ class ControlNetTrainer(BaseDiffusionTrainer):
         multiple = 2 ** halvings
         if images.shape[-2] % multiple or images.shape[-1] % multiple:
             raise ValueError(f'{type(self).__name__}: image size {tuple(images.shape[-2:])} (H, W) is not a multiple '
-                             f'of {multiple} (VAE and UNet downsampling of {self.pretrained}): resize the pairs '
+                             f'of {multiple} (VAE and UNet downsampling of {self.source}): resize the pairs '
                              '(ResizeControlPair size) to a multiple')
         posterior = self.vae.encode(images.to(self.weight_device, self.vae_dtype)).latent_dist
         if generator is None:
@@ -259,6 +277,59 @@ class ControlNetTrainer(BaseDiffusionTrainer):
         ``diffusion_pytorch_model.safetensors``): ``controlnets=[dict(weights=out_dir, ...)]`` of the SD15/SDXL
         ControlNet backends loads it."""
         self.controlnet.save_pretrained(os.fspath(out_dir), safe_serialization=True)
+
+
+def _load_component(folder: Path, class_name: str, dtype: torch.dtype):
+    """One component of a pipeline folder: models through the backends' checked loader, tokenizers and
+    schedulers through their own ``from_pretrained``."""
+    import diffusers
+    import transformers
+    cls = getattr(diffusers, class_name, None) or getattr(transformers, class_name, None)
+    if cls is None:
+        raise WeightsLayoutError(f'{folder}: model_index.json names {class_name!r}, which neither diffusers nor '
+                                 'transformers has')
+    if isinstance(cls, type) and issubclass(cls, (torch.nn.Module,)):
+        return load_model(cls, folder, dtype)
+    return cls.from_pretrained(folder, local_files_only=True)
+
+
+def _build_component(name: str, spec: Any, dtype: torch.dtype, what: str):
+    """A ``components=`` entry: a built object as is; a path, the component's own folder (e.g. SDXL's
+    fp16-fix VAE); a dict ``type=<diffusers/transformers class>`` plus its config, built randomly initialised
+    (diffusers models and schedulers from the config, transformers models from ``<Class>.config_class``, tokenizers
+    from their keyword arguments)."""
+    import diffusers
+    import transformers
+    if isinstance(spec, (str, os.PathLike)):
+        folder = Path(os.fspath(spec)).expanduser()
+        if name.startswith('tokenizer'):
+            if not folder.is_dir():
+                raise WeightsLayoutError(f'{what}: components[{name!r}] = {folder} is not a tokenizer folder')
+            return _load_component(folder, 'AutoTokenizer', dtype)
+        config = folder / ('scheduler_config.json' if name == 'scheduler' else 'config.json')
+        if not config.is_file():
+            raise WeightsLayoutError(f'{what}: components[{name!r}] = {folder} is not a {name} folder (it has no '
+                                     f'{config.name})')
+        found = json.loads(config.read_text())
+        class_name = found.get('_class_name') or found.get('architectures', [''])[0]
+        if name in _EXPECTED and class_name not in _EXPECTED[name]:
+            raise WeightsLayoutError(f'{what}: components[{name!r}] = {folder} holds a {class_name!r}, not one of '
+                                     f'{list(_EXPECTED[name])}')
+        return _load_component(folder, class_name, dtype)
+    if not isinstance(spec, dict):
+        return spec.to(dtype) if isinstance(spec, torch.nn.Module) else spec
+    spec = dict(spec)
+    type_name = spec.pop('type', None)
+    cls = getattr(diffusers, str(type_name), None) or getattr(transformers, str(type_name), None)
+    if cls is None:
+        raise ValueError(f'{what}: components[{name!r}] type {type_name!r} is neither a diffusers nor a '
+                         'transformers class')
+    if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
+        return cls(cls.config_class(**spec)).to(dtype)
+    if hasattr(cls, 'from_config'):
+        built = cls.from_config(spec)
+        return built.to(dtype) if isinstance(built, torch.nn.Module) else built
+    return cls(**spec)
 
 
 def _autocast_calls(pipe, dtype: torch.dtype) -> None:
