@@ -7,7 +7,7 @@
 # stand-in of docs/bodies.md; crop_size; seed) are overridden with --cfg-options as usual (docs/configs.md).
 _base_ = ['../generation/render_procedural_generic-512.py']
 
-out_dir = 'outputs/demo'
+out_dir = 'outputs/demo/dataset'  # bash tools/demo.sh writes the held-out set, HMR run and report beside it
 num_samples = 24
 
 generator = dict(

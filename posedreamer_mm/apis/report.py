@@ -12,6 +12,8 @@ kept; ``posedreamer_mm/apis/filter.py``) and writes to ``out_dir`` (default ``<d
   angle of the dataset's poses against the pose source's: ranges and coverage), ``shape_camera.png`` (betas,
   focal, distance, yaw), ``contact_sheet.png`` (images with the label's SMPL-X mesh and COCO-17 skeleton drawn
   over them), ``hmr_loss.png`` (training loss of ``hmr_work_dir``);
+- ``image_quality.json``: FID-64, FID-2048, KID of the (kept) images against ``reference``, with the protocol
+  (``posedreamer_mm/apis/image_quality.py``, docs/image_quality.md), when a reference folder is given;
 - ``report.json``: every number the page shows.
 
 Nothing in the dataset is changed. Every file is written atomically.
@@ -252,25 +254,33 @@ def stand_in_notes(reader: GeneratedDataReader) -> list[str]:
 
 
 def hmr_results(work_dir: str) -> dict:
-    """The training loss curve and the last test metrics of an mmengine work dir (``tools/train.py`` /
+    """The training loss curve and the last evaluation of an mmengine work dir (``tools/train.py`` /
     ``tools/test.py``): ``loss`` as ``[(iter, loss), ...]`` from the newest ``*/vis_data/scalars.json`` with a
-    loss, ``metrics`` from the newest ``*/<timestamp>.json`` without one."""
+    loss; ``metrics`` from the newest test log ``<timestamp>/<timestamp>.json``, else the training run's last
+    validation."""
     out: dict = dict(work_dir=osp.abspath(work_dir), loss=[], metrics={})
     for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')), reverse=True):
         rows = _json_lines(path)
         loss = [(int(r['iter']), float(r['loss'])) for r in rows if 'loss' in r and 'iter' in r]
         if loss:
             out['loss'], out['train_log'] = loss, path
+            val = [r for r in rows if not any('loss' in k for k in r) and any('/' in k for k in r)]
+            if val:
+                out['metrics'] = _numbers(val[-1])
+                out['metrics_from'] = path
             break
     for path in sorted(glob.glob(osp.join(work_dir, '*', '*.json')), reverse=True):
         if osp.basename(path)[:-5] != osp.basename(osp.dirname(path)):
             continue
         rows = [r for r in _json_lines(path) if r and not any('loss' in k for k in r)]
         if rows:
-            out['metrics'] = {k: v for k, v in rows[-1].items() if isinstance(v, (int, float))}
-            out['test_log'] = path
+            out['metrics'], out['metrics_from'] = _numbers(rows[-1]), path
             break
     return out
+
+
+def _numbers(row: dict) -> dict:
+    return {k: v for k, v in row.items() if isinstance(v, (int, float)) and k not in ('step', 'iter', 'epoch')}
 
 
 def _json_lines(path: str) -> list[dict]:
@@ -286,14 +296,17 @@ def _json_lines(path: str) -> list[dict]:
     return rows
 
 
-def image_quality(data_root: str, reference: str, **kwargs) -> dict:
-    """FID-64, FID-2048 and KID of the dataset's images against the images of ``reference``
-    (``posedreamer_mm/apis/image_quality.py``)."""
-    try:
-        from posedreamer_mm.apis import image_quality as iq
-    except ImportError as err:
-        raise RuntimeError('FID/KID needs posedreamer_mm/apis/image_quality.py, which this checkout lacks') from err
-    return iq.compute_image_quality(data_root, reference, **kwargs)
+def image_quality(data_root: str, reference: str, kept: str | None = None, out: str | None = None,
+                  **kwargs) -> dict:
+    """FID-64, FID-2048 and KID of the dataset's images (only the rows ``kept`` lists, a filter's
+    ``manifest_filtered.jsonl``, when given) against the images of ``reference``, by
+    ``posedreamer_mm/apis/image_quality.py`` (protocol: docs/image_quality.md); ``out`` gets its JSON.
+
+    Returns:
+        ``metrics`` and ``protocol`` as that module gives them.
+    """
+    from posedreamer_mm.apis.image_quality import run_image_quality
+    return run_image_quality(data_root, reference, kept=kept, out=out, log=log, progress=False, **kwargs)
 
 
 def _stats(values: np.ndarray) -> dict:
@@ -319,7 +332,8 @@ def run_report(data_root: str, out_dir: str | None = None, filter_dir: str | Non
         hmr_work_dir: An HMR work dir (``tools/train.py`` / ``tools/test.py``): its loss curve and test metrics.
         sheet_samples: Samples of the contact sheet (as many kept and as many rejected when filtered).
         pool_samples: Poses of the source the pose coverage compares with.
-        iq_kwargs: More arguments of the image-quality computation.
+        iq_kwargs: More arguments of ``posedreamer_mm.apis.image_quality.run_image_quality`` (``max_images``,
+            ``device``, ``is_weights``...).
 
     Raises:
         posedreamer_mm.generation.writer.OutputConflictError: ``data_root`` is not a generated dataset.
@@ -389,8 +403,10 @@ def run_report(data_root: str, out_dir: str | None = None, filter_dir: str | Non
             report['figures']['hmr_loss'] = figs.save_loss_curve(osp.join(out_dir, 'hmr_loss.png'),
                                                                  report['hmr']['loss'])
     if reference:
-        log(f'FID/KID against {reference} ...')
-        report['image_quality'] = image_quality(reader.root, reference, **(iq_kwargs or {}))
+        log(f'FID/KID of the {"kept" if filt else "committed"} images against {reference} ...')
+        kept_file = osp.join(filter_dir, 'manifest_filtered.jsonl') if filt else None
+        report['image_quality'] = image_quality(reader.root, reference, kept=kept_file,
+                                                out=osp.join(out_dir, 'image_quality.json'), **(iq_kwargs or {}))
     report['figures'] = {k: osp.basename(v) for k, v in report['figures'].items()}
     report['seconds'] = round(time.time() - start, 2)
     atomic_write_text(osp.join(out_dir, 'report.json'), json.dumps(report, indent=1, default=_json_default))

@@ -103,9 +103,14 @@ def write_report_html(path: str | os.PathLike, report: dict) -> str:
     parts.append(_figure(report, 'contact_sheet'))
     iq = report.get('image_quality')
     if iq:
+        proto = iq.get('protocol', {})
         parts.append('<h2>Image quality</h2>')
-        parts.append(_table(((k, _fmt(v)) for k, v in iq.items() if not isinstance(v, (dict, list))),
-                            header=('metric', 'value')))
+        parts.append(f'<p>{_e(proto.get("generated_kind", "images"))} <code>{_e(proto.get("generated", ""))}</code>'
+                     f'{" (kept rows only)" if proto.get("kept") else ""} against '
+                     f'<code>{_e(proto.get("reference", ""))}</code>; FID-64 is the feature size of the paper\'s '
+                     'FID, FID-2048 the usual one '
+                     '(docs/image_quality.md). Full protocol: <code>image_quality.json</code>.</p>')
+        parts.append(_table(((k, _fmt(v)) for k, v in iq.get('metrics', {}).items()), header=('metric', 'value')))
     hmr = report.get('hmr')
     if hmr:
         parts.append(_figure(report, 'hmr_loss') or '<h2>HMR training</h2>')

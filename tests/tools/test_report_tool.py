@@ -179,3 +179,22 @@ def test_damaged_inputs_end_with_one_error_naming_the_file(dataset, tmp_path, ca
     with pytest.raises(SystemExit) as exc:           # a wrong option: argparse names it
         main([str(dataset), '--reference', str(tmp_path / 'missing')])
     assert exc.value.code == 2 and '--reference' in capsys.readouterr().err
+
+
+def test_fid_and_kid_against_the_kept_images_themselves_are_zero(dataset, tmp_path):
+    """The FID/KID hook (posedreamer_mm/apis/image_quality.py): a reference folder holding exactly the kept images
+    gives FID 0 at both feature sizes, and the page shows the table."""
+    ref = tmp_path / 'ref'
+    ref.mkdir()
+    reader = GeneratedDataReader(dataset)
+    kept = [json.loads(line)['index'] for line in (dataset / 'filter' / 'manifest_filtered.jsonl').read_text().splitlines()]
+    for i in kept:
+        shutil.copy(reader.image_path(i), ref / f'{i:03d}.jpg')
+    rep = run_report(str(dataset), out_dir=str(tmp_path / 'rep'), reference=str(ref), sheet_samples=1,
+                     pool_samples=20)
+    metrics = rep['image_quality']['metrics']
+    assert metrics['num_gen'] == metrics['num_ref'] == len(kept) == math.ceil(N / 2)
+    assert abs(metrics['fid64']) < 1e-6 and abs(metrics['fid2048']) < 1e-6
+    assert json.loads((tmp_path / 'rep' / 'image_quality.json').read_text())['metrics'] == metrics
+    page = (tmp_path / 'rep' / 'index.html').read_text()
+    assert 'Image quality' in page and 'fid2048' in page and '(kept rows only)' in page
