@@ -167,3 +167,43 @@ def test_bad_inputs_get_one_clear_error(tmp_path, val_root):
         ControlValidationHook(val_root, 'pncc', dict(type='TestOnlyRecordingScorer'))
     with pytest.raises(ValueError, match='num_samples must be >= 1'):
         select_indices(6, 0)
+
+
+def test_live_pipeline_images_are_the_pipelines_own_for_the_stored_seed(parts, val_root):
+    """The wrapped live pipeline is called as dataset generation calls it: one generator seeded with the row's
+    seed, its prompt and negative prompt, the control in [0, 1]; the same call made by hand gives the same image."""
+    import torch
+
+    from posedreamer_mm.apis.control_eval import evaluate_control, pipeline_backend
+    from posedreamer_mm.generation.backends.diffusers_backends import SD15ControlNetBackend
+    model = build_trainer(parts).eval()
+    from posedreamer_mm.testing.diffusion import make_trained_like
+    make_trained_like(model.controlnet)          # a zero-output ControlNet would ignore the control
+    pipe = model.build_pipeline()
+    assert isinstance(pipeline_backend(pipe, ['pncc']), SD15ControlNetBackend)
+    held = load_held_out(val_root, 2, ['pncc'])
+    result = evaluate_control(pipe, held, RecordingScorer(miss_every=0), backend=dict(num_inference_steps=2))
+    for h, img in zip(held, result.images):
+        control = torch.from_numpy(h.controls['pncc']).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            ref = pipe(prompt=[h.prompt], negative_prompt=[h.negative_prompt], image=control, height=SIDE, width=SIDE,
+                       num_inference_steps=2, guidance_scale=7.5, output_type='np',
+                       generator=[torch.Generator().manual_seed(h.seed)]).images[0]
+        np.testing.assert_array_equal(img, np.round(np.clip(ref, 0, 1) * 255).astype(np.uint8))
+    assert not np.array_equal(result.images[0], result.images[1])
+
+
+def test_flux_control_pipeline_is_run_by_the_flux_control_backend(tmp_path, val_root):
+    from posedreamer_mm.apis.control_eval import evaluate_control, pipeline_backend
+    from posedreamer_mm.generation.backends.diffusers_backends import FluxControlBackend
+    from posedreamer_mm.models.editors.flux_control.flux_control_lora import FluxControlLoRATrainer
+    from posedreamer_mm.testing.diffusion import write_tiny_flux
+    model = FluxControlLoRATrainer(pretrained=write_tiny_flux(tmp_path / 'flux'), rank=4, max_sequence_length=16)
+    pipe = model.eval().build_pipeline()
+    assert isinstance(pipeline_backend(pipe, ['pncc']), FluxControlBackend)
+    held = load_held_out(val_root, 1, ['pncc'])
+    backend = dict(num_inference_steps=1, call_kwargs=dict(max_sequence_length=16))
+    result = evaluate_control(pipe, held, RecordingScorer(miss_every=0), backend=backend)
+    assert result.images[0].shape == (SIDE, SIDE, 3) and result.oks.shape == (1,)
+    with pytest.raises(ValueError, match='no registered generation backend runs a dict'):
+        pipeline_backend({}, ['pncc'])
