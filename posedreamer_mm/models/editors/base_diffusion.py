@@ -39,7 +39,7 @@ from posedreamer_mm.models.utils.diffusion_training import (
 
 
 class BaseDiffusionTrainer(BaseModel):
-    """Shared training logic of the diffusion trainers (contract: ``/docs/control_training.md``, "The model").
+    """Shared training logic of the diffusion trainers (docs/control_training.md, "The model").
 
     Subclasses set ``self.prediction_type`` (one of ``'epsilon'``, ``'v_prediction'``, ``'flow'``) and, for DDPM
     models, ``self.alphas_cumprod`` (T,) and ``self.num_train_timesteps``, then implement the abstract steps.
