@@ -320,3 +320,24 @@ def test_a_photo_of_another_size_than_its_label_is_dropped(tmp_path):
     meta['source_camera']['img_size'] = [50, 60]   # the label's camera is of a (W, H) = (50, 60) image
     results = dict(sample=BodySample(id='s', img_size=(20, 20), meta=meta))
     assert load(results) is None and results['drop_reason'] == 'photo_size_mismatch'
+
+
+@pytest.mark.slow   # two worker start-ups; the generator's own spawn test runs by default
+def test_spawn_workers_write_the_same_pairs(tmp_path, standin_model_dir):
+    """Workers import only body/render/generation: the photo source, checks and captions must be registered there."""
+    model = SMPLXBodyModel(standin_model_dir)
+    people = [('a.png', _body(0.3, 0.1, 5.0, 0.4)), ('b.png', _body(0.0, 0.0, 14.0))]
+    dataset, _ = _write_bedlam_like(tmp_path / 'bedlam', model, people, ['a.png', 'b.png'])
+    runs = {}
+    for workers in (0, 1):
+        gen = GENERATORS.build(dict(
+            type='DatasetGenerator', body_model=dict(type='SMPLXBodyModel', model_path=str(standin_model_dir)),
+            source=dict(type='HMRPhotoSource', dataset=dataset), pipeline=_pipeline(),
+            backend=dict(type='PhotoCropBackend'), writer=dict(shard_size=4, image_format='png'), seed=0,
+            num_workers=workers, warm_start=False, progress=False))
+        summary = gen.run(str(tmp_path / f'out{workers}'))
+        assert summary['written'] == 1 and summary['dropped'] == {'too_small': 1} and summary['failed'] == {}
+        reader = GeneratedDataReader(tmp_path / f'out{workers}')
+        with open(reader.image_path(0), 'rb') as f, open(reader.control_path(0, 'pncc'), 'rb') as g:
+            runs[workers] = (f.read(), g.read(), reader.meta(0)['prompt'])
+    assert runs[0] == runs[1]
