@@ -198,7 +198,8 @@ def load_held_out(data: str | os.PathLike | Any, num_samples: int, control_types
         h, w = next(iter(controls.values())).shape[:2]
         dst = tuple(int(s) for s in size) if size is not None else (w, h)
         out.append(HeldOutSample(
-            sample_id=str(meta['id']), controls={k: _resize(v, dst, control_interpolation) for k, v in controls.items()},
+            sample_id=str(meta['id']),
+            controls={k: _resize(v, dst, control_interpolation) for k, v in controls.items()},
             prompt=str(meta.get('prompt') or ''), negative_prompt=str(meta.get('negative_prompt') or ''),
             seed=int(meta['seed']), keypoints=scale_keypoints(sample.keypoints_coco17, (w, h), dst), sample=sample))
     return out
@@ -312,24 +313,35 @@ def evaluate_control(generator: Any, held_out: Sequence[HeldOutSample], scorer: 
 
 
 def control_contact_sheet(held_out: Sequence[HeldOutSample], images: Sequence[np.ndarray],
-                          oks: Sequence[float] | None = None, max_rows: int = 8, tile: int = 128) -> np.ndarray:
+                          oks: Sequence[float] | None = None, max_rows: int = 8, tile: int = 128,
+                          base_images: Sequence[np.ndarray] | None = None,
+                          base_oks: Sequence[float] | None = None) -> np.ndarray:
     """A contact sheet: per sample, the generated image, the image with the label's skeleton, each control.
 
-    Each row's caption gives the sample id's end and its OKS (when given).
+    With ``base_images`` (DPO: the base model's images, same seeds) a ``base`` column comes first. Each row's
+    caption gives the end of the sample id and its OKS (``base -> current`` when both are given).
 
     Returns:
         ``(H, W, 3)`` uint8 RGB (``visualization/contact_sheet.py``'s ``tile_sheet`` layout).
     """
     n = min(len(held_out), len(images), int(max_rows))
+    if base_images is not None:
+        n = min(n, len(base_images))
     if n == 0:
         raise ValueError('nothing to show: no held-out images')
     types = list(held_out[0].controls)
     rows, captions = [], []
-    for s, img in list(zip(held_out, images))[:n]:
+    for r in range(n):
+        s, img = held_out[r], images[r]
         overlay = draw_coco17(np.ascontiguousarray(img), s.keypoints, radius=max(1, img.shape[0] // 128))
-        rows.append([img, overlay] + [s.controls[t] for t in types])
-        captions.append(s.sample_id[-18:] + ('' if oks is None else f' oks {oks[len(rows) - 1]:.2f}'))
-    return tile_sheet(rows, ['generated', 'generated + label'] + types, captions, tile)
+        rows.append(([base_images[r]] if base_images is not None else []) + [img, overlay]
+                    + [s.controls[t] for t in types])
+        score = '' if oks is None else f'{oks[r]:.2f}'
+        if base_oks is not None:
+            score = f'{base_oks[r]:.2f}' + (f' -> {score}' if score else '')
+        captions.append(s.sample_id[-18:] + (f' oks {score}' if score else ''))
+    columns = (['base'] if base_images is not None else []) + ['generated', 'generated + label'] + types
+    return tile_sheet(rows, columns, captions, tile)
 
 
 def evaluate_control_sliced(generator: Any, held_out: Sequence[HeldOutSample], scorer: BasePoseScorer,

@@ -207,3 +207,21 @@ def test_flux_control_pipeline_is_run_by_the_flux_control_backend(tmp_path, val_
     assert result.images[0].shape == (SIDE, SIDE, 3) and result.oks.shape == (1,)
     with pytest.raises(ValueError, match='no registered generation backend runs a dict'):
         pipeline_backend({}, ['pncc'])
+
+
+def test_contact_sheet_columns_base_current_label_and_control(val_root):
+    from posedreamer_mm.apis.control_eval import control_contact_sheet
+    held = load_held_out(val_root, 2, ['pncc'])
+    current = [np.full((SIDE, SIDE, 3), 200, np.uint8)] * 2
+    base = [np.full((SIDE, SIDE, 3), 50, np.uint8)] * 2
+    sheet = control_contact_sheet(held, current, [0.5, 0.25], tile=64, base_images=base, base_oks=[0.1, 0.2])
+    assert sheet.shape == (28 + 2 * 64, 4 * 64, 3)
+    mid = (slice(28 + 64 + 10, 28 + 64 + 40), slice(None))       # second row, above its caption
+    row = sheet[mid[0]]
+    assert (row[:, 5:60] == 50).all() and (row[:, 64 + 5:128 - 5] == 200).all()
+    # The label column is the current image with the label skeleton drawn on it (some pixels differ from 200).
+    assert (row[:, 128:192] != 200).any()
+    ctrl = cv2.resize(held[1].controls['pncc'], (64, 64), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(row[:, 192:256], ctrl[10:40])
+    without_base = control_contact_sheet(held, current, tile=64)
+    assert without_base.shape == (28 + 2 * 64, 3 * 64, 3)
