@@ -167,6 +167,11 @@ def test_bad_inputs_get_one_clear_error(tmp_path, val_root):
         ControlValidationHook(val_root, 'pncc', dict(type='TestOnlyRecordingScorer'))
     with pytest.raises(ValueError, match='num_samples must be >= 1'):
         select_indices(6, 0)
+    assert select_indices(2, 5) == [0, 1] and select_indices(7, 3) == [0, 2, 4] and select_indices(6, 2) == [0, 3]
+    # A wrong data_root fails before the first iteration (setup in before_train), naming the folder.
+    hook = ControlValidationHook(tmp_path / 'nope', ['pncc'], dict(type='TestOnlyRecordingScorer'))
+    with pytest.raises(Exception, match='nope is not a generated dataset'):
+        hook.before_train(runner=None)
 
 
 def test_live_pipeline_images_are_the_pipelines_own_for_the_stored_seed(parts, val_root):
