@@ -165,6 +165,18 @@ def retest(scored, out: str, args) -> None:
           f'{spearman_rho(a, b):.3f}, R^2 of predicting the second by the first {r2_score(b, a):.3f}; mean |diff| '
           f'{np.abs(a - b).mean():.3f}; both renders in their hardest quarter {both_hard:.3f} (0.0625 if '
           'independent)')
+    # The same poses with a less noisy target (the mean OKS of the two renders) vs one render's OKS.
+    from posedreamer_mm.apis.mine import train_on_dataset
+    pos = {i: k for k, i in enumerate(scored.ids)}
+    rows = [pos[i] for i in common]
+    params = {k: v[rows] for k, v in scored.params.items()}
+    for name, target in (('one render', a), ('mean of the two renders', (a + b) / 2)):
+        sub = dataclasses.replace(scored, ids=common, targets=target, groups=[scored.groups[r] for r in rows],
+                                  params=params)
+        rhos = [train_on_dataset(sub, lgb_params=dict(num_threads=1), seed=seed)[1].spearman_rho
+                for seed in range(args.seeds)]
+        print(f'#   reference layout on these {len(common)} poses, target = {name}: held-out rho '
+              f'{np.mean(rhos):.3f} ±{np.std(rhos):.3f}')
 
 
 def main():
