@@ -65,3 +65,19 @@ def test_bad_inputs_are_named():
         select_hardest(np.zeros(2), np.zeros((3, 63)), 1)
     with pytest.raises(MiningError, match='num must be >= 1'):
         select_hardest(np.zeros(2), np.zeros((2, 63)), 0)
+
+
+def test_a_pose_exactly_at_the_guard_distance_is_kept_and_just_inside_it_is_rejected():
+    poses = np.zeros((2, 63))
+    poses[0, 12:15] = Rotation.from_euler('z', 30, degrees=True).as_rotvec()
+    d = float(pose_distance_deg(joint_rotations(poses[:1])[0], joint_rotations(poses[1:])[0]))
+    assert select_hardest(np.array([1.0, 0.0]), poses, 2, min_distance_deg=d).indices.tolist() == [0, 1]
+    kept = select_hardest(np.array([1.0, 0.0]), poses, 2, min_distance_deg=np.nextafter(d, np.inf))
+    assert kept.indices.tolist() == [0] and kept.exhausted
+
+
+def test_the_root_counts_only_when_asked():
+    poses = np.zeros((2, 63))                                  # one articulation ...
+    roots = np.array([[np.pi, 0, 0], [0, np.pi, 0]])           # ... seen from the front and from behind
+    assert select_hardest(np.array([1.0, 0.5]), poses, 2, 5).indices.tolist() == [0]
+    assert select_hardest(np.array([1.0, 0.5]), poses, 2, 5, global_orient=roots).indices.tolist() == [0, 1]
