@@ -131,9 +131,12 @@ def test_infinite_mode_draws_lazy_seeded_chunks(monkeypatch):
     assert sorted(streams[0][:4] + streams[1][:4]) == list(range(n))  # chunk 0: a permutation split by rank
     np.testing.assert_array_equal(np.array(streams[0][4:]), chunk1[0::2])
     np.testing.assert_array_equal(np.array(streams[1][4:]), chunk1[1::2])
-    # m = 0.5 and all difficulty on index 7: p_7 = 0.5/8 + 0.5 (the other 0.5/8 each)
+    # chunk 1 starts at iteration 4 per rank / batch 2 = 2: m = 0.5 and all difficulty on index 7, so
+    # p_7 = 0.5/8 + 0.5 (the other 0.5/8 each), drawn by numpy's generator seeded with seed + chunk
     s.difficulty[:] = [0, 0, 0, 0, 0, 0, 0, 1.0]
     np.testing.assert_allclose(s.probabilities(2), [0.0625] * 7 + [0.5625])
+    expected = np.random.default_rng(4 + 1).choice(n, size=n, p=[0.0625] * 7 + [0.5625])
+    np.testing.assert_array_equal(chunk1, expected)
     with pytest.raises(ValueError, match='batch_size'):
         t = HardSampleSampler(list(range(n)), seed=4, infinite=True, curriculum=dict(begin=1, end=3))
         t.difficulty[:] = 1.0
