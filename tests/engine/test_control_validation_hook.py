@@ -88,7 +88,7 @@ def test_hook_logs_oks_of_oks_py_and_a_contact_sheet(tmp_path, parts, val_root, 
     vis = next(tmp_path.glob('*/vis_data'))
     lines = [json.loads(line) for line in (vis / 'scalars.json').read_text().splitlines()]
     logged = [d for d in lines if 'control_val/mean_oks' in d]
-    assert [d['step'] for d in logged] == [0, 2, 4]
+    assert [d['step'] for d in logged] == [0, 2, 4]            # no extra one at the end: 4 was validated
     # The held-out rows are 0, 2, 4 of 6 (evenly spaced); labels read here straight from the dataset.
     assert select_indices(6, 3) == [0, 2, 4]
     reader = GeneratedDataReader(val_root)
@@ -116,7 +116,7 @@ def test_validation_leaves_the_training_trajectory_unchanged(tmp_path, parts, va
     RecordingScorer.calls.clear()
     runner, hooked = run(tmp_path / 'hooked', parts, train_root, [hook_cfg(val_root, sheet_rows=0, num_samples=2)],
                          max_iters=3)
-    assert len(RecordingScorer.calls) == 4                     # validated before iteration 1 and after 2
+    assert len(RecordingScorer.calls) == 6                     # validated before iteration 1, after 2 and at the end
     assert len(plain) == 3 and plain == hooked                 # bit-identical losses
     # The trained ControlNet is back in train mode, the frozen parts still in eval mode.
     assert runner.model.controlnet.training and not runner.model.unet.training

@@ -49,6 +49,8 @@ class ControlValidationHook(Hook):
         num_samples: held-out size.
         interval: validate every this many iterations (``<= 0``: never during training).
         before_train: also validate before the first iteration (the base model's figures).
+        after_train: also validate after the last iteration when it was not a multiple of ``interval`` (so the
+            final weights are always measured).
         size: evaluation size ``(W, H)`` or one side (controls resized to it, labels moved with them); ``None``
             uses the stored controls' size.
         control_interpolation: how controls are resized (``'nearest'``, as control training does, or
@@ -65,7 +67,7 @@ class ControlValidationHook(Hook):
     priority = 'LOW'
 
     def __init__(self, data_root: str | os.PathLike, control_types: Sequence[str], scorer: dict | object,
-                 num_samples: int = 16, interval: int = 1000, before_train: bool = False,
+                 num_samples: int = 16, interval: int = 1000, before_train: bool = False, after_train: bool = True,
                  size: int | Sequence[int] | None = None, control_interpolation: str = 'nearest',
                  backend: dict | None = None, batch_size: int = 1,
                  keypoint_thr: float = 0.3, min_keypoints: int = 4, sheet_rows: int = 8, tile: int = 128,
@@ -78,7 +80,7 @@ class ControlValidationHook(Hook):
         self.control_types = [str(c) for c in control_types]
         self.scorer_cfg = scorer
         self.num_samples, self.interval = int(num_samples), int(interval)
-        self.validate_before_train = bool(before_train)
+        self.validate_before_train, self.validate_after_train = bool(before_train), bool(after_train)
         self.size = None if size is None else (int(size), int(size)) if isinstance(size, int) \
             else tuple(int(s) for s in size)
         self.control_interpolation = str(control_interpolation)
@@ -107,6 +109,10 @@ class ControlValidationHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if self.interval > 0 and self.every_n_train_iters(runner, self.interval):
             self.validate(runner, step=runner.iter + 1)
+
+    def after_train(self, runner) -> None:
+        if self.validate_after_train and (self.interval <= 0 or runner.iter % self.interval != 0):
+            self.validate(runner, step=runner.iter)
 
     def validate(self, runner, step: int) -> ControlEvalResult:
         """Generates, scores and logs the held-out set at ``step``; returns the (gathered) result."""
