@@ -280,3 +280,17 @@ def test_epoch_state_repeats_a_resumed_epoch():
     t.load_state_dict(state)
     t.set_epoch(3)
     assert list(t) == first
+
+
+def test_resuming_on_another_world_size_keeps_the_table_and_draws_afresh(monkeypatch):
+    _ranks(monkeypatch, 1, 2)
+    two = HardSampleSampler(list(range(6)), seed=2, infinite=True, batch_size=1, curriculum=dict(by='iter', end=1))
+    two.difficulty[:] = np.arange(6)
+    it = iter(two)
+    [next(it) for _ in range(5)]
+    state = two.state_dict()
+    _ranks(monkeypatch, 0, 1)
+    one = HardSampleSampler(list(range(6)), seed=7, infinite=True, batch_size=1, curriculum=dict(by='iter', end=1))
+    one.load_state_dict(state)
+    np.testing.assert_array_equal(one.difficulty, np.arange(6))
+    assert one.seed == 2 and one._chunks == {} and one._restored_from == 0
