@@ -155,7 +155,7 @@ def load_difficulty_file(path: str | os.PathLike, key: str = 'difficulty') -> di
     bad = [(i, v) for i, v in zip(ids, values) if not (np.isfinite(v) and v >= 0)]
     if bad:
         raise ValueError(f'HardSampleSampler: difficulty_file {path}: difficulty must be a finite number >= 0 '
-                         f'(higher = harder), got {bad[:3]}')
+                         f'(higher = harder; write a predicted OKS as 1 - OKS), got {bad[:3]}')
     table = dict(zip(ids, values.tolist()))
     if len(table) != len(ids):
         raise ValueError(f'HardSampleSampler: difficulty_file {path} lists {len(ids) - len(table)} id(s) twice')
