@@ -57,6 +57,8 @@ def test_samples_and_stacked_fields_give_the_same_vectors():
 def test_json_round_trip_and_bad_settings():
     spec = FeatureSpec(16, parts=('body_pose', 'betas', 'camera'), representation='rot6d')
     assert FeatureSpec.from_dict(spec.to_dict()) == spec
+    assert spec.to_dict()['source_lengths'] == dict(betas=16, expression=10, body_pose=63, hand_pose=45)
+    assert spec.to_dict()['slices'] == {'body_pose': [0, 126], 'betas': [126, 142], 'camera': [142, 146]}
     with pytest.raises(MiningError, match=r"parts \['hands'\] are unknown"):
         FeatureSpec(10, parts=('hands',))
     with pytest.raises(MiningError, match='representation'):
@@ -75,3 +77,5 @@ def test_differences_name_each_kind_of_mismatch():
     assert model.differences(extra) == ['rotations are axis_angle in the model, rot6d in the data',
                                         "the data has part(s) ['camera'] the model was not trained on",
                                         'betas: the model has 10, the data 16']
+    no_face = FeatureSpec(10, parts=model.parts[:-2])
+    assert model.differences(no_face) == ["part(s) ['jaw_pose', 'expression'] of the model are missing from the data"]
