@@ -284,6 +284,18 @@ def test_tiny_torchscript_classifier_gives_the_inception_score(tmp_path, image_s
         load_logits_network(str(path), sha256='0' * 64)
 
 
+def test_inception_score_on_at_most_1000_images():
+    from posedreamer_mm.apis.image_quality import compute_image_quality
+    rng = np.random.default_rng(0)
+    feats = {64: rng.normal(size=(1005, 64)), 2048: rng.normal(size=(1005, 2048))}
+    logits = rng.normal(size=(1005, 6))
+    logits[1000:] = 0.0          # images past the cap would change the score
+    out = compute_image_quality({**feats, 'logits': logits}, feats, fid_dims=(64,), kid=False)
+    assert out['is_images'] == 1000 and out['is_splits'] == 10
+    assert out['is_mean'] == inception_score(logits[:1000], splits=10, seed=0)[0]
+    assert out['fid64'] == pytest.approx(0.0, abs=1e-9) and out['num_gen'] == 1005
+
+
 def test_registered_metric_in_an_evaluator_matches_the_functions(tmp_path, image_sets, network):
     from mmengine.evaluator import Evaluator
 
@@ -291,9 +303,14 @@ def test_registered_metric_in_an_evaluator_matches_the_functions(tmp_path, image
     ref_dir.mkdir()
     for i, im in enumerate(image_sets[0.0][0][:4]):
         cv2.imwrite(str(ref_dir / f'{i:02d}.png'), cv2.cvtColor(im, cv2.COLOR_RGB2BGR))
-    evaluator = Evaluator([dict(type='ImageQualityMetric', reference=str(ref_dir), kid_subsets=1)])
+    torch.manual_seed(0)
+    classifier = nn.Sequential(nn.Conv2d(3, 4, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                               nn.Linear(4, 5)).eval()
+    torch.jit.save(torch.jit.script(classifier), str(tmp_path / 'classifier.pt'))
+    evaluator = Evaluator([dict(type='ImageQualityMetric', reference=str(ref_dir), kid_subsets=1,
+                                is_weights=str(tmp_path / 'classifier.pt'))])
     metric = evaluator.metrics[0]
-    metric._network = network     # the module's network (same file, hash already checked)
+    metric._network = network     # the module's network (same file, hash already checked); the classifier loads
     images = image_sets[NOISE_SIGMAS[1]][0][:4]
     # Two batches: HWC uint8 arrays under 'img', CHW float tensors in 0..255 under 'gen_img'.
     evaluator.process([dict(img=im) for im in images[:2]])
@@ -306,6 +323,23 @@ def test_registered_metric_in_an_evaluator_matches_the_functions(tmp_path, image
         assert out[f'image_quality/kid{d}_mean'] == pytest.approx(
             kernel_inception_distance(ref[d], gen[d], subsets=1)[0], rel=1e-3)
     assert out['image_quality/num_gen'] == 4 and out['image_quality/num_ref'] == 4
-    assert 'image_quality/is_mean' not in out   # no classifier given: no Inception Score
+    with torch.no_grad():
+        logits = classifier(preprocess(images))
+    assert out['image_quality/is_mean'] == pytest.approx(inception_score(logits, splits=4)[0], rel=1e-5)
+    assert out['image_quality/is_splits'] == 4     # 10 splits asked, 4 images
     with pytest.raises(KeyError, match='none of the image keys'):
         metric.process(None, [dict(image=images[0])])
+
+
+def test_torchvision_inception_state_dict_is_a_logits_network(tmp_path):
+    from torchvision.models import inception_v3
+    torch.manual_seed(0)
+    model = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False, num_classes=10)
+    path = tmp_path / 'inception.pth'
+    torch.save(dict(state_dict=model.state_dict()), path)     # AuxLogits keys included: they are dropped
+    module, classes = load_logits_network(str(path))
+    assert classes == 10
+    x = preprocess(crops(2))
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), model(x))

@@ -69,11 +69,11 @@ class ImageQualityMetric(BaseMetric):
         self._ref_features: dict | None = None
 
     def _networks(self):
+        from posedreamer_mm.evaluation.inception import InceptionFeatureNetwork, load_logits_network
         if self._network is None:
-            from posedreamer_mm.evaluation.inception import InceptionFeatureNetwork, load_logits_network
             self._network = InceptionFeatureNetwork(self.inception_path, resize=self.resize, device=self.device)
-            if self.is_weights:
-                self._logits = load_logits_network(self.is_weights, device=self.device)[0]
+        if self.is_weights and self._logits is None:
+            self._logits = load_logits_network(self.is_weights, device=self.device)[0]
         return self._network, self._logits
 
     def _image(self, sample) -> torch.Tensor:
