@@ -280,7 +280,8 @@ def hmr_results(work_dir: str) -> dict:
 
 
 def _numbers(row: dict) -> dict:
-    return {k: v for k, v in row.items() if isinstance(v, (int, float)) and k not in ('step', 'iter', 'epoch')}
+    """The metrics of a log row (``<prefix>/<name>`` keys; mmengine's timings and counters left out)."""
+    return {k: v for k, v in row.items() if isinstance(v, (int, float)) and '/' in k}
 
 
 def _json_lines(path: str) -> list[dict]:
