@@ -256,6 +256,20 @@ def test_a_set_against_itself_is_zero_and_noise_increases_fid_and_kid(image_sets
         assert all(a < b for a, b in zip(kids, kids[1:])), (d, kids)
 
 
+def test_torchmetrics_fid_with_the_feature_view_equals_ours(image_sets, network):
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from posedreamer_mm.evaluation.inception import FeatureView
+    real, fake = image_sets[0.0], image_sets[NOISE_SIGMAS[0]]
+    as_tensor = lambda imgs: torch.from_numpy(np.stack(imgs[:4])).permute(0, 3, 1, 2)   # noqa: E731
+    tm = FrechetInceptionDistance(feature=FeatureView(network, 64))
+    tm.update(as_tensor(real[0]), real=True)
+    tm.update(as_tensor(fake[0]), real=False)
+    assert float(tm.compute()) == pytest.approx(fid_from_features(real[1][64][:4], fake[1][64][:4]), rel=1e-4)
+    with pytest.raises(ValueError, match='feature size'):
+        FeatureView(network, 192)
+
+
 def test_tiny_torchscript_classifier_gives_the_inception_score(tmp_path, image_sets):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
