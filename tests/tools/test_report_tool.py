@@ -187,7 +187,8 @@ def test_fid_and_kid_against_the_kept_images_themselves_are_zero(dataset, tmp_pa
     ref = tmp_path / 'ref'
     ref.mkdir()
     reader = GeneratedDataReader(dataset)
-    kept = [json.loads(line)['index'] for line in (dataset / 'filter' / 'manifest_filtered.jsonl').read_text().splitlines()]
+    manifest = (dataset / 'filter' / 'manifest_filtered.jsonl').read_text()
+    kept = [json.loads(line)['index'] for line in manifest.splitlines()]
     for i in kept:
         shutil.copy(reader.image_path(i), ref / f'{i:03d}.jpg')
     rep = run_report(str(dataset), out_dir=str(tmp_path / 'rep'), reference=str(ref), sheet_samples=1,
@@ -198,3 +199,21 @@ def test_fid_and_kid_against_the_kept_images_themselves_are_zero(dataset, tmp_pa
     assert json.loads((tmp_path / 'rep' / 'image_quality.json').read_text())['metrics'] == metrics
     page = (tmp_path / 'rep' / 'index.html').read_text()
     assert 'Image quality' in page and 'fid2048' in page and '(kept rows only)' in page
+
+
+def test_hmr_results_read_the_newest_training_curve_and_test_metrics(tmp_path):
+    """mmengine's layout: <work_dir>/<ts>/vis_data/scalars.json (losses, then the validation row) for a training
+    run, <work_dir>/<ts>/<ts>.json for a test run; the newest of each wins, timings are left out."""
+    from posedreamer_mm.apis.report import hmr_results
+
+    def write(path, rows):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    write(tmp_path / '20260101_000000' / 'vis_data' / 'scalars.json', [dict(iter=1, loss=9.0)])
+    write(tmp_path / '20260102_000000' / 'vis_data' / 'scalars.json',
+          [dict(iter=10, loss=3.0, lr=0.1), dict(iter=20, loss=2.0), {'hmr/heldout/pve_mm': 300.0, 'step': 20}])
+    assert hmr_results(str(tmp_path))['loss'] == [(10, 3.0), (20, 2.0)]
+    assert hmr_results(str(tmp_path))['metrics'] == {'hmr/heldout/pve_mm': 300.0}  # no test run yet: validation
+    write(tmp_path / '20260103_000000' / '20260103_000000.json', [{'hmr/heldout/pve_mm': 250.0, 'time': 0.5}])
+    res = hmr_results(str(tmp_path))
+    assert res['metrics'] == {'hmr/heldout/pve_mm': 250.0} and res['metrics_from'].endswith('20260103_000000.json')
