@@ -126,9 +126,12 @@ def test_photo_pairs_align_with_the_projected_label(tmp_path, standin_model_dir)
         assert sample.meta['img_path'].endswith(people[r][0])
 
 
-def test_the_photo_silhouette_is_the_controls(tmp_path, standin_model_dir, hmr_paths):
-    """hmr_fixtures' BEDLAM photos are renders of the labels: the body in the photo crop is the control's body."""
-    dataset = dict(type='BEDLAMHMRDataset', **hmr_paths['bedlam'])
+@pytest.mark.parametrize('kind', ['bedlam', 'posedreamer', 'generated'])
+def test_the_photo_silhouette_is_the_controls(tmp_path, standin_model_dir, hmr_paths, kind):
+    """hmr_fixtures' photos are renders of their labels (BEDLAM npz + png, PoseDreamer label files + jpg, a generated
+    dataset): the body in the photo crop is the control's body."""
+    from posedreamer_mm.testing.hmr_fixtures import hmr_dataset_cfgs
+    dataset = hmr_dataset_cfgs(hmr_paths)[kind]
     summary = _generate(standin_model_dir, dataset, tmp_path / 'out', check=dict(min_crop_px=20), crop=96)
     assert summary['written'] == 4, summary
     reader = GeneratedDataReader(tmp_path / 'out')
@@ -136,13 +139,15 @@ def test_the_photo_silhouette_is_the_controls(tmp_path, standin_model_dir, hmr_p
         img = reader.load_image(row).astype(int)
         control = cv2.imread(reader.control_path(row, 'pncc')).sum(-1) > 0
         background = img[2, 2]   # the render's flat background colour (the crop's corner is off the body)
-        body = np.abs(img - background).sum(-1) > 6
+        jpg = kind != 'bedlam'   # posedreamer and generated photos are JPEG: ringing around the body
+        body = np.abs(img - background).sum(-1) > (30 if jpg else 6)
+        bound = 0.95 if jpg else 0.99
         near_control = cv2.dilate(control.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         # Every control pixel is body in the photo, and the photo's body (edges blended by the resize) lies
         # within a pixel of the control's.
-        assert body[control].mean() > 0.99 and near_control[body].mean() > 0.99, row
+        assert body[control].mean() > bound and near_control[body].mean() > bound, row
         shifted = np.roll(control, 2, axis=1)   # a crop 2 pixels off fails
-        assert body[shifted].mean() < 0.97 or np.roll(near_control, 2, axis=1)[body].mean() < 0.97
+        assert body[shifted].mean() < bound - 0.02 or np.roll(near_control, 2, axis=1)[body].mean() < bound - 0.02
 
 
 def test_bad_pairs_are_dropped_and_counted_by_reason(tmp_path, standin_model_dir):
