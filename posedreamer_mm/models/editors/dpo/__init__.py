@@ -1,0 +1,3 @@
+from .diffusion_dpo import DiffusionDPO
+
+__all__ = ['DiffusionDPO']
