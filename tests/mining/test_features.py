@@ -79,3 +79,20 @@ def test_differences_name_each_kind_of_mismatch():
                                         'betas: the model has 10, the data 16']
     no_face = FeatureSpec(10, parts=model.parts[:-2])
     assert model.differences(no_face) == ["part(s) ['jaw_pose', 'expression'] of the model are missing from the data"]
+
+
+def test_an_edited_or_foreign_spec_file_is_refused_with_the_reason():
+    good = FeatureSpec(10).to_dict()
+    with pytest.raises(MiningError, match=r's.json: feature spec version 2, this code reads 1'):
+        FeatureSpec.from_dict({**good, 'version': 2}, where='s.json')
+    with pytest.raises(MiningError, match=r"s.json: feature spec has no 'parts'"):
+        FeatureSpec.from_dict({k: v for k, v in good.items() if k != 'parts'}, where='s.json')
+    names = list(good['names'])
+    names[5], names[6] = names[6], names[5]                         # two columns swapped, slices unchanged
+    slices = dict(good['slices'], betas=[66, 77])                   # one slice edited, names unchanged
+    for edited in ({**good, 'names': names}, {**good, 'slices': slices},
+                   {k: v for k, v in good.items() if k != 'names'}, {k: v for k, v in good.items() if k != 'slices'}):
+        with pytest.raises(MiningError, match=r"s.json: the stored names/slices do not follow from parts=\["):
+            FeatureSpec.from_dict(edited, where='s.json')
+    with pytest.raises(MiningError, match='no samples to build features from'):
+        stack_params([])
