@@ -429,6 +429,8 @@ class ShardBuilder:
                       prompt_attributes=results.get('prompt_attributes', {}), backend=results.get('backend', ''),
                       control_types=list(results.get('controls', {})), scores=results.get('scores', {}),
                       image=image, controls=controls)
+        # DPO candidates (the generator's candidates_per_sample): the pose id and the candidate's number.
+        record.update({k: results[k] for k in ('group', 'candidate') if k in results})
         self.rows[index] = (sample, record)
 
     def drop(self, index: int, sample_id: str, reason: str) -> None:

@@ -1,0 +1,116 @@
+"""DPO preference pairs (winner, loser, shared controls, caption) read from a pairs file and its candidates dataset.
+
+``tools/make_dpo_pairs.py`` writes the pairs file: one JSON object per line whose ``winner.image``,
+``loser.image`` and ``controls`` are paths relative to the candidates dataset (docs/dpo_pairs.md, "Pairs file").
+
+::
+
+    dataset = DATASETS.build(dict(type='DPOPairDataset', data_root='data/candidates', ann_file='dpo_pairs.jsonl',
+                                  control_types=['pncc'],
+                                  pipeline=[dict(type='LoadDPOPair'), dict(type='PackDPOPair')]))
+    dataset[0]  # {'inputs': {'image_w': uint8 (3, H, W), 'image_l': uint8 (3, H, W), 'control': uint8 (3k, H, W)},
+                #  'data_samples': {'prompt': str, 'sample_id': str}}
+"""
+from __future__ import annotations
+
+import json
+import os.path as osp
+from collections.abc import Sequence
+
+from mmengine.dataset import BaseDataset
+
+from posedreamer_mm.generation.reader import DatasetIntegrityError
+from posedreamer_mm.registry import DATASETS
+from posedreamer_mm.utils.fileio import safe_join
+
+
+class PairsFileError(DatasetIntegrityError):
+    """A candidates dataset, scores file or pairs file that cannot be used (the message names the file and line)."""
+
+
+@DATASETS.register_module()
+class DPOPairDataset(BaseDataset):
+    """The lines of a DPO pairs file as training samples (contract: docs/dpo_pairs.md, "Training sample").
+
+    ``data_info`` per pair: ``img_path`` (the winner), ``img_l_path`` (the loser), ``control_paths`` (one per
+    requested control type, in ``control_types`` order), ``control_types``, ``prompt``, ``sample_id`` (the group,
+    i.e. the pose id), ``winner_id``, ``loser_id``, ``gap``, ``line``. The pipeline reads the files
+    (:class:`~posedreamer_mm.datasets.transforms.dpo_pair_transforms.LoadDPOPair`) and ends with
+    :class:`~posedreamer_mm.datasets.transforms.dpo_pair_transforms.PackDPOPair`.
+
+    Args:
+        data_root: The candidates dataset (generator output with ``candidates_per_sample``); the pairs' paths are
+            relative to it.
+        ann_file: The pairs file (relative to ``data_root`` unless absolute).
+        control_types: Controls to feed, by name, stacked along the channels in this order.
+        **kwargs: :class:`mmengine.dataset.BaseDataset` arguments (``pipeline``, ``indices``...).
+
+    Raises:
+        FileNotFoundError: ``data_root`` is not a directory.
+        PairsFileError: a line of the pairs file is no pair (not JSON, a key missing), misses a requested control
+            type, or references a file that does not exist: names the pairs file, the line and the key or path.
+        ValueError: ``control_types`` is empty or repeats a type, or the pairs file holds no pair.
+    """
+    METAINFO = dict(dataset_name='dpo_pairs')
+
+    def __init__(self, data_root: str = '', ann_file: str = 'dpo_pairs.jsonl', control_types: Sequence[str] = ('pncc',),
+                 **kwargs) -> None:
+        types = [control_types] if isinstance(control_types, str) else list(control_types)
+        if not types or len(set(types)) != len(types):
+            raise ValueError(f'DPOPairDataset: control_types must name each control once, got {types}')
+        if not osp.isdir(data_root):
+            raise FileNotFoundError(f'DPOPairDataset: data_root {data_root!r} is not a directory (expected the '
+                                    'candidates dataset the pairs file refers to)')
+        self.control_types = [str(t) for t in types]
+        super().__init__(data_root=data_root, ann_file=ann_file, serialize_data=True, **kwargs)
+
+    def _path(self, rel: object, where: str, key: str) -> str:
+        if not isinstance(rel, str) or not rel:
+            raise PairsFileError(f'{where}: "{key}" must be a path relative to {self.data_root}, got {rel!r}')
+        try:
+            path = safe_join(self.data_root, *rel.split('/'))
+        except ValueError as err:
+            raise PairsFileError(f'{where}: "{key}" {rel!r}: {err}') from None
+        if not osp.isfile(path):
+            raise PairsFileError(f'{where}: "{key}" {path} does not exist (the pairs file belongs to another '
+                                 'candidates dataset, or the dataset was moved or damaged)')
+        return path
+
+    def load_data_list(self) -> list[dict]:
+        if not osp.isfile(self.ann_file):
+            raise FileNotFoundError(f'DPOPairDataset: pairs file {self.ann_file} does not exist (write it with '
+                                    'python tools/make_dpo_pairs.py CANDIDATES_DIR)')
+        data_list = []
+        with open(self.ann_file) as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                where = f'{self.ann_file}, line {n}'
+                try:
+                    pair = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise PairsFileError(f'{where}: not JSON ({err})') from None
+                try:
+                    winner, loser, controls = pair['winner'], pair['loser'], pair['controls']
+                    w_image, l_image, group = winner['image'], loser['image'], pair['group']
+                except (KeyError, TypeError) as err:
+                    raise PairsFileError(f'{where}: no {err} key; expected a pair of tools/make_dpo_pairs.py '
+                                         '(group, winner.image, loser.image, controls, prompt)') from None
+                missing = [t for t in self.control_types if t not in controls]
+                if missing:
+                    raise PairsFileError(f'{where}: no {missing} control; the pair has {sorted(controls)}. Choose '
+                                         'control_types among those')
+                data_list.append(dict(
+                    img_path=self._path(w_image, where, 'winner.image'),
+                    img_l_path=self._path(l_image, where, 'loser.image'),
+                    control_types=list(self.control_types),
+                    control_paths=[self._path(controls[t], where, f'controls.{t}') for t in self.control_types],
+                    prompt=str(pair.get('prompt') or ''), sample_id=str(group), winner_id=str(winner.get('id', '')),
+                    loser_id=str(loser.get('id', '')), gap=float(pair.get('gap', float('nan'))), line=n))
+        if not data_list:
+            raise ValueError(f'DPOPairDataset: {self.ann_file} holds no pair (see its .report.json: groups by '
+                             'reason)')
+        return data_list
+
+
+__all__ = ['DPOPairDataset', 'PairsFileError']
