@@ -5,8 +5,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from mmengine.dataset import BaseDataset, DefaultSampler
+from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope
-from mmengine.runner import EpochBasedTrainLoop
+from mmengine.runner import EpochBasedTrainLoop, Runner
 from mmpose.structures import PoseDataSample
 
 from posedreamer_mm.datasets.samplers.hard_sample_sampler import HardSampleSampler
@@ -119,7 +121,6 @@ def test_checkpoint_round_trip_restores_table_draws_and_pending(tmp_path):
 def test_bad_set_ups_fail_with_one_clear_error(tmp_path):
     sampler = HardSampleSampler(Leaf(range(4)), seed=0)
     with pytest.raises(TypeError, match='HardSampleSampler.*got DefaultSampler'):
-        from mmengine.dataset import DefaultSampler
         DifficultyHook(interval=1).before_train(_runner(tmp_path, DefaultSampler(list(range(4)), seed=0)))
     with pytest.raises(ValueError, match='iteration-based loop needs interval'):
         DifficultyHook().before_train(_runner(tmp_path, sampler))
@@ -135,3 +136,69 @@ def test_bad_set_ups_fail_with_one_clear_error(tmp_path):
         _step(hook, runner, [-1, 0], [1.0, 2.0])
     with pytest.raises(ValueError, match='momentum'):
         DifficultyHook(momentum=0.0)
+
+
+class ToyDataset(BaseDataset):
+    """Sample ``i`` is the number ``i``; the toy model's error on it is ``|i - w|``."""
+    dataset_name = 'toy'
+
+    def __init__(self, n: int):
+        self.n = n
+        super().__init__(serialize_data=False)
+
+    def load_data_list(self):
+        return [dict(value=float(i)) for i in range(self.n)]
+
+    def prepare_data(self, idx):
+        return dict(inputs=torch.tensor(self.get_data_info(idx)['value']), data_samples=dict(sample_idx=idx))
+
+
+class ToyModel(BaseModel):
+    """Reports ``|value - w|`` per sample as HMREstimator reports its MPJPE; records what it trained on."""
+    record_sample_errors = False
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.trained: list[int] = []
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        err = (torch.stack(inputs) - self.w).abs()
+        idx = [int(i) for i in data_samples['sample_idx']]  # pseudo_collate: a dict of lists
+        self.trained += idx
+        if self.record_sample_errors:
+            self.sample_errors = dict(dataset_name=['toy'] * len(idx), sample_idx=np.array(idx),
+                                      error_mm=err.detach().double().numpy())
+        return dict(loss=err.mean())
+
+
+def _toy_runner(work_dir, max_epochs, resume=False, seed=3):
+    return Runner(model=ToyModel(), work_dir=str(work_dir), default_scope='posedreamer_mm',
+                  train_dataloader=dict(dataset=ToyDataset(6), batch_size=2, num_workers=0,
+                                        collate_fn=dict(type='pseudo_collate'),
+                                        sampler=dict(type='HardSampleSampler',
+                                                     curriculum=dict(by='epoch', begin=0, end=1, max_mix=1.0))),
+                  optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.0)),
+                  train_cfg=dict(by_epoch=True, max_epochs=max_epochs), randomness=dict(seed=seed),
+                  custom_hooks=[dict(type='DifficultyHook', momentum=1.0)],
+                  default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)), resume=resume)
+
+
+def test_epoch_loop_draws_each_epoch_from_the_last_epochs_errors_and_resumes(tmp_path):
+    """A real Runner with an EpochBasedTrainLoop: epoch 0 is DefaultSampler's, the hook folds the epoch's errors
+    in at its end, epoch 1 draws with p_i = i / 15 (max_mix 1, error = i as lr is 0) from numpy's generator seeded
+    with seed + 1; a run resumed from the epoch-2 checkpoint draws epoch 2 as the uninterrupted run did."""
+    runner = _toy_runner(tmp_path / 'full', 3)
+    runner.train()
+    trained = runner.model.trained
+    assert trained[:6] == list(DefaultSampler(list(range(6)), seed=3))
+    np.testing.assert_array_equal(runner.train_dataloader.sampler.difficulty, np.arange(6.0))
+    expected = np.random.default_rng(3 + 1).choice(6, 6, p=np.arange(6) / 15)
+    assert trained[6:12] == expected.tolist()
+    import shutil
+    shutil.copytree(tmp_path / 'full', tmp_path / 'cut')
+    (tmp_path / 'cut' / 'epoch_3.pth').unlink()
+    (tmp_path / 'cut' / 'last_checkpoint').write_text(str(tmp_path / 'cut' / 'epoch_2.pth'))
+    resumed = _toy_runner(tmp_path / 'cut', 3, resume=True, seed=99)  # the sampler's seed comes from the state
+    resumed.train()
+    assert resumed.model.trained == trained[12:]  # epoch 2 only, drawn as before
