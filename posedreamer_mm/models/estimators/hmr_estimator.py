@@ -54,8 +54,8 @@ class HMREstimator(BaseModel):
     ``smplx_transl (1, 3)`` (= ``cam_t``), axis-angle in the camera frame; ``vertices (1, V, 3)`` and ``joints_3d
     (1, J, 3)`` camera frame metres; ``cam_t (1, 3)``; ``keypoints (1, 17, 2)`` COCO-17 in full-image pixels.
 
-    With :attr:`record_sample_errors` set (by :class:`~posedreamer_mm.engine.hooks.DifficultyHook`), ``loss``
-    also keeps :attr:`sample_errors` of its batch (:meth:`per_sample_error`).
+    With :attr:`record_sample_errors` set (by :class:`~posedreamer_mm.engine.hooks.difficulty_hook.DifficultyHook`),
+    ``loss`` also keeps :attr:`sample_errors` of its batch (:meth:`per_sample_error`).
     """
 
     #: Keep :attr:`sample_errors` in ``loss`` (off unless a hook asks for it).
