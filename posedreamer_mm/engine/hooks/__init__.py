@@ -1,5 +1,7 @@
 """Registered training hooks (``custom_hooks=[dict(type=...)]``): control-model validation, diffusers-layout
 export, DPO control alignment, per-sample difficulty. Each module registers its hook in ``HOOKS``."""
 from .diffusers_export_hook import DiffusersExportHook
+from .dpo_control_hook import DPOControlHook
 
 __all__ = ['DiffusersExportHook']
+__all__ += ['DPOControlHook']
