@@ -81,3 +81,23 @@ def test_the_root_counts_only_when_asked():
     roots = np.array([[np.pi, 0, 0], [0, np.pi, 0]])           # ... seen from the front and from behind
     assert select_hardest(np.array([1.0, 0.5]), poses, 2, 5).indices.tolist() == [0]
     assert select_hardest(np.array([1.0, 0.5]), poses, 2, 5, global_orient=roots).indices.tolist() == [0, 1]
+
+
+def test_ties_keep_pool_order_in_a_large_pool_and_one_pose_can_be_asked_for():
+    difficulty = np.random.default_rng(0).integers(0, 3, 300).astype(float)   # many ties
+    chosen = select_hardest(difficulty, _poses(300, 4), 40, min_distance_deg=0)
+    assert chosen.indices.tolist() == np.flatnonzero(difficulty == 2)[:40].tolist()
+    assert select_hardest(difficulty, _poses(300, 4), 1, min_distance_deg=0).indices.tolist() == [
+        int(np.flatnonzero(difficulty == 2)[0])]
+
+
+def test_the_scan_continues_past_the_first_block_of_candidates():
+    poses = np.zeros((1500, 63))                               # rows 0-1029: one pose; from row 1030 on, others
+    poses[1030:] = _poses(470, 5)
+    chosen = select_hardest(-np.arange(1500.0), poses, 3, min_distance_deg=5)
+    assert chosen.indices.tolist() == [0, 1030, 1031] and chosen.scanned == 1032 and len(chosen.rejected) == 1029
+
+
+def test_the_count_of_bad_values_is_named():
+    with pytest.raises(MiningError, match='2 difficulty values are NaN or inf'):
+        select_hardest(np.array([np.nan, np.inf, 0.0]), np.zeros((3, 63)), 1)
