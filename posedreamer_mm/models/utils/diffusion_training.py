@@ -8,7 +8,9 @@ Shared by every trainer in ``models/editors/`` (SD1.5/SDXL ControlNet, FLUX cont
   the scheduler config's ``prediction_type`` says.
 - **Rectified flow** (FLUX, SD3): ``sigma`` in ``(0, 1)`` from a logit-normal density (Esser et al. 2024,
   https://arxiv.org/abs/2403.03206, section 3.1: ``sigma = sigmoid(n)``, ``n ~ N(mean, std)``), optionally shifted
-  (``shift * s / (1 + (shift - 1) s)``); ``x_sigma = (1 - sigma) x0 + sigma eps``; target ``eps - x0``.
+  (``shift * s / (1 + (shift - 1) s)``); ``x_sigma = (1 - sigma) x0 + sigma eps``; target ``eps - x0``. Or from
+  the paper's mode density (same section, :func:`sample_mode_timesteps`; diffusers' training scripts call it the
+  ``'mode'`` weighting scheme, reference ``mode_scale`` 1.29).
 
 Everything takes an explicit ``torch.Generator`` so that a resumed run draws the same numbers
 (:func:`step_generator`).
@@ -16,6 +18,7 @@ Everything takes an explicit ``torch.Generator`` so that a resumed run draws the
 from __future__ import annotations
 
 import hashlib
+import math
 
 import torch
 
@@ -59,6 +62,32 @@ def sample_logit_normal(n: int, mean: float = 0.0, std: float = 1.0, device: tor
         raise ValueError(f'logit-normal std must be > 0, got {std}')
     z = torch.randn((n,), generator=generator, device=_gen_device(generator, device))
     return torch.sigmoid(z * std + mean).to(device)
+
+
+#: Scales for which the mode map is monotone onto ``[0, 1]`` (SD3 paper, section 3.1: ``-1 <= s <= 2 / (pi - 2)``).
+MODE_SCALE_RANGE = (-1.0, 2.0 / (math.pi - 2.0))
+
+
+def mode_density_map(u: torch.Tensor, mode_scale: float = 1.29) -> torch.Tensor:
+    """The SD3 paper's mode map ``f(u) = 1 - u - s (cos^2(pi u / 2) - 1 + u)`` (section 3.1): a uniform ``u``
+    becomes a value in ``[0, 1]`` whose density has its mode at 1/2 for ``s > 0`` (uniform at ``s = 0``, heavier
+    tails for ``s < 0``); symmetric, ``f(1 - u) = 1 - f(u)``."""
+    return 1 - u - mode_scale * (torch.cos(math.pi * u / 2) ** 2 - 1 + u)
+
+
+def sample_mode_timesteps(n: int, mode_scale: float = 1.29, device: torch.device | str = 'cpu',
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` values in ``[0, 1]`` (float32, shape (n,)) from the mode density: :func:`mode_density_map` of
+    ``torch.rand`` draws (diffusers' ``compute_density_for_timestep_sampling('mode', ...)``).
+
+    Raises:
+        ValueError: ``mode_scale`` outside :data:`MODE_SCALE_RANGE` (the map would leave ``[0, 1]``).
+    """
+    lo, hi = MODE_SCALE_RANGE
+    if not lo <= float(mode_scale) <= hi:
+        raise ValueError(f'mode_scale must be in [{lo}, {hi:.4f}] (SD3 paper, section 3.1), got {mode_scale}')
+    u = torch.rand((n,), generator=generator, device=_gen_device(generator, device))
+    return mode_density_map(u, float(mode_scale)).clamp(0.0, 1.0).to(device)
 
 
 def shift_sigmas(sigmas: torch.Tensor, shift: float = 1.0) -> torch.Tensor:
@@ -139,6 +168,7 @@ def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred.float() - target.float()).pow(2).reshape(pred.shape[0], -1).mean(dim=1)
 
 
-__all__ = ['PREDICTION_TYPES', 'step_generator', 'sample_uniform_timesteps', 'sample_logit_normal', 'shift_sigmas',
+__all__ = ['MODE_SCALE_RANGE', 'PREDICTION_TYPES', 'step_generator', 'sample_uniform_timesteps', 'sample_logit_normal',
+           'mode_density_map', 'sample_mode_timesteps', 'shift_sigmas',
            'ddpm_add_noise', 'ddpm_velocity', 'flow_add_noise', 'flow_target', 'diffusion_target', 'dropout_mask',
            'per_sample_mse']
