@@ -256,3 +256,16 @@ def test_bad_settings_are_named(w):
     with pytest.raises(KeyError, match='image_l'):
         model(dict(image_w=torch.zeros(1, 3, SIZE, SIZE), control=torch.zeros(1, 3, SIZE, SIZE)),
               dict(prompt=['a']))
+
+
+def test_gradient_checkpointing_gives_the_same_lora_gradients(w):
+    """The policy's gradient_checkpointing (UNet and ControlNet recomputed in the backward) reaches the LoRA of
+    both with the gradients of the plain backward."""
+    grads = []
+    for checkpointing in (False, True):
+        model = randomise_lora(build(w, lora=dict(on='both'), gradient_checkpointing=checkpointing)).train()
+        MessageHub.get_current_instance().update_info('iter', 1)
+        model(*pairs(2))['loss'].backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
