@@ -228,16 +228,20 @@ def filter_outcomes(reader: GeneratedDataReader, filter_dir: str) -> dict | None
 
 
 def _oks_threshold(summary: dict) -> float | None:
-    """The threshold of the filter run's ``FilterByOKS`` stage (built, so its default counts), if it had one."""
+    """The threshold of the filter run's OKS stage (a ``FilterByOKS``, built so that its default counts), if any."""
+    from posedreamer_mm.datasets.transforms.filters import FilterByOKS
     from posedreamer_mm.registry import TRANSFORMS
     for cfg in summary.get('stages') or []:
-        if isinstance(cfg, dict) and cfg.get('type') in ('FilterByOKS', 'posedreamer_mm.FilterByOKS'):
+        cls = TRANSFORMS.get(cfg['type']) if isinstance(cfg, dict) and isinstance(cfg.get('type'), str) else None
+        if isinstance(cls, type) and issubclass(cls, FilterByOKS):
             return float(TRANSFORMS.build(dict(cfg)).thr)
     return None
 
 
 def stand_in_notes(reader: GeneratedDataReader) -> list[str]:
     """Plain statements of which parts of the dataset are stand-ins, from its manifest."""
+    from posedreamer_mm.generation.backends.render import RenderBackend
+    from posedreamer_mm.registry import BACKENDS
     cfg = reader.manifest.get('config') or {}
     notes = []
     body = cfg.get('body_model') or {}
@@ -245,8 +249,9 @@ def stand_in_notes(reader: GeneratedDataReader) -> list[str]:
         notes.append('Body model: the open SMPL-X stand-in (a procedural mannequin in the SMPL-X file format, '
                      'not SMPL-X: its shape space, pose correctives and surface are made up; docs/bodies.md). '
                      'Labels are exact for this body, not for real people.')
-    backend = (cfg.get('backend') or {}).get('type', '')
-    if backend in ('RenderBackend', 'posedreamer_mm.RenderBackend'):
+    backend_type = (cfg.get('backend') or {}).get('type')
+    backend = BACKENDS.get(backend_type) if isinstance(backend_type, str) else None
+    if isinstance(backend, type) and issubclass(backend, RenderBackend):
         notes.append('Images: the rendering-baseline backend (a lit, clothing-coloured body render over a '
                      'procedural background), not a diffusion model; FID/KID of these images says nothing about '
                      'a diffusion generator (docs/backends.md).')

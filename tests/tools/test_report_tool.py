@@ -217,3 +217,20 @@ def test_hmr_results_read_the_newest_training_curve_and_test_metrics(tmp_path):
     write(tmp_path / '20260103_000000' / '20260103_000000.json', [{'hmr/heldout/pve_mm': 250.0, 'time': 0.5}])
     res = hmr_results(str(tmp_path))
     assert res['metrics'] == {'hmr/heldout/pve_mm': 250.0} and res['metrics_from'].endswith('20260103_000000.json')
+
+
+def test_stand_in_notes_follow_the_manifest():
+    """The stand-in body only when no model path is recorded; the rendering-baseline note only for that backend
+    (also when the config names it with its scope), none for a diffusion backend."""
+    from types import SimpleNamespace
+
+    from posedreamer_mm.apis.report import stand_in_notes
+
+    def notes(model_path, backend):
+        manifest = dict(config=dict(body_model=dict(type='SMPLXBodyModel', model_path=model_path),
+                                    backend=dict(type=backend)))
+        return stand_in_notes(SimpleNamespace(manifest=manifest))
+    assert len(notes(None, 'RenderBackend')) == 2
+    assert len(notes(None, 'posedreamer_mm.RenderBackend')) == 2
+    assert notes('/data/smplx', 'SD15ControlNetBackend') == []
+    assert [n[:11] for n in notes(None, 'SD15ControlNetBackend')] == ['Body model:']
