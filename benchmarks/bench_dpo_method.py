@@ -191,6 +191,15 @@ def implicit_accuracy(model, pairs: list, repeats: int = 4, batch: int = 16) -> 
     return dict(implicit_acc=float(accs.mean()), reward_margin=float(margins.mean()), n=len(accs))
 
 
+def save_sheet(path: str, held: list, images: list, oks, base_images=None, base_oks=None) -> None:
+    import cv2
+
+    from posedreamer_mm.apis.control_eval import control_contact_sheet
+    sheet = control_contact_sheet(held, images, oks, max_rows=8, tile=96, base_images=base_images, base_oks=base_oks)
+    cv2.imwrite(path, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    print(f'contact sheet: {path}', flush=True)
+
+
 def oks_row(oks: np.ndarray) -> dict:
     return dict(mean_oks=float(oks.mean()), oks_error=float(1 - oks.mean()), frac_unmatched=float((oks == 0).mean()),
                 se=float(oks.std(ddof=1) / np.sqrt(len(oks))) if len(oks) > 1 else 0.0)
@@ -233,6 +242,14 @@ def main() -> None:
     test_held = load_held_out(test_root, args.test, ['pncc'], size=args.size)
     if len(test_held) < args.test:
         raise SystemExit(f'only {len(test_held)} held-out controls in {test_root}; {args.test} asked')
+    # the scorer's ceiling: the held-out controls' own pair images (what a perfect model would draw), same labels
+    from posedreamer_mm.apis.control_eval import score_images, select_indices
+    test_pairs_all = bcl.load_pairs(test_root, args.target)
+    rows = select_indices(len(test_pairs_all['image']), args.test)
+    truth = [test_pairs_all['image'][i].permute(1, 2, 0).numpy().copy() for i in rows]
+    ceiling = oks_row(score_images(truth, test_held, scorer).oks)
+    print(f'scorer on the held-out pair images themselves ({args.target}): mean OKS {ceiling["mean_oks"]:.4f}, '
+          f'unmatched {100 * ceiling["frac_unmatched"]:.0f} %', flush=True)
     model.eval()
     with model.reference():
         pipe = model.build_pipeline()
@@ -252,7 +269,8 @@ def main() -> None:
     acc_before = implicit_accuracy(model, test_pairs)
 
     # 5. DPO
-    result = dict(args=vars(args), before=before, cand_mean_oks=float(oks_c.mean()),
+    save_sheet(osp.join(args.work_dir, 'base_candidates.png'), cand_held, [im[0] for im in imgs_c], oks_c[:, 0])
+    result = dict(args=vars(args), ceiling=ceiling, before=before, cand_mean_oks=float(oks_c.mean()),
                   cand_unmatched=float((oks_c == 0).mean()), cand_spread_mean=float(spread.mean()),
                   num_pairs=len(train_pairs), reasons=reasons, num_test_pairs=len(test_pairs),
                   test_reasons=test_reasons, acc_before=acc_before)
@@ -287,6 +305,8 @@ def main() -> None:
                                backend=dict(num_inference_steps=args.steps, guidance_scale=1.0, batch_size=16),
                                batch_size=16)
         after = oks_row(res.oks)
+        save_sheet(osp.join(args.work_dir, 'held_out_base_vs_dpo.png'), test_held, res.images, res.oks,
+                   [im[0] for im in imgs_t], oks_t[:, 0])
         acc_after = implicit_accuracy(model, test_pairs)
         clock.lap('held-out after')
         rel = (before['oks_error'] - after['oks_error']) / max(before['oks_error'], 1e-12)
