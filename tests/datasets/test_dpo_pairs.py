@@ -114,13 +114,13 @@ def test_scores_file_errors_name_the_line(tmp_path):
 
 
 def test_a_dataset_without_candidates_is_refused(tmp_path):
-    reader = write_candidates(tmp_path / 'cand', [('p0', 2)])
+    write_candidates(tmp_path / 'cand', [('p0', 2)])
     meta_files = list((tmp_path / 'cand').rglob('meta.jsonl'))
     for f in meta_files:   # a plain dataset: no group/candidate in its rows
         lines = [json.loads(line) for line in f.read_text().splitlines()]
         f.write_text(''.join(json.dumps({k: v for k, v in r.items() if k not in ('group', 'candidate')}) + '\n'
                              for r in lines))
-    reader = GeneratedDataReader(str(tmp_path / 'cand'), )
+    reader = GeneratedDataReader(str(tmp_path / 'cand'))
     with pytest.raises(PairsFileError, match='candidates_per_sample'):
         build_pairs(reader, {})
 
