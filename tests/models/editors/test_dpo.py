@@ -269,3 +269,42 @@ def test_gradient_checkpointing_gives_the_same_lora_gradients(w):
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert grads[0].abs().sum() > 0
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+
+
+def test_tr_dpo_reference_adapter_starts_at_the_base_and_a_hard_update_makes_it_the_policy(w):
+    """reference_adapter=True: the reference is a second adapter, equal to the base at first (zero B); after
+    update_reference(1.0) it equals the current policy exactly; TRDPOHook calls it every interval iterations."""
+    from types import SimpleNamespace
+
+    from posedreamer_mm.engine.hooks.tr_dpo_hook import TRDPOHook
+    base = MODELS.build(policy_cfg(w)).eval()
+    model = randomise_lora(build(w), seed=4)
+    tr = MODELS.build(dict(type='DiffusionDPO', policy=policy_cfg(w), lora=dict(r=4, lora_alpha=8),
+                           reference_adapter=True))
+    tr.load_state_dict({**tr.state_dict(), **model.state_dict()})  # same policy LoRA, fresh reference
+    tr.eval()
+    assert all(k.startswith(('lora_layers.', 'ref_layers.')) for k in tr.state_dict())
+    assert [n for n, p in tr.named_parameters() if p.requires_grad] == [n for n, _ in model.named_parameters()]
+    lat, t, cond, control = fixed_inputs(tr)
+    noise = torch.randn(lat.shape, generator=torch.Generator().manual_seed(4))
+
+    def out(m):
+        with torch.no_grad():
+            return m.predict(m.noisy_latents(lat, noise, t), t, cond, control)
+
+    policy_out = out(tr)
+    with tr.reference():
+        assert torch.equal(out(tr), out(base))
+    hook = TRDPOHook(interval=2, alpha=1.0)
+    runner = SimpleNamespace(model=tr, iter=0)
+    hook.after_train_iter(runner, 0)  # iteration 1: no update
+    with tr.reference():
+        assert torch.equal(out(tr), out(base))
+    runner.iter = 1
+    hook.after_train_iter(runner, 1)  # iteration 2: ref <- policy
+    with tr.reference():
+        torch.testing.assert_close(out(tr), policy_out, rtol=0, atol=0)
+    torch.testing.assert_close(out(tr), policy_out, rtol=0, atol=0)  # the policy itself is unchanged
+    assert not any(p.requires_grad for p in tr.ref_layers.parameters())
+    with pytest.raises(TypeError, match='reference_adapter=True'):
+        TRDPOHook().before_train(SimpleNamespace(model=model))

@@ -57,6 +57,10 @@ class DiffusionDPO(BaseDiffusionTrainer):
         policy_checkpoint: an mmengine checkpoint of the policy's own training (control training, issue 17),
             loaded strictly into the policy before the adapter is added (e.g. a trained FLUX control LoRA).
         adapter_name: the peft adapter's name.
+        reference_adapter: keep the reference as a second, frozen adapter (``<adapter_name>_ref``, same shape,
+            starting at zero = the policy) instead of the adapter switched off, so that a TR-DPO hook
+            (``TRDPOHook``) can move it towards the policy (:meth:`update_reference`). It is checkpointed with the
+            LoRA (``ref_layers``).
         data_preprocessor: defaults to ``DiffusionDataPreprocessor`` (``image_w``/``image_l`` to [-1, 1]).
     """
 
@@ -64,7 +68,8 @@ class DiffusionDPO(BaseDiffusionTrainer):
 
     def __init__(self, policy: dict | BaseDiffusionTrainer, loss: dict | None = None, lora: dict | None = None,
                  policy_checkpoint: str | os.PathLike | None = None, adapter_name: str = 'dpo',
-                 data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
+                 reference_adapter: bool = False, data_preprocessor: dict | None = None,
+                 init_cfg: dict | None = None) -> None:
         super().__init__(noise_seed=None, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         built = MODELS.build(policy) if isinstance(policy, dict) else policy
         if not isinstance(built, BaseDiffusionTrainer):
@@ -75,14 +80,12 @@ class DiffusionDPO(BaseDiffusionTrainer):
         self.add_frozen('policy', built)  # frozen, outside state_dict(), moved with .to(), kept in eval()
         self.prediction_type = built.prediction_type
         self.adapter_name = str(adapter_name)
+        self.ref_adapter_name = f'{self.adapter_name}_ref' if reference_adapter else None
         self.loss = self._build_loss(loss)
         self.lora_config, self.parts = self._add_adapters(dict(lora or {}))
-        self.lora_layers = torch.nn.ModuleDict()
-        for part_name, part in self.parts.items():
-            for name, module in part.named_modules():
-                if name.endswith(('lora_A', 'lora_B')) and isinstance(module, torch.nn.ModuleDict) \
-                        and self.adapter_name in module:
-                    self.lora_layers[f'{part_name}/{name.replace(".", "/")}'] = module[self.adapter_name].float()
+        self.lora_layers = self._collect(self.adapter_name)
+        if self.ref_adapter_name is not None:
+            self.ref_layers = self._collect(self.ref_adapter_name)
         if not len(self.lora_layers):
             raise ValueError(f'DiffusionDPO: lora target_modules {list(self.lora_config.target_modules)} matched no '
                              f'layer of {list(self.parts)}')
@@ -137,22 +140,51 @@ class DiffusionDPO(BaseDiffusionTrainer):
             except ValueError as err:  # peft: "Target modules {...} not found in the base model"
                 raise ValueError(f'DiffusionDPO: lora target_modules {list(config.target_modules)} matched no layer '
                                  f"of the policy's {name} ({type(part).__name__}): {err}") from err
-            if before:  # add_adapter activates only the new adapter: keep the policy's own (a control LoRA) on
+            if self.ref_adapter_name is not None:
+                part.add_adapter(config, adapter_name=self.ref_adapter_name)  # inactive outside reference()
+            if before or self.ref_adapter_name is not None:
+                # add_adapter activates only the new adapter: keep the policy's own (a control LoRA) on
                 part.set_adapters(before + [self.adapter_name])
             parts[name] = part
         return config, parts
+
+    def _collect(self, adapter: str) -> torch.nn.ModuleDict:
+        """The ``lora_A``/``lora_B`` layers of ``adapter`` in every adapted part, float32, by module path."""
+        layers = torch.nn.ModuleDict()
+        for part_name, part in self.parts.items():
+            for name, module in part.named_modules():
+                if name.endswith(('lora_A', 'lora_B')) and isinstance(module, torch.nn.ModuleDict) \
+                        and adapter in module:
+                    layers[f'{part_name}/{name.replace(".", "/")}'] = module[adapter].float()
+        return layers
+
+    @torch.no_grad()
+    def update_reference(self, alpha: float = 1.0) -> None:
+        """TR-DPO: ``ref <- (1 - alpha) ref + alpha policy`` on the reference adapter's factors. Exact for
+        ``alpha = 1`` (the reference becomes the current policy); for ``alpha < 1`` the factors are mixed, which is
+        not the mix of the LoRA deltas ``B A`` (docs/dpo.md, "TR-DPO")."""
+        if self.ref_adapter_name is None:
+            raise RuntimeError('DiffusionDPO.update_reference needs reference_adapter=True (the reference is the '
+                               'adapter switched off otherwise)')
+        if not 0.0 < float(alpha) <= 1.0:
+            raise ValueError(f'DiffusionDPO.update_reference: alpha must lie in (0, 1], got {alpha}')
+        for key, ref in self.ref_layers.items():
+            ref.weight.lerp_(self.lora_layers[key].weight.to(ref.weight.dtype), float(alpha))
 
     def _freeze(self) -> None:
         """Only the DPO adapter trains (peft's adapter switches set ``requires_grad`` on whatever they activate)."""
         for part in self.parts.values():
             part.requires_grad_(False)
         self.lora_layers.requires_grad_(True)
+        if self.ref_adapter_name is not None:
+            self.ref_layers.requires_grad_(False)
 
     # --- the reference ----------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def reference(self):
         """Inside, the DPO adapter is off: the policy (and any pipeline over it, :meth:`build_pipeline`) is the
-        reference model, i.e. exactly the network before DPO."""
+        reference model, i.e. exactly the network before DPO (with ``reference_adapter=True``: the reference
+        adapter takes its place)."""
         from peft.tuners.tuners_utils import BaseTunerLayer
         switched = []
         for part in self.parts.values():
@@ -160,6 +192,8 @@ class DiffusionDPO(BaseDiffusionTrainer):
                 if isinstance(module, BaseTunerLayer) and self.adapter_name in module.active_adapters:
                     active = list(module.active_adapters)
                     others = [a for a in active if a != self.adapter_name]
+                    if self.ref_adapter_name is not None:
+                        others.append(self.ref_adapter_name)
                     if others:
                         module.set_adapter(others)
                     else:
