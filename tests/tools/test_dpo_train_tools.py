@@ -1,5 +1,5 @@
-"""DPO training through tools/train.py on the tiny config: a LoRA-only checkpoint, the exported LoRA in the SD1.5
-ControlNet backend; the real configs parse with the reference hyper-parameters."""
+"""DPO training through tools/train.py on the tiny config with the DPOControlHook: a LoRA-only checkpoint, the
+hook's figures, the exported LoRA in the SD1.5 ControlNet backend; the real configs hold the reference settings."""
 import json
 import os
 import subprocess
@@ -15,6 +15,8 @@ from mmengine.config import Config
 
 from posedreamer_mm.registry import BACKENDS
 from posedreamer_mm.testing.diffusion import write_tiny_controlnet, write_tiny_sd15
+
+from ..engine.control_fixtures import write_control_dataset
 
 pytest.importorskip('posedreamer_mm.datasets.dpo_pairs', reason='DPOPairDataset (issue 18, pairs side) not present')
 
@@ -44,8 +46,17 @@ def test_tiny_config_trains_and_exports_a_lora_the_backend_loads(tmp_path):
     cands = tmp_path / 'cands'
     cands.mkdir()
     write_pairs(cands)
+    val = write_control_dataset(tmp_path / 'val', num=2)
+    config = tmp_path / 'with_hook.py'  # the tiny config plus the DPO hook on a labelled held-out set
+    config.write_text(
+        f"_base_ = [{str(CONFIGS / 'tiny_sd15_controlnet-dpo.py')!r}]\n"
+        "custom_imports = dict(imports=['tests.engine.control_fixtures'], allow_failed_imports=False)\n"
+        "custom_hooks = [dict(type='DiffusersExportHook', interval=2),\n"
+        f"                dict(type='DPOControlHook', data_root={str(val)!r}, control_types=['pncc'],\n"
+        "                     scorer=dict(type='TestOnlyRecordingScorer', miss_every=0), num_samples=2, interval=2,\n"
+        "                     backend=dict(num_inference_steps=2, guidance_scale=1.0), sheet_rows=2, tile=32)]\n")
     work = tmp_path / 'work'
-    cmd = [sys.executable, str(ROOT / 'tools' / 'train.py'), str(CONFIGS / 'tiny_sd15_controlnet-dpo.py'),
+    cmd = [sys.executable, str(ROOT / 'tools' / 'train.py'), str(config),
            '--work-dir', str(work), '--cfg-options', f'pretrained={sd15}', f'controlnet={cn}',
            f'candidates_root={cands}']
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
@@ -56,6 +67,12 @@ def test_tiny_config_trains_and_exports_a_lora_the_backend_loads(tmp_path):
     recs = [json.loads(line) for p in work.glob('*/vis_data/scalars.json') for line in p.read_text().splitlines()]
     logged = [r for r in recs if 'implicit_acc' in r]
     assert len(logged) == 4 and all({'loss', 'reward_margin', 'ref_mse'} <= set(r) for r in logged)
+
+    hook = {r['step']: r for r in recs if 'dpo_val/oks_error_reduction' in r}
+    assert sorted(hook) == [2, 4] and all('dpo_val/implicit_acc' in r for r in hook.values())
+    assert [r['step'] for r in recs if 'dpo_val/base_oks_error' in r and 'dpo_val/oks_error' not in r] == [0]
+    assert list(work.glob('*/vis_data/vis_image/dpo_val_contact_sheet_4.png'))
+    assert (work / 'dpo_lora' / 'iter_2' / 'pytorch_lora_weights.safetensors').is_file()
 
     lora = work / 'diffusers' / 'iter_4'
     assert (lora / 'pytorch_lora_weights.safetensors').is_file()
