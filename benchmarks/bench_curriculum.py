@@ -18,7 +18,7 @@ target (a curriculum can help the hard quartile and cost the rest).
 
 Usage::
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_curriculum.py        # ~8 min on one core
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_curriculum.py        # ~4.5 CPU-minutes on one core
     .venv/bin/python benchmarks/bench_curriculum.py --iters 200 --train 256  # a quick look
 """
 from __future__ import annotations
