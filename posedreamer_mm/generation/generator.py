@@ -20,6 +20,11 @@ Each process builds ONE body model and hands it to every transform, renderer and
 ``body_model`` (unless its config sets one). What a sample becomes depends only on its index (its id, its seed
 ``stable_seed(seed, id)``), so shards are assigned to ranks (``shard % world_size == rank``,
 ``writer.shards_of_rank``) and any number of ranks, kills and re-runs produce the same dataset.
+
+With ``candidates_per_sample=N`` (DPO candidates, docs/dpo_pairs.md) every source index becomes N dataset rows:
+row ``k`` is candidate ``k % N`` of source index ``k // N``. The pipeline (controls, prompt) runs once per source
+index; its N candidates share it and differ only in their id ``<pose id>_c<j>`` and seed ``stable_seed(seed,
+candidate id)``, so they are sharded, resumed and distributed like any rows.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ from mmengine.logging import print_log
 from tqdm import tqdm
 
 from posedreamer_mm.body.body_model import BodyModelFileError
+from posedreamer_mm.body.sources.base import stable_seed
 from posedreamer_mm.registry import BACKENDS, GENERATORS, TRANSFORMS
 from posedreamer_mm.utils.fileio import atomic_write_text
 from posedreamer_mm.utils.pool import WorkerError
@@ -48,7 +54,12 @@ from .writer import SHARD_INFO, SHARDS_DIR, SUMMARY, OutputConflictError, Sharde
 #: Keys the generator adds after the backend (``img``: the generated image, ``backend``: the backend's name).
 BACKEND_KEYS = frozenset({'img', 'backend'})
 
-__all__ = ['DatasetGenerator', 'GenerationError', 'config_fingerprint', 'plain']
+__all__ = ['DatasetGenerator', 'GenerationError', 'candidate_id', 'config_fingerprint', 'plain']
+
+
+def candidate_id(pose_id: str, candidate: int) -> str:
+    """The dataset id of candidate ``candidate`` of the pose ``pose_id`` (``candidates_per_sample``)."""
+    return f'{pose_id}_c{int(candidate):03d}'
 
 
 def plain(value: Any) -> Any:
@@ -97,6 +108,12 @@ class DatasetGenerator:
         failure_rate_min_samples: Samples handled before ``max_failure_rate`` is checked.
         custom_imports: Modules the workers import before building (the config's ``custom_imports``).
         progress: Show a progress bar.
+        candidates_per_sample: Images per source index (DPO candidates): ``num_samples * N`` rows, row ``k``
+            candidate ``k % N`` of source index ``k // N`` with id ``<pose id>_c<jjj>`` and seed
+            ``stable_seed(seed, that id)``; the row records ``group`` (the pose id) and ``candidate`` (``j``). The
+            pipeline runs once per source index and its candidates share its controls and prompt (a shard size that
+            is a multiple of N keeps a pose's candidates in one shard, so its controls are rendered once). 1: one
+            image per source index (ids and seeds as without this option).
 
     Raises:
         ValueError: a bad setting, or a step or stage whose Required Keys no earlier step adds (e.g.
@@ -106,7 +123,11 @@ class DatasetGenerator:
     def __init__(self, body_model: dict, source: Any, pipeline: list, backend: Any, stages: list | tuple = (),
                  writer: dict | None = None, num_samples: int | None = None, seed: int = 0, num_workers: int = 0,
                  warm_start: bool = True, max_failure_rate: float | None = 0.5, failure_rate_min_samples: int = 50,
-                 custom_imports: list[str] | None = None, progress: bool = True) -> None:
+                 custom_imports: list[str] | None = None, progress: bool = True,
+                 candidates_per_sample: int = 1) -> None:
+        if int(candidates_per_sample) < 1:
+            raise ValueError(f'candidates_per_sample must be >= 1, got {candidates_per_sample}')
+        self.candidates_per_sample = int(candidates_per_sample)
         if max_failure_rate is not None and not 0 <= float(max_failure_rate) <= 1:
             raise ValueError(f'max_failure_rate must be in [0, 1] or None, got {max_failure_rate}')
         self.seed = int(seed)
@@ -125,6 +146,8 @@ class DatasetGenerator:
             raise ValueError(f'num_samples={num_samples} but the source has {len(self.source)} samples; generate '
                              'at most that many (AugmentedSource(repeats=...) makes more variants per pose)')
         self.num_samples = int(num_samples)
+        #: Dataset rows: ``num_samples`` source indices times ``candidates_per_sample``.
+        self.num_rows = self.num_samples * self.candidates_per_sample
         self.backend = build_step(BACKENDS, backend, self.body_model)
         self.stages = [build_step(TRANSFORMS, s, self.body_model) for s in stages]
         writer = dict(writer or {})
@@ -156,10 +179,14 @@ class DatasetGenerator:
         def described(cfg: Any) -> Any:
             return plain(cfg) if isinstance(cfg, dict) else repr(cfg)
 
-        return dict(source=plain(self.source_cfg) if isinstance(self.source_cfg, dict) else type(self.source).__name__,
-                    body_model=self.body_model_cfg, pipeline=[described(c) for c in self.pipeline_cfg],
-                    seed=self.seed, num_samples=self.num_samples, backend=backend,
-                    writer=self.writer.content_config(), stages=[described(s) for s in self.stage_cfgs])
+        content = dict(
+            source=plain(self.source_cfg) if isinstance(self.source_cfg, dict) else type(self.source).__name__,
+            body_model=self.body_model_cfg, pipeline=[described(c) for c in self.pipeline_cfg],
+            seed=self.seed, num_samples=self.num_samples, backend=backend,
+            writer=self.writer.content_config(), stages=[described(s) for s in self.stage_cfgs])
+        if self.candidates_per_sample != 1:  # absent at 1: earlier datasets keep their fingerprint
+            content['candidates_per_sample'] = self.candidates_per_sample
+        return content
 
     # --- the run ------------------------------------------------------------------------------------------------
     def _prepare_output(self, root: str, header: dict) -> None:
@@ -190,16 +217,16 @@ class DatasetGenerator:
         root = osp.abspath(out_dir)
         rank, world = dist.get_dist_info()
         content = self.content_config()
-        header = dict(fingerprint=config_fingerprint(content), config=content, num_samples=self.num_samples,
+        header = dict(fingerprint=config_fingerprint(content), config=content, num_samples=self.num_rows,
                       seed=self.seed)
         self._prepare_output(root, header)
         try:
-            num_shards = self.writer.num_shards(self.num_samples)
+            num_shards = self.writer.num_shards(self.num_rows)
             owned = shards_of_rank(num_shards, rank, world)
             complete = self.writer.complete_shards(root)
             todo = [s for s in owned if s not in complete]
             self.writer.remove_partial(root, set(todo))
-            indices = [i for s in todo for i in self.writer.shard_range(s, self.num_samples)]
+            indices = [i for s in todo for i in self.writer.shard_range(s, self.num_rows)]
             print_log(f'rank {rank}/{world}: {len(owned)} shards owned, {len(owned) - len(todo)} already complete, '
                       f'{len(indices)} samples to generate -> {root}', logger='current')
             idle = dict(written=0, dropped=0, failed=0, wall_s=0.0, steady_wall_s=0.0, backend_busy_s=0.0,
@@ -209,7 +236,7 @@ class DatasetGenerator:
             gathered = dist.all_gather_object(stats) if world > 1 else [stats]
             summary = None
             if rank == 0:
-                manifest = self.writer.finalize(root, self.num_samples,
+                manifest = self.writer.finalize(root, self.num_rows,
                                                 extra=dict(backend_record=plain(self.backend.record())))
                 summary = self._summary(root, manifest, gathered)
                 atomic_write_text(osp.join(root, SUMMARY), json.dumps(summary, indent=1, sort_keys=True))
@@ -223,7 +250,7 @@ class DatasetGenerator:
                 self.writer.release_output(root)
 
     def _generate(self, root: str, shards: list[int], indices: list[int]) -> dict:
-        sink = ShardSink(self.writer, root, shards, self.num_samples, self.stages,
+        sink = ShardSink(self.writer, root, shards, self.num_rows, self.stages,
                          max_queue=4 * self.backend.batch_size + 8, max_failure_rate=self.max_failure_rate,
                          failure_rate_min_samples=self.failure_rate_min_samples).start()
         timings: dict[str, float] = collections.defaultdict(float)
@@ -233,9 +260,11 @@ class DatasetGenerator:
         worker_cfg = dict(source=self.source_cfg, body_model=self.body_model_cfg, pipeline=self.pipeline_cfg,
                           seed=self.seed)
         shard_size = self.writer.shard_size
+        n = self.candidates_per_sample
         stream = PreparedStream(self.preparer, worker_cfg, self.num_workers, imports=self.custom_imports,
                                 warm_start=self.warm_start,
-                                describe=lambda chunk: f'source indices {chunk} (shard {chunk[0] // shard_size})')
+                                describe=lambda chunk: f'source indices {chunk} (shard {chunk[0] * n // shard_size})')
+        wanted = set(indices)
         bar = tqdm(total=len(indices), unit='img', desc='generate', disable=not self.progress, smoothing=0.1)
 
         def flush() -> None:
@@ -271,16 +300,17 @@ class DatasetGenerator:
         try:
             with stream:  # workers start up while the backend loads its weights
                 self.backend.setup()
-                for outcome in stream(indices):
-                    for name, seconds in (outcome.timings or {}).items():
+                for pose_outcome in stream(sorted({i // n for i in indices})):
+                    for name, seconds in (pose_outcome.timings or {}).items():
                         timings[name] += seconds
-                    if outcome.status != 'ok':
-                        sink.put(outcome.results['index'], outcome)
-                        bar.update(1)
-                        continue
-                    batch.append(outcome.results)
-                    if len(batch) == self.backend.batch_size:
-                        flush()
+                    for index, outcome in self._candidates(pose_outcome, wanted):
+                        if outcome.status != 'ok':
+                            sink.put(index, outcome)
+                            bar.update(1)
+                            continue
+                        batch.append(outcome.results)
+                        if len(batch) == self.backend.batch_size:
+                            flush()
                 if batch:
                     flush()
             sink.close()
@@ -322,10 +352,10 @@ class DatasetGenerator:
             timings.update(r['timings_s'])
         handled = sum(r['written'] + r['dropped'] + r['failed'] for r in per_rank)
         return dict(
-            out_dir=root, status=manifest['status'], num_samples=self.num_samples,
+            out_dir=root, status=manifest['status'], num_samples=self.num_rows,
             written=manifest['counts']['written'],
             dropped=dict(dropped), failed=dict(failed), shards=len(manifest.get('shards', [])),
-            shards_total=self.writer.num_shards(self.num_samples), world_size=len(per_rank),
+            shards_total=self.writer.num_shards(self.num_rows), world_size=len(per_rank),
             this_run=dict(written=run_written, dropped=sum(r['dropped'] for r in per_rank),
                           failed=sum(r['failed'] for r in per_rank),
                           shards_skipped_complete=sum(r['shards_skipped_complete'] for r in per_rank),
@@ -337,7 +367,35 @@ class DatasetGenerator:
                           if steady else 0.0),
             timings_s={k: round(v, 4) for k, v in sorted(timings.items())},
             timings_ms_per_sample={k: round(1000 * v / max(handled, 1), 3) for k, v in sorted(timings.items())},
-            backend=self.backend.name)
+            backend=self.backend.name, **({} if self.candidates_per_sample == 1 else dict(
+                candidates_per_sample=self.candidates_per_sample, num_source_samples=self.num_samples)))
+
+    def _candidates(self, outcome: StepOutcome, wanted: set[int]) -> list[tuple[int, StepOutcome]]:
+        """The rows of one prepared source index: its ``candidates_per_sample`` candidates this run writes.
+
+        An ``'ok'`` pose gives each candidate its own results dict (the sample copied under the candidate's id, its
+        own seed and ``scores``; the controls and prompt shared); a dropped or failed pose drops or fails each one.
+        """
+        n = self.candidates_per_sample
+        if n == 1:
+            return [(outcome.results['index'], outcome)]
+        pose_index = int(outcome.results['index'])
+        pose_id = str(outcome.results.get('id', f'<index {pose_index}>'))
+        rows = []
+        for j in range(n):
+            index = pose_index * n + j
+            if index not in wanted:
+                continue
+            results = dict(outcome.results, index=index, group=pose_id, candidate=j)
+            if outcome.status == 'ok':
+                cid = candidate_id(pose_id, j)
+                sample = results['sample'].copy()
+                sample.id = cid
+                sample.meta.update(group=pose_id, candidate=j)
+                results.update(id=cid, sample=sample, seed=stable_seed(self.seed, cid),
+                               scores=dict(results.get('scores') or {}))
+            rows.append((index, outcome._replace(results=results)))
+        return rows
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(num_samples={self.num_samples}, seed={self.seed}, '
