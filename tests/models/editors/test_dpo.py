@@ -308,3 +308,24 @@ def test_tr_dpo_reference_adapter_starts_at_the_base_and_a_hard_update_makes_it_
     assert not any(p.requires_grad for p in tr.ref_layers.parameters())
     with pytest.raises(TypeError, match='reference_adapter=True'):
         TRDPOHook().before_train(SimpleNamespace(model=model))
+
+
+def test_a_deep_copy_shares_the_policy_and_exports_its_own_lora(w, tmp_path):
+    """mmengine's EMAHook deep-copies the model: the copy shares the frozen policy (no second UNet), and its
+    save_pretrained writes the copy's (averaged) LoRA, leaving the live model's adapter as it was."""
+    import copy
+
+    from safetensors.torch import load_file
+    model = randomise_lora(build(w), seed=6)
+    ema = copy.deepcopy(model)
+    assert ema.policy is model.policy and ema.parts['unet'] is model.policy.unet
+    assert ema.lora_layers is not model.lora_layers
+    randomise_lora(ema, seed=7)
+    live_before = {k: v.clone() for k, v in model.lora_state_dicts()['unet'].items()}
+    ema.save_pretrained(tmp_path / 'ema')
+    saved = load_file(tmp_path / 'ema' / 'pytorch_lora_weights.safetensors')
+    for key, layer in ema.lora_layers.items():
+        name = 'unet.' + key.split('/', 1)[1].replace('/', '.') + '.weight'
+        torch.testing.assert_close(saved[name], layer.weight, rtol=0, atol=0)
+    for k, v in model.lora_state_dicts()['unet'].items():
+        torch.testing.assert_close(v, live_before[k], rtol=0, atol=0)

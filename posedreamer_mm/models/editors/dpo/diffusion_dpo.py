@@ -82,7 +82,7 @@ class DiffusionDPO(BaseDiffusionTrainer):
         self.adapter_name = str(adapter_name)
         self.ref_adapter_name = f'{self.adapter_name}_ref' if reference_adapter else None
         self.loss = self._build_loss(loss)
-        self.lora_config, self.parts = self._add_adapters(dict(lora or {}))
+        self.lora_config, self.part_names = self._add_adapters(dict(lora or {}))
         self.lora_layers = self._collect(self.adapter_name)
         if self.ref_adapter_name is not None:
             self.ref_layers = self._collect(self.ref_adapter_name)
@@ -146,7 +146,13 @@ class DiffusionDPO(BaseDiffusionTrainer):
                 # add_adapter activates only the new adapter: keep the policy's own (a control LoRA) on
                 part.set_adapters(before + [self.adapter_name])
             parts[name] = part
-        return config, parts
+        return config, tuple(parts)
+
+    @property
+    def parts(self) -> dict[str, torch.nn.Module]:
+        """The adapted modules of the policy by attribute name (looked up, not stored: a deep copy of this model,
+        e.g. mmengine's EMA copy, shares the policy and must not copy its UNet)."""
+        return {name: getattr(self.policy, name) for name in self.part_names}
 
     def _collect(self, adapter: str) -> torch.nn.ModuleDict:
         """The ``lora_A``/``lora_B`` layers of ``adapter`` in every adapted part, float32, by module path."""
@@ -312,7 +318,27 @@ class DiffusionDPO(BaseDiffusionTrainer):
         - the ControlNet's (``on='controlnet'``/``'both'``): ``out_dir/controlnet/`` (``save_lora_adapter``),
           loaded as ``loras=[dict(path=out_dir/'controlnet', target='controlnet')]``.
         """
-        out = Path(os.fspath(out_dir))
+        with self._own_weights_live():
+            self._save(Path(os.fspath(out_dir)))
+
+    @contextlib.contextmanager
+    def _own_weights_live(self):
+        """Puts this model's LoRA weights into the policy's adapter for the body. They already are, except in a
+        deep copy (mmengine's EMA copy shares the policy but holds its own averaged ``lora_layers``)."""
+        live = self._collect(self.adapter_name)
+        swapped = [(live[k], live[k].weight.detach().clone(), layer) for k, layer in self.lora_layers.items()
+                   if live[k] is not layer]
+        with torch.no_grad():
+            for module, _, own in swapped:
+                module.weight.copy_(own.weight)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for module, backup, _ in swapped:
+                    module.weight.copy_(backup)
+
+    def _save(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         layers = self.lora_state_dicts()
         denoiser = self.denoiser_name()
