@@ -1,6 +1,6 @@
 # The PoseDreamer + BEDLAM ViT-L recipe (hmr_vitl_posedreamer_bedlam.py) with the hard-sample curriculum: the
 # HardSampleSampler draws training samples by their measured difficulty, the DifficultyHook measures it (each
-# sample's body MPJPE, an EMA over the visits). docs/mining_curriculum.md: the formula, the hook, the figures.
+# sample's body MPJPE, an EMA over the visits). docs/mining.md ("The in-training level"): the formula, the hook, the figures.
 #   python tools/train.py configs/hmr/hmr_vitl_posedreamer_bedlam_curriculum.py
 # Start from the difficulty regressor's predictions (tools/mine_hard.py; ids -> difficulty, higher = harder):
 #   --cfg-options difficulty_file=work_dirs/mining/train_difficulty.npz

@@ -1,6 +1,6 @@
 """``HardSampleSampler``: draws training indices with probabilities from per-sample difficulty under a curriculum.
 
-The curriculum (one ``curriculum=dict(...)``, docs/mining_curriculum.md) mixes the uniform draw with a
+The curriculum (one ``curriculum=dict(...)``, docs/mining.md) mixes the uniform draw with a
 difficulty-focused one. At progress ``t`` (the epoch, or the iteration at which a chunk of the infinite stream
 starts) the probability of dataset index ``i`` of ``N`` is::
 
@@ -119,7 +119,7 @@ def leaf_name(leaf, position: int) -> str:
 
 def load_difficulty_file(path: str | os.PathLike, key: str = 'difficulty') -> dict[str, float]:
     """``{sample id: difficulty}`` from an ``.npz`` (arrays ``ids`` and ``key``) or a ``.json`` (an object
-    ``{id: difficulty}``, or ``{"ids": [...], key: [...]}``); docs/mining_curriculum.md, "Difficulty file".
+    ``{id: difficulty}``, or ``{"ids": [...], key: [...]}``); docs/mining.md, "Difficulty file".
 
     Raises:
         FileNotFoundError: ``path`` does not exist.

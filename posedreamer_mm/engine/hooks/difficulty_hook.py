@@ -6,7 +6,7 @@ pelvis-aligned body MPJPE in mm, keyed by ``(dataset_name, sample_idx)``) are ga
 iterations (or at the end of each epoch when ``interval`` is None) they are folded into the sampler's table by an
 exponential moving average, ``d <- (1 - momentum) * d + momentum * mean(new errors of the sample)`` (a sample seen
 for the first time takes its mean). The sampler's state and the pending observations go into every checkpoint,
-so a resumed run draws the same indices (docs/mining_curriculum.md).
+so a resumed run draws the same indices (docs/mining.md, "The in-training level").
 """
 from __future__ import annotations
 
