@@ -18,8 +18,6 @@ from posedreamer_mm.testing.diffusion import write_tiny_controlnet, write_tiny_s
 
 from ..engine.control_fixtures import write_control_dataset
 
-pytest.importorskip('posedreamer_mm.datasets.dpo_pairs', reason='DPOPairDataset (issue 18, pairs side) not present')
-
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / 'configs' / 'dpo'
 SIZE = 32
