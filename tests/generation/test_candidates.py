@@ -18,6 +18,7 @@ from posedreamer_mm.body.sources.base import stable_seed
 from posedreamer_mm.generation import GeneratedDataReader
 from posedreamer_mm.generation.generator import candidate_id
 from posedreamer_mm.registry import GENERATORS
+from posedreamer_mm.testing import free_port
 from tests.generation.stub_backend import NoiseTestBackend
 from tests.generation.test_generator import _assert_same, _generator, _snapshot
 from tests.tools.test_generate_tools import CONFIG, ROOT, _env
@@ -79,33 +80,51 @@ def test_one_candidate_keeps_the_fingerprint_of_a_plain_run(standin_model_dir):
         a, candidates_per_sample=2)
 
 
-@pytest.mark.timeout(300)
-def test_sigkilled_candidate_run_resumes_onto_the_same_candidates(tmp_path, standin_model_dir):
-    config = tmp_path / 'cand.py'
+@pytest.fixture(scope='module')
+def candidates_config(tmp_path_factory, standin_model_dir):
+    """tools/generate.py's test config with 3 candidates for each of 4 poses (shards of 3 rows), and the dataset it
+    writes uninterrupted in this process (the same config, the test backend as an object)."""
+    tmp = tmp_path_factory.mktemp('cand_tools')
+    config = tmp / 'cand.py'
     config.write_text(CONFIG.format(model_dir=str(standin_model_dir)).replace(
         'num_samples=10, seed=11, num_workers=0)', 'num_samples=4, seed=11, num_workers=0, candidates_per_sample=3)'))
+    gen_cfg = Config.fromfile(str(config)).generator.to_dict()
+    gen_cfg['backend'] = NoiseTestBackend(batch_size=2, control_type='pncc')
+    GENERATORS.build(dict(gen_cfg, progress=False)).run(str(tmp / 'reference'))
+    reference = _snapshot(str(tmp / 'reference'))
+    assert len(reference) == 12
+    return config, tmp, reference
+
+
+@pytest.mark.timeout(300)
+def test_sigkilled_candidate_run_resumes_onto_the_same_candidates(candidates_config):
+    config, tmp, reference = candidates_config
 
     def generate(out, **env):
         return subprocess.run([sys.executable, str(ROOT / 'tools' / 'generate.py'), str(config), '--out', str(out),
                                '--no-progress'], capture_output=True, text=True, env=_env(**env), timeout=300)
 
-    # the uninterrupted reference in this process (the same config, the test backend as an object)
-    gen_cfg = Config.fromfile(str(config)).generator.to_dict()
-    gen_cfg['backend'] = NoiseTestBackend(batch_size=2, control_type='pncc')
-    GENERATORS.build(dict(gen_cfg, progress=False)).run(str(tmp_path / 'reference'))
-    reference = _snapshot(str(tmp_path / 'reference'))
-    assert len(reference) == 12
     # Killed after its 3rd backend call (6 candidates): shards 0 and 1 (3 rows each) are committed at most.
-    res = generate(tmp_path / 'killed', PDM_TEST_KILL_AFTER_CALLS='3', PDM_TEST_KILL_DELAY_S='1.0')
+    res = generate(tmp / 'killed', PDM_TEST_KILL_AFTER_CALLS='3', PDM_TEST_KILL_DELAY_S='1.0')
     assert res.returncode == -9, res.stderr[-2000:]
-    partial = GeneratedDataReader(str(tmp_path / 'killed')).ids
+    partial = GeneratedDataReader(str(tmp / 'killed')).ids
     assert 0 < len(partial) < 12 and partial == list(reference)[:len(partial)]
-    res = generate(tmp_path / 'killed')
+    res = generate(tmp / 'killed')
     assert res.returncode == 0, res.stderr[-3000:]
-    _assert_same(reference, _snapshot(str(tmp_path / 'killed')))
-    summary = json.loads((tmp_path / 'killed' / 'summary.json').read_text())
+    _assert_same(reference, _snapshot(str(tmp / 'killed')))
+    summary = json.loads((tmp / 'killed' / 'summary.json').read_text())
     assert summary['written'] == 12 and summary['status'] == 'complete'
 
+
+@pytest.mark.timeout(300)
+def test_two_cpu_ranks_write_the_one_rank_candidates(candidates_config):
+    config, tmp, reference = candidates_config
+    env = _env(PYTHON=sys.executable, PORT=str(free_port()))
+    res = subprocess.run(['bash', str(ROOT / 'tools' / 'dist_generate.sh'), str(config), '2', '--out',
+                          str(tmp / 'dist'), '--no-progress'], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    _assert_same(reference, _snapshot(str(tmp / 'dist')))   # shards 0, 2 on rank 0; 1, 3 on rank 1
+    assert json.loads((tmp / 'dist' / 'summary.json').read_text())['world_size'] == 2
 
 CANDIDATE_CONFIGS = sorted(glob.glob(str(ROOT / 'configs' / 'dpo' / 'candidates' / '*.py')))
 
