@@ -8,10 +8,12 @@
    (the render backend's image: a randomly clothed, lit body over a random background, so only the silhouette and
    shading follow from the control and far less of the image is predictable from it).
 2. A tiny SD1.5-layout folder (random CLIP text encoder, a 4x-downsampling VAE whose ``scaling_factor`` gives the
-   training latents unit variance, a UNet of widths (32, 64)) is written; ``--unet-iters`` first teach the UNet to
-   denoise these images without any control (a ControlNet is trained on a base that knows images), then it is
-   frozen and ``ControlNetTrainer`` (``models/editors/controlnet/``, initialised from that UNet) trains the
-   ControlNet for ``--iters`` iterations through ``model.train_step`` (what mmengine's Runner calls).
+   training latents unit variance and whose posterior is near-deterministic (log-variance -20, as a trained VAE's is
+   narrow; a random one's std ~1 would bury the latents in noise no control explains), a UNet of widths (32, 64))
+   is written; ``--unet-iters`` first teach the UNet to denoise these images without any control (a ControlNet is
+   trained on a base that knows images), then it is frozen and ``ControlNetTrainer`` (``models/editors/controlnet/``,
+   initialised from that UNet) trains the ControlNet for ``--iters`` iterations through ``model.train_step`` (what
+   mmengine's Runner calls).
 3. On held-out pairs, at the SAME latents, noise and timesteps (``--repeats`` draws per pair), the per-sample
    denoising loss (``per_sample_loss``) with the true control and with a mismatched one (the next held-out pair's),
    before and after the ControlNet training. A model that uses the control has a gap (mismatched - true) clearly
@@ -98,6 +100,12 @@ def write_base(folder: str, images: torch.Tensor, seed: int) -> str:
                         down_block_types=('DownEncoderBlock2D',) * 3, up_block_types=('UpDecoderBlock2D',) * 3,
                         layers_per_block=1, norm_num_groups=8, sample_size=images.shape[-1])
     with torch.no_grad():
+        # A random encoder's posterior has std ~1 (log-variance ~0), far above its mean's spread: the sampled latents
+        # would be mostly noise no control can explain. A trained VAE's posterior is narrow; so is this stand-in's:
+        # the quant_conv (the last layer before the posterior) outputs log-variance -20 (std 4.5e-5), so the samples
+        # are the posterior mean to within 1e-4. A property of the stand-in VAE; the trainer still samples.
+        vae.quant_conv.weight[4:].zero_()
+        vae.quant_conv.bias[4:].fill_(-20.0)
         mean = vae.encode(images[:128].float() / 127.5 - 1).latent_dist.mean
     vae.register_to_config(scaling_factor=float(1.0 / mean.std()))
     text = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32,
