@@ -6,7 +6,8 @@ when a registered component has no case. The suites use only the components' pub
 
 - :class:`BackendContract` (fixtures ``backend``: a set-up backend with ``batch_size >= 4``; ``results_batch``: 4
   per-sample results dicts from the generator's own transforms, :func:`prepared_results`; ``generator_inputs``:
-  the ``prepared_results`` keyword arguments they came from): images at the control size, determinism per seed,
+  the ``prepared_results`` keyword arguments they came from, ``after_crop`` included where the backend needs steps
+  such as ``LoadPhotoCrop``): images at the control size, determinism per seed,
   batch independence, seeds and controls matter, ``record()``, input errors, and a dataset written by the
   ``DatasetGenerator`` and read back (labels equal the source's, images the backend's, at the crop size).
 - :class:`RendererContract` (fixtures ``renderer`` built with ``size=None``; ``body``: a posed body dict).
@@ -33,15 +34,16 @@ def missing_cases(registry, base: type, cases: Iterable[str], package: str = 'po
     return sorted(set(names) - listed)
 
 
-def generation_pipeline(controls: list[dict], size: int) -> list[dict]:
-    """The generator's default pre-backend pipeline at a ``size`` x ``size`` crop with these control renderers."""
-    return [dict(type='BodyForward'), dict(type='BodyCropCamera', size=size, margin=0.1),
+def generation_pipeline(controls: list[dict], size: int, after_crop: Iterable[dict] = ()) -> list[dict]:
+    """The generator's default pre-backend pipeline at a ``size`` x ``size`` crop with these control renderers
+    (and the steps ``after_crop`` right after the crop camera, e.g. ``LoadPhotoCrop`` for the photo backend)."""
+    return [dict(type='BodyForward'), dict(type='BodyCropCamera', size=size, margin=0.1), *after_crop,
             dict(type='RenderControls', controls=list(controls)), dict(type='COCO17Visibility'),
             dict(type='SamplePrompt', prompts=dict(type='PromptSampler'))]
 
 
 def prepared_results(source: dict, body_model: dict, controls: list[dict], size: int, num: int,
-                     seed: int = 0) -> list[dict]:
+                     seed: int = 0, after_crop: Iterable[dict] = ()) -> list[dict]:
     """``num`` per-sample results dicts as the generator hands them to a backend (its own transforms).
 
     Args:
@@ -51,9 +53,10 @@ def prepared_results(source: dict, body_model: dict, controls: list[dict], size:
         size: crop side, pixels.
         num: samples (the first ``num`` indices of the source that are not dropped).
         seed: global seed.
+        after_crop: steps right after the crop camera (:func:`generation_pipeline`).
     """
     from posedreamer_mm.generation.preparer import SamplePreparer
-    prep = SamplePreparer(source, body_model, generation_pipeline(controls, size), seed=seed)
+    prep = SamplePreparer(source, body_model, generation_pipeline(controls, size, after_crop), seed=seed)
     out = []
     for index in range(len(prep.source)):
         prepared = prep(index)
@@ -75,6 +78,9 @@ class BackendContract:
     #: backends; diffusion on CPU float32 differs by float rounding of batched kernels (< 1e-6), i.e. at most 1
     #: level where a value sits on a rounding boundary.
     batch_tolerance: int = 0
+    #: False for a backend whose image does not depend on the sample's seed (the photo backend hands on the
+    #: photo): its seed must then change nothing.
+    seeded: bool = True
 
     def test_images_at_control_size(self, backend, results_batch):
         images = backend.generate(results_batch)
@@ -108,6 +114,9 @@ class BackendContract:
     def test_seed_changes_image(self, backend, results_batch):
         results = dict(results_batch[0], seed=int(results_batch[0]['seed']) + 1)
         a, b = backend.generate([results_batch[0]])[0], backend.generate([results])[0]
+        if not self.seeded:
+            np.testing.assert_array_equal(a, b)
+            return
         assert np.abs(a.astype(np.int64) - b).mean() > 1.0
 
     def test_controls_change_image(self, backend, results_batch):
@@ -126,7 +135,7 @@ class BackendContract:
 
     def test_missing_control_or_geometry_names_it(self, backend, results_batch):
         results = dict(results_batch[0], controls={})  # what a backend with controls needs
-        for key in ('vertices', 'faces'):                # what the rendering baseline needs
+        for key in ('vertices', 'faces', 'photo'):       # what the rendering baseline / the photo backend need
             results.pop(key, None)
         with pytest.raises(ValueError, match=str(results['sample'].id)):
             backend.generate([results])
@@ -138,8 +147,9 @@ class BackendContract:
         inputs = dict(generator_inputs)
         num, size = 3, inputs.pop('size')
         DatasetGenerator(source=inputs['source'], body_model=inputs['body_model'], seed=inputs['seed'],
-                         pipeline=generation_pipeline(inputs['controls'], size), backend=backend, num_samples=num,
-                         writer=dict(shard_size=2, image_format='png'), progress=False).run(str(tmp_path / 'out'))
+                         pipeline=generation_pipeline(inputs['controls'], size, inputs.get('after_crop', ())),
+                         backend=backend, num_samples=num, writer=dict(shard_size=2, image_format='png'),
+                         progress=False).run(str(tmp_path / 'out'))
         reader = GeneratedDataReader(tmp_path / 'out')
         source = POSE_SOURCES.build(inputs['source'])
         expected = prepared_results(**dict(generator_inputs, num=num))
