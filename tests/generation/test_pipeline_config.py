@@ -14,7 +14,11 @@ from posedreamer_mm.testing import body_fixtures as fx
 from tests.generation.test_transform_keys import EchoScorer  # noqa: F401  (registers TestOnlyEchoScorer)
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = sorted(glob.glob(str(ROOT / 'configs' / 'demo' / '*.py'))
+# Every generation config: the demo's (its HMR training config, configs/demo/hmr_*.py, is a training config and is
+# built by tests/configs/test_hmr_configs.py and the demo chain test) and configs/generation/. The photo-pair configs
+# (configs/control/pairs/) need photo fixtures and run in tests/generation/test_photo_backend.py; the DPO candidate
+# configs (configs/dpo/candidates/) build in tests/generation/test_candidates.py.
+CONFIGS = sorted([c for c in glob.glob(str(ROOT / 'configs' / 'demo' / '*.py')) if not Path(c).name.startswith('hmr_')]
                  + glob.glob(str(ROOT / 'configs' / 'generation' / '**' / '*.py'), recursive=True))
 
 
@@ -38,7 +42,13 @@ def test_each_config_builds_its_generator_from_the_file(path, all_genders, tmp_p
     gen_cfg = cfg.generator.to_dict()
     gen_cfg['body_model']['model_path'] = str(all_genders)      # the stand-in instead of a licensed download
     inner = gen_cfg['source'].get('source', {})
-    if inner.get('type') == 'AMASSSource':                      # the yoga poses: two small AMASS files
+    if inner.get('type') == 'PoseListSource':                   # the mining round: a list tools/mine_hard.py wrote
+        from posedreamer_mm.body.sources import write_pose_list
+        from posedreamer_mm.registry import POSE_SOURCES
+        pool = POSE_SOURCES.build(dict(type='ProceduralPoseSource', num_samples=3, seed=4))
+        inner['file'] = write_pose_list(tmp_path / 'hard_poses.npz', [pool[i] for i in range(3)])
+        gen_cfg['num_samples'] = 4
+    elif inner.get('type') == 'AMASSSource':                      # the yoga poses: two small AMASS files
         fx.write_amass(str(tmp_path / 'yoga' / 'a_stageii.npz'), fx.reference_bodies(3, seed=0), gender='female')
         inner['data_root'] = str(tmp_path / 'yoga')
         gen_cfg['num_samples'] = None
@@ -65,10 +75,20 @@ def test_the_demo_config_runs(tmp_path, standin_model_dir):
     assert summary['written'] == 3 and summary['status'] == 'complete'
 
 
-def _filled(cls, standin_model_dir) -> dict:
+@pytest.fixture(scope='module')
+def captioner_dir(tmp_path_factory):
+    from tests.generation.test_photo_backend import _tiny_captioner
+    folder = tmp_path_factory.mktemp('captioner') / 'blip'
+    _tiny_captioner(folder)
+    return folder
+
+
+def _filled(cls, standin_model_dir, captioner_dir) -> dict:
     """A config of ``cls`` with only its required arguments (no default) filled."""
     fill = dict(body_model=dict(type='SMPLXBodyModel', model_path=str(standin_model_dir)),
-                controls=[dict(type='DepthRenderer')], scorer=dict(type='TestOnlyEchoScorer'))
+                controls=[dict(type='DepthRenderer')], scorer=dict(type='TestOnlyEchoScorer'),
+                model_path=str(captioner_dir),  # CaptionImage: a tiny random BLIP saved the way a real one is
+                size=64)  # ResizeControlPair / ResizeDPOPair: the side length training reads
     required = [p.name for p in inspect.signature(cls).parameters.values()
                 if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     missing = [name for name in required if name not in fill]
@@ -76,12 +96,12 @@ def _filled(cls, standin_model_dir) -> dict:
     return dict(type=cls.__name__, **{name: fill[name] for name in required})
 
 
-def test_every_registered_transform_builds_from_a_plain_dict(standin_model_dir):
+def test_every_registered_transform_builds_from_a_plain_dict(standin_model_dir, captioner_dir):
     ours = {name: cls for name, cls in TRANSFORMS.module_dict.items() if cls.__module__.startswith('posedreamer_mm.')}
     assert {'BodyForward', 'RenderControls', 'SamplePrompt', 'ScorePose', 'FilterByOKS', 'HMRTopdownAffine'} \
         <= set(ours)
     for name, cls in sorted(ours.items()):
-        built = TRANSFORMS.build(_filled(cls, standin_model_dir))
+        built = TRANSFORMS.build(_filled(cls, standin_model_dir, captioner_dir))
         assert type(built) is cls
         assert repr(built)  # every transform describes itself
     # The issue's own example: a transform builds its children from dicts.
