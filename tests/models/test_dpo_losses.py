@@ -168,3 +168,11 @@ def test_registered_module_applies_its_settings():
     assert out.loss.item() == pytest.approx(2 * published_sigmoid(W_M, L_M, W_R, L_R, 100.0), abs=1e-12)
     with pytest.raises(ValueError, match='loss_type must be one of'):
         DiffusionDPOLoss(loss_type='dpo')
+
+
+def test_default_form_is_the_published_sigmoid_and_metrics_are_unprefixed_by_default():
+    # mutmut survivors: the default loss_type and the default metrics prefix were never exercised.
+    out = dpo_loss_from_errors(t(W_M), t(L_M), t(W_R), t(L_R), beta=5000.0)
+    assert out.loss.item() == pytest.approx(published_sigmoid(W_M, L_M, W_R, L_R, 5000.0), abs=1e-9)
+    assert set(out.metrics()) == {'implicit_acc', 'reward_margin', 'model_mse'}
+    assert set(out.metrics('dpo/')) == {'dpo/implicit_acc', 'dpo/reward_margin', 'dpo/model_mse'}
