@@ -38,6 +38,18 @@ def _env(tmp):
     return {k: v for k, v in env.items() if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK')}
 
 
+def _stopped(pid: int, timeout: float = 30.0) -> None:
+    """Waits until ``pid`` is in the stopped state: ``kill(SIGSTOP)`` returns before the kernel stops a process that
+    is running on another core, which may still publish a shard in between."""
+    end = time.time() + timeout
+    while time.time() < end:
+        with open(f'/proc/{pid}/stat') as f:
+            if f.read().rsplit(')', 1)[1].split()[0] in ('T', 't'):
+                return
+        time.sleep(0.01)
+    raise AssertionError(f'process {pid} did not stop within {timeout} s of SIGSTOP')
+
+
 def _writing(out, skip, proc, timeout=300):
     """Waits until ``proc`` has a shard in a temporary folder of its own (not one of ``skip``)."""
     end = time.time() + timeout
