@@ -84,6 +84,7 @@ def test_killed_at_publication_then_a_run_that_a_second_run_cannot_disturb(tmp_p
     try:
         _writing(out, leftovers, run_a)
         run_a.send_signal(signal.SIGSTOP)
+        _stopped(run_a.pid)
         lock = json.loads((out / 'writer.lock').read_text())
         assert lock['pid'] == run_a.pid
         written_by_a = sorted(os.listdir(out / 'shards'))
