@@ -73,3 +73,45 @@ def test_missing_or_foreign_condition_lora_is_one_clear_error(trained, tmp_path)
     with pytest.raises(WeightsLayoutError, match=r'other\.safetensors: 1 keys are not condition-LoRA weights'):
         BACKENDS.build(dict(type='EasyControlFluxBackend', weights=trained.flux,
                             condition=dict(path=tmp_path / 'other.safetensors'), **CPU)).setup()
+
+
+def speed_switched(monkeypatch, cfg):
+    """Sets up the backend of ``cfg`` with ``channels_last`` and ``compile`` on; returns (backend, the class names
+    of the modules converted to channels_last). ``torch.compile`` only wraps here (it compiles on the first call)."""
+    converted = []
+    to = torch.nn.Module.to
+
+    def spy(module, *args, **kwargs):
+        if kwargs.get('memory_format') is torch.channels_last:
+            converted.append(type(module).__name__)
+        return to(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, 'to', spy)
+    backend = BACKENDS.build(dict(cfg, channels_last=True, compile=dict(backend='eager')))
+    backend.setup()
+    monkeypatch.setattr(torch.nn.Module, 'to', to)
+    return backend, converted
+
+
+def test_channels_last_and_compile_reach_the_transformer_as_in_flux_control(trained, tmp_path, monkeypatch):
+    """The base's speed switches apply to EasyControl's transformer exactly as to FluxControlBackend's: converted
+    to channels_last, wrapped by torch.compile, and (EasyControl) still carrying the condition processors."""
+    from diffusers import FluxTransformer2DModel
+
+    from posedreamer_mm.models.editors.easycontrol import FluxEasyControlPipeline
+    from posedreamer_mm.models.editors.easycontrol.processor import condition_processors
+    from posedreamer_mm.testing.diffusion import write_tiny_flux
+    cpu = {k: v for k, v in CPU.items() if k != 'control_type'}
+    flux_control, flux_converted = speed_switched(monkeypatch, dict(
+        type='FluxControlBackend', weights=write_tiny_flux(tmp_path / 'flux_control', control=True),
+        control_type='pncc', **cpu))
+    easy, easy_converted = speed_switched(monkeypatch, dict(
+        type='EasyControlFluxBackend', weights=trained.flux, condition=dict(path=trained.lora), **CPU))
+    assert flux_converted == ['FluxTransformer2DModel']
+    assert easy_converted == flux_converted
+    assert isinstance(easy.pipe, FluxEasyControlPipeline)
+    for pipe in (flux_control.pipe, easy.pipe.pipe):  # the wrapper calls its inner FluxPipeline's transformer
+        assert isinstance(pipe.transformer, torch._dynamo.eval_frame.OptimizedModule)
+        assert isinstance(pipe.transformer._orig_mod, FluxTransformer2DModel)
+    inner = easy.pipe.pipe.transformer._orig_mod
+    assert len(condition_processors(inner)) == len(inner.attn_processors)

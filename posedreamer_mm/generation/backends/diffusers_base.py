@@ -67,8 +67,10 @@ class DiffusersBackend(BaseGenerationBackend):
         call_kwargs: extra keyword arguments for every pipeline call (``control_guidance_end=0.8``, ...).
     """
 
-    #: diffusers pipeline class name.
+    #: Pipeline class name (recorded with every sample; the diffusers class unless :attr:`load_class` is set).
     pipeline_class: str = ''
+    #: diffusers pipeline class :meth:`load_pipeline` loads when :attr:`pipeline_class` is a wrapper of it.
+    load_class: str | None = None
     #: ``model_index.json`` ``_class_name`` values ``weights`` may hold.
     accepted_pipelines: tuple[str, ...] = ()
     #: Subfolders ``weights`` must hold.
@@ -121,22 +123,28 @@ class DiffusersBackend(BaseGenerationBackend):
         """Extra ``from_pretrained`` arguments of this pipeline family."""
         return {}
 
-    def setup(self) -> None:
-        """Loads the pipeline on ``device`` with the scheduler, LoRAs and speed switches (once)."""
-        if self.pipe is not None:
-            return
+    def load_pipeline(self) -> Any:
+        """The diffusers pipeline of :attr:`load_class` (default :attr:`pipeline_class`) from ``weights``, with the
+        scheduler and the LoRA stack."""
         import diffusers
-        self.check_weights()
-        if self.device.type == 'cuda' and not torch.cuda.is_available():
-            raise RuntimeError(f"{type(self).__name__}: device='{self.device}' but torch sees no CUDA device; set "
-                               "backend.device='cpu' (tiny or test weights only) or run on a GPU machine")
-        cls = getattr(diffusers, self.pipeline_class)
+        cls = getattr(diffusers, self.load_class or self.pipeline_class)
         kwargs = {**self.load_controlnets(), **self.pipeline_kwargs()}
         pipe = load_model(cls, self.weights, self.dtype, self.single_file_config, **kwargs)
         pipe.scheduler = build_scheduler(self.scheduler, pipe.scheduler)
         apply_loras(pipe, self.loras)
-        pipe.to(self.device)
-        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def attach(self, pipe: Any) -> None:
+        """Adds what is not a diffusers component (EasyControl's condition processors) to the loaded pipeline, before
+        it moves to ``device`` and the speed switches apply; nothing by default."""
+
+    def wrap(self, pipe: Any) -> Any:
+        """The object :meth:`generate` calls, given the finished pipeline: the pipeline itself by default, or a
+        wrapper reading its components through it (so the compiled denoiser is the one that runs)."""
+        return pipe
+
+    def apply_speed_switches(self, pipe: Any) -> None:
+        """``channels_last`` and ``torch.compile`` on the denoiser and the ControlNets of ``pipe``."""
         for name in (self.denoiser, 'controlnet'):
             module = getattr(pipe, name, None)
             if module is None:
@@ -146,7 +154,22 @@ class DiffusersBackend(BaseGenerationBackend):
             if self.compile:
                 setattr(pipe, name, torch.compile(module, **(self.compile if isinstance(self.compile, dict)
                                                              else {})))
-        self.pipe = pipe
+
+    def setup(self) -> None:
+        """Loads the pipeline on ``device`` with the scheduler, LoRAs, :meth:`attach`'s parts and the speed switches,
+        and keeps :meth:`wrap`'s result (once)."""
+        if self.pipe is not None:
+            return
+        self.check_weights()
+        if self.device.type == 'cuda' and not torch.cuda.is_available():
+            raise RuntimeError(f"{type(self).__name__}: device='{self.device}' but torch sees no CUDA device; set "
+                               "backend.device='cpu' (tiny or test weights only) or run on a GPU machine")
+        pipe = self.load_pipeline()
+        self.attach(pipe)
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        self.apply_speed_switches(pipe)
+        self.pipe = self.wrap(pipe)
 
     # --- generation ------------------------------------------------------------------------------------------
     def control_inputs(self, batch: list[dict]) -> dict[str, Any]:

@@ -15,8 +15,7 @@ from typing import Any
 from posedreamer_mm.registry import BACKENDS
 
 from .diffusers_base import DiffusersBackend
-from .schedulers import build_scheduler
-from .weights import WeightsLayoutError, apply_loras, check_lora_paths, check_pipeline_folder, describe, load_model
+from .weights import WeightsLayoutError, check_lora_paths, check_pipeline_folder, describe
 
 _FLUX_PARTS = ('transformer', 'vae', 'text_encoder', 'tokenizer', 'text_encoder_2', 'tokenizer_2', 'scheduler')
 
@@ -34,10 +33,12 @@ class EasyControlFluxBackend(DiffusersBackend):
             trainer writes it), else 512 (the reference's).
         guidance_scale: FLUX's distilled guidance (3.5 for FLUX.1-dev).
         **kwargs: :class:`~.diffusers_base.DiffusersBackend` (weights, further ``loras`` stacked on the base,
-            steps, scheduler, dtype (default bfloat16), device, call_kwargs).
+            steps, scheduler, dtype (default bfloat16), device, ``channels_last``/``compile`` (applied to the
+            transformer after the condition processors are set), call_kwargs).
     """
     name = 'flux_easycontrol'
     pipeline_class = 'FluxEasyControlPipeline'
+    load_class = 'FluxPipeline'
     accepted_pipelines = ('FluxPipeline',)
     required_subfolders = _FLUX_PARTS
     image_arg = 'control_image'
@@ -50,9 +51,6 @@ class EasyControlFluxBackend(DiffusersBackend):
                  **kwargs) -> None:
         super().__init__(guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, dtype=dtype,
                          **kwargs)
-        if self.channels_last or self.compile:
-            raise ValueError('EasyControlFluxBackend: channels_last and compile are not supported (the condition '
-                             'processors are plain Python attention processors)')
         self.control_types = [str(control_type)]
         if condition is not None:
             condition = dict(condition)
@@ -64,6 +62,7 @@ class EasyControlFluxBackend(DiffusersBackend):
                              weight=float(condition.get('weight', 1.0)))
         self.condition = condition
         self.cond_size = None if cond_size is None else int(cond_size)
+        self.loaded_cond_size: int | None = None  # cond_size, else the file's metadata, else 512 (set by attach)
 
     def check_weights(self) -> None:
         check_pipeline_folder(self.weights, self.accepted_pipelines, self.required_subfolders, self.what())
@@ -75,29 +74,18 @@ class EasyControlFluxBackend(DiffusersBackend):
             raise WeightsLayoutError(f'EasyControlFluxBackend: condition LoRA {self.condition["path"]} does not '
                                      'exist; expected a .safetensors file (or a folder holding one)')
 
-    def setup(self) -> None:
-        """Loads FLUX, the scheduler, further LoRAs and the condition LoRA, and wraps the pipeline (once)."""
-        if self.pipe is not None:
-            return
-        import diffusers
-        import torch
-
-        from posedreamer_mm.models.editors.easycontrol import FluxEasyControlPipeline, load_condition_lora
-        self.check_weights()
-        if self.device.type == 'cuda' and not torch.cuda.is_available():
-            raise RuntimeError(f"{type(self).__name__}: device='{self.device}' but torch sees no CUDA device; set "
-                               "backend.device='cpu' (tiny or test weights only) or run on a GPU machine")
-        pipe = load_model(diffusers.FluxPipeline, self.weights, self.dtype, self.single_file_config)
-        pipe.scheduler = build_scheduler(self.scheduler, pipe.scheduler)
-        apply_loras(pipe, self.loras)
+    def attach(self, pipe) -> None:
+        """Sets the condition LoRA's processors into every attention layer of ``pipe.transformer``."""
+        from posedreamer_mm.models.editors.easycontrol import load_condition_lora
         try:
             meta = load_condition_lora(pipe.transformer, self.condition['path'], weight=self.condition['weight'])
         except (OSError, ValueError) as err:
             raise WeightsLayoutError(f'EasyControlFluxBackend: {err}') from err
-        cond_size = self.cond_size or int(meta.get('cond_size', 512))
-        pipe.to(self.device)
-        pipe.set_progress_bar_config(disable=True)
-        self.pipe = FluxEasyControlPipeline(pipe, cond_size)
+        self.loaded_cond_size = self.cond_size or int(meta.get('cond_size', 512))
+
+    def wrap(self, pipe):
+        from posedreamer_mm.models.editors.easycontrol import FluxEasyControlPipeline
+        return FluxEasyControlPipeline(pipe, self.loaded_cond_size)
 
     def control_inputs(self, batch: list[dict]) -> dict[str, Any]:
         return dict(control_image=self.control_tensor(batch, self.control_types[0]))
