@@ -33,7 +33,7 @@ import numpy as np
 
 from posedreamer_mm.datasets.dpo_pairs import PairsFileError
 from posedreamer_mm.generation.reader import GeneratedDataReader
-from posedreamer_mm.utils.fileio import atomic_write_bytes, atomic_write_text
+from posedreamer_mm.utils.fileio import atomic_write_bytes, atomic_write_text, read_id_records
 
 #: Group outcomes, in the order the rule checks them.
 REASONS = ('paired', 'too_few_scored', 'tie', 'winner_below_min', 'gap_below_min')
@@ -87,28 +87,14 @@ def read_scores(path: str) -> dict[str, dict]:
     """``scores.jsonl`` (``tools/filter.py``) by sample id.
 
     Raises:
-        PairsFileError: a line that is no JSON object with an ``id``, or an id twice (naming file and line).
+        PairsFileError: a line that is no JSON object with an ``id``, or an id twice (naming file and line;
+            :func:`~posedreamer_mm.utils.fileio.read_id_records`).
     """
     if not osp.isfile(path):
         raise PairsFileError(f'scores file {path} does not exist: score the candidates first '
                              '(python tools/filter.py CANDIDATES_DIR [CONFIG], which writes CANDIDATES_DIR/filter/'
                              'scores.jsonl)')
-    out: dict[str, dict] = {}
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise PairsFileError(f'{path}, line {n}: not JSON ({err})') from None
-            if not isinstance(record, dict) or not isinstance(record.get('id'), str):
-                raise PairsFileError(f'{path}, line {n}: expected a JSON object with a string "id" (a '
-                                     'tools/filter.py scores.jsonl record)')
-            if record['id'] in out:
-                raise PairsFileError(f'{path}, line {n}: sample id {record["id"]!r} appears twice')
-            out[record['id']] = record
-    return out
+    return {rec['id']: rec for _, rec in read_id_records(path, error=PairsFileError)}
 
 
 def candidate_groups(reader: GeneratedDataReader) -> dict[str, list[int]]:

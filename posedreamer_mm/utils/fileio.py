@@ -9,6 +9,7 @@ never open and :func:`remove_stale_temporaries` clears.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import os.path as osp
 import tempfile
@@ -78,6 +79,48 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> int:
                     os.unlink(entry.path)
                     n += 1
     return n
+
+
+def read_id_records(path: str | os.PathLike, error: type[Exception] = ValueError, prefix: str = '',
+                    unique: bool = True) -> list[tuple[int, dict]]:
+    """``(line number, record)`` of a JSON-lines file of id-keyed records (``tools/filter.py``'s
+    ``manifest_filtered.jsonl`` and ``scores.jsonl``, per-sample error files), in file order; blank lines are skipped.
+
+    Args:
+        path: the file (UTF-8).
+        error: the exception class raised (the caller's: ``MiningError``, ``PairsFileError`` ...).
+        prefix: put before every message (``'GeneratedHMRDataset: scores '``).
+        unique: refuse an id that occurs twice.
+
+    Raises:
+        error: ``<prefix><path>, line <n>: ...`` for a line that is no JSON, a record that is no object with a
+            string ``id``, or (``unique``) a repeated id; ``<prefix>cannot read <path> (...)`` for an unreadable
+            file.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding='utf-8') as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f'{prefix}cannot read {path} ({type(err).__name__}: {err})') from err
+    first: dict[str, int] = {}
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise error(f'{prefix}{path}, line {n}: not valid JSON ({err.msg}); expected one JSON object per '
+                        'line') from None
+        if not isinstance(rec, dict) or not isinstance(rec.get('id'), str):
+            raise error(f'{prefix}{path}, line {n}: expected a JSON object with a string "id", got {line[:80]!r}')
+        if unique and rec['id'] in first:
+            raise error(f'{prefix}{path}, line {n}: sample id {rec["id"]!r} appears twice (first on line '
+                        f'{first[rec["id"]]})')
+        first.setdefault(rec['id'], n)
+        out.append((n, rec))
+    return out
 
 
 def safe_join(root: str | os.PathLike, *parts: str) -> str:

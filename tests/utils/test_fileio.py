@@ -12,6 +12,7 @@ from posedreamer_mm.utils.fileio import (
     atomic_write_bytes,
     atomic_write_text,
     is_temporary,
+    read_id_records,
     remove_stale_temporaries,
     safe_join,
 )
@@ -82,3 +83,33 @@ def test_concurrent_writers_of_one_file_leave_one_complete_version(tmp_path):
         list(pool.map(lambda data: atomic_write_bytes(target, data), payloads))
     assert target.read_bytes() in payloads
     assert [p.name for p in tmp_path.iterdir()] == ['shared.bin']
+
+
+class _Custom(ValueError):
+    pass
+
+
+@pytest.mark.parametrize('text, match', [
+    ('{"id": "a"}\n{"id": \n', r'r\.jsonl, line 2: not valid JSON \(.*\); expected one JSON object per line'),
+    ('{"id": "a"}\n\n[1, 2]\n', r'r\.jsonl, line 3: expected a JSON object with a string "id", got \'\[1, 2\]\''),
+    ('{"id": "a"}\n{"id": 7}\n', r'r\.jsonl, line 2: expected a JSON object with a string "id"'),
+    ('{"id": "a"}\n{"id": "b"}\n{"id": "a"}\n', r"r\.jsonl, line 3: sample id 'a' appears twice \(first on line 1\)"),
+    (b'{"id": "a"}\n\xff\n', r'cannot read .*r\.jsonl \(UnicodeDecodeError'),
+])
+def test_id_records_name_file_and_line_in_the_callers_error(tmp_path, text, match):
+    path = tmp_path / 'r.jsonl'
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(_Custom, match=match) as info:
+        read_id_records(str(path), error=_Custom, prefix='what: ')
+    assert str(info.value).startswith(f'what: {path}' if 'line' in match else 'what: cannot read')
+
+
+def test_id_records_keep_order_line_numbers_and_optional_duplicates(tmp_path):
+    path = tmp_path / 'r.jsonl'
+    path.write_text('{"id": "a", "x": 1}\n\n  \n{"id": "b"}\n{"id": "a", "x": 2}\n')
+    assert read_id_records(str(path), unique=False) == [(1, dict(id='a', x=1)), (4, dict(id='b')),
+                                                        (5, dict(id='a', x=2))]
+    with pytest.raises(ValueError, match=r'line 5: sample id .a. appears twice'):
+        read_id_records(str(path))
+    with pytest.raises(ValueError, match=r'cannot read .*none\.jsonl \(FileNotFoundError'):
+        read_id_records(str(tmp_path / 'none.jsonl'))
