@@ -45,7 +45,7 @@ from posedreamer_mm.mining import (
     stack_params,
     train_regressor,
 )
-from posedreamer_mm.utils.fileio import atomic_write_bytes, atomic_write_text
+from posedreamer_mm.utils.fileio import atomic_write_bytes, atomic_write_text, read_id_records
 
 MODEL_NAME = 'difficulty_model.txt'
 POSE_LIST_NAME = 'hard_poses.npz'
@@ -76,32 +76,12 @@ class ScoredData:
     skipped: dict[str, int]
 
 
-def _read_jsonl(path: str) -> list[dict]:
-    try:
-        with open(path, encoding='utf-8') as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise MiningError(f'cannot read {path}: {err}') from err
-    out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise MiningError(f'{path}, line {n}: not valid JSON ({err.msg})') from None
-        if not isinstance(rec, dict) or not isinstance(rec.get('id'), str):
-            raise MiningError(f'{path}, line {n}: expected a JSON object with a string "id", got {line[:80]!r}')
-        out.append(rec)
-    return out
-
-
 def read_oks_scores(path: str, skipped: collections.Counter) -> dict[str, float]:
     """``id -> oks`` from a ``tools/filter.py`` ``scores.jsonl``; rows it could not score and rows without an
     ``oks`` score are counted in ``skipped``. A row without a match has OKS 0 (the scorer saw no such person), a
     real, hard target."""
     table = {}
-    for rec in _read_jsonl(path):
+    for _, rec in read_id_records(path, error=MiningError):
         if 'error' in rec:
             skipped['unreadable when scored'] += 1
         elif 'oks' not in (rec.get('scores') or {}):
@@ -120,7 +100,7 @@ def read_error_file(path: str, key: str = 'error') -> dict[str, float]:
     if not osp.isfile(path):
         raise MiningFileNotFoundError(f'error file {path} not found')
     if path.endswith('.jsonl'):
-        recs = _read_jsonl(path)
+        recs = [rec for _, rec in read_id_records(path, error=MiningError)]
         missing = next((r['id'] for r in recs if key not in r), None)
         if missing is not None:
             raise MiningError(f'{path}: the line of id {missing!r} has no {key!r} (pass --error-key)')

@@ -11,51 +11,18 @@ API: docs/conventions.md): each row's :class:`~posedreamer_mm.body.sample.BodySa
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import os.path as osp
-from collections.abc import Iterator
 
 import numpy as np
 from mmengine.logging import print_log
 
 from posedreamer_mm.generation.reader import GeneratedDataReader
 from posedreamer_mm.registry import DATASETS
+from posedreamer_mm.utils.fileio import read_id_records
 
 from .hmr_base import HMRBaseDataset, data_info_from_sample
-
-
-def _jsonl_records(path: str, what: str) -> Iterator[tuple[int, dict]]:
-    """``(line number, record)`` of a ``tools/filter.py`` jsonl file; every record is an object with a string
-    ``id``, and no id occurs twice.
-
-    Raises:
-        ValueError: naming ``path`` and the line, for an unreadable file, a line that is no JSON object, a record
-            without a string ``id``, or a repeated id.
-    """
-    seen: dict[str, int] = {}
-    try:
-        with open(path, encoding='utf-8') as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f'GeneratedHMRDataset: cannot read {what} {path} ({type(err).__name__}: {err})') from err
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f'GeneratedHMRDataset: {what} {path} line {n} is not JSON ({err}); expected one '
-                             'object per line as tools/filter.py writes') from err
-        if not isinstance(rec, dict) or not isinstance(rec.get('id'), str):
-            raise ValueError(f'GeneratedHMRDataset: {what} {path} line {n}: expected an object with a string '
-                             f'"id", got {line[:120]!r}')
-        if rec['id'] in seen:
-            raise ValueError(f'GeneratedHMRDataset: {what} {path} lists sample {rec["id"]!r} twice (lines '
-                             f'{seen[rec["id"]]} and {n})')
-        seen[rec['id']] = n
-        yield n, rec
 
 
 @DATASETS.register_module()
@@ -131,7 +98,7 @@ class GeneratedHMRDataset(HMRBaseDataset):
         return rows
 
     def _load_kept_rows(self) -> list[int]:
-        records = list(_jsonl_records(self.filtered_manifest, 'filtered_manifest'))
+        records = read_id_records(self.filtered_manifest, prefix='GeneratedHMRDataset: filtered_manifest ')
         rows = self._rows(records, self.filtered_manifest, 'filtered_manifest')
         for (n, rec), row in zip(records, rows):
             image = self.reader.meta(row)['image']
@@ -146,7 +113,7 @@ class GeneratedHMRDataset(HMRBaseDataset):
 
     def _load_score_columns(self, rows_used: list[int]) -> None:
         """Fills :attr:`score_columns` from the ``scores.jsonl`` records and counts the used rows without one."""
-        records = list(_jsonl_records(self.scores_file, 'scores'))
+        records = read_id_records(self.scores_file, prefix='GeneratedHMRDataset: scores ')
         rows = self._rows(records, self.scores_file, 'scores')
         n_rows = len(self.reader)
         scored = np.zeros(n_rows, bool)

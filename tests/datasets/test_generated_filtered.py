@@ -124,13 +124,13 @@ def test_bad_filter_files_name_the_file(filtered, tmp_path, case):
     if case == 'missing':
         error, match = FileNotFoundError, r'is missing or not a file \(expected the manifest_filtered.jsonl'
     elif case == 'not_json':
-        text, match = [manifest[0], manifest[1][:20]], 'line 2 is not JSON'
+        text, match = [manifest[0], manifest[1][:20]], 'jsonl, line 2: not valid JSON'
     elif case == 'no_id':
-        text, match = [manifest[0], '{"index": 3}'], 'line 2: expected an object with a string "id"'
+        text, match = [manifest[0], '{"index": 3}'], 'jsonl, line 2: expected a JSON object with a string "id"'
     elif case == 'unknown_id':
         text, match = manifest + ['{"id": "gen_99999", "index": 9}'], r"1 sample id\(s\).*'gen_99999' \(line 3\)"
     elif case == 'duplicate':
-        text, match = manifest + [manifest[0]], "lists sample 'gen_00000' twice"
+        text, match = manifest + [manifest[0]], f"line {len(manifest) + 1}: sample id 'gen_00000' appears twice"
     elif case == 'other_image':
         rec = dict(json.loads(manifest[1]), image='shards/000000/images/gen_00000.jpg')
         text, match = [manifest[0], json.dumps(rec)], "line 2: sample 'gen_00003' has image"

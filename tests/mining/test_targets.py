@@ -33,3 +33,16 @@ def test_error_files(tmp_path):
         read_error_file(str(tmp_path / 'text.json'))
     with pytest.raises(MiningFileNotFoundError, match='none.json not found'):
         read_error_file(str(tmp_path / 'none.json'))
+
+
+def test_a_target_id_twice_is_refused_naming_both_lines(tmp_path):
+    """Two targets for one sample (two runs' files concatenated) were silently reduced to the last one."""
+    (tmp_path / 'e.jsonl').write_text('{"id": "a", "error": 3}\n{"id": "b", "error": 4}\n{"id": "a", "error": 9}\n')
+    with pytest.raises(MiningError, match=r"e\.jsonl, line 3: sample id 'a' appears twice \(first on line 1\)"):
+        read_error_file(str(tmp_path / 'e.jsonl'))
+    (tmp_path / 'scores.jsonl').write_text('{"id": "a", "scores": {"oks": 0.5}}\n{"id": "a", "scores": {"oks": 0.9}}\n')
+    with pytest.raises(MiningError, match=r"scores\.jsonl, line 2: sample id 'a' appears twice"):
+        read_oks_scores(str(tmp_path / 'scores.jsonl'), collections.Counter())
+    (tmp_path / 'latin.jsonl').write_bytes(b'{"id": "\xe9"}\n')
+    with pytest.raises(MiningError, match=r'cannot read .*latin\.jsonl \(UnicodeDecodeError'):
+        read_error_file(str(tmp_path / 'latin.jsonl'))
