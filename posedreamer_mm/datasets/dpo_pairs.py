@@ -13,9 +13,10 @@
 """
 from __future__ import annotations
 
+import copy
 import json
 import os.path as osp
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from mmengine.dataset import BaseDataset
 
@@ -113,4 +114,36 @@ class DPOPairDataset(BaseDataset):
         return data_list
 
 
-__all__ = ['DPOPairDataset', 'PairsFileError']
+def _is_pair_dataset(dataset_type: object) -> bool:
+    if isinstance(dataset_type, type):
+        return issubclass(dataset_type, DPOPairDataset)
+    return isinstance(dataset_type, str) and dataset_type.rsplit('.', 1)[-1] == 'DPOPairDataset'
+
+
+def refreshed_dataset_cfg(dataset_cfg: Mapping, data_root: str, ann_file: str = 'dpo_pairs.jsonl',
+                          mode: str = 'replace') -> dict:
+    """The training dataset's config switched to another pairs file (``DPOControlHook``'s on-line refresh).
+
+    ``mode='replace'``: ``dataset_cfg`` (a ``DPOPairDataset`` config) with ``data_root`` and ``ann_file`` set to the
+    new pairs, its ``control_types`` and ``pipeline`` kept; ``'mix'``: mmengine's ``ConcatDataset`` of the original
+    pairs (``dataset_cfg`` unchanged, first) and the new ones, so an epoch sees both.
+
+    Raises:
+        TypeError: ``dataset_cfg`` is not a ``DPOPairDataset`` config dict (a built dataset or another type cannot
+            be pointed at a new pairs file).
+        ValueError: ``mode`` is neither ``'replace'`` nor ``'mix'``.
+    """
+    if not isinstance(dataset_cfg, Mapping) or not _is_pair_dataset(dataset_cfg.get('type')):
+        got = dataset_cfg.get('type') if isinstance(dataset_cfg, Mapping) else type(dataset_cfg).__name__
+        raise TypeError(f'train_dataloader.dataset must be a DPOPairDataset config dict for the on-line pair '
+                        f'refresh (its data_root and ann_file are replaced by each round\'s), got {got!r}')
+    if mode not in ('replace', 'mix'):
+        raise ValueError(f'mode must be "replace" or "mix", got {mode!r}')
+    new = copy.deepcopy(dict(dataset_cfg))
+    new.update(data_root=str(data_root), ann_file=str(ann_file))
+    if mode == 'replace':
+        return new
+    return dict(type='mmengine.ConcatDataset', datasets=[copy.deepcopy(dict(dataset_cfg)), new])
+
+
+__all__ = ['DPOPairDataset', 'PairsFileError', 'refreshed_dataset_cfg']

@@ -8,7 +8,7 @@ import torch
 
 from posedreamer_mm.apis.dpo_pairs import build_pairs, candidate_oks, pair_group, read_scores
 from posedreamer_mm.body.sample import BodySample
-from posedreamer_mm.datasets.dpo_pairs import PairsFileError
+from posedreamer_mm.datasets.dpo_pairs import PairsFileError, refreshed_dataset_cfg
 from posedreamer_mm.generation.reader import GeneratedDataReader
 from posedreamer_mm.generation.writer import ShardedDatasetWriter
 from posedreamer_mm.registry import DATASETS
@@ -187,3 +187,33 @@ def test_dataset_errors_name_file_and_line(tmp_path):
     path.write_text('')
     with pytest.raises(ValueError, match='holds no pair'):
         build()
+
+
+# --- the training dataset switched to refreshed pairs (DPOControlHook's on-line refresh) ---------------------------
+def test_refreshed_dataset_cfg_replaces_or_mixes_the_pairs(tmp_path):
+    first = write_candidates(tmp_path / 'cand', [('p0', 3), ('p1', 2)])
+    _pairs_file(tmp_path, first)
+    second = write_candidates(tmp_path / 'round' / 'iter_2', [('q0', 2), ('q1', 2), ('q2', 2)])
+    scores = {sid: dict(id=sid, scores=dict(oks=o)) for sid, o in zip(second.ids, [0.9, 0.2, 0.8, 0.1, 0.7, 0.6])}
+    pairs, _, _ = build_pairs(second, scores)
+    (tmp_path / 'round' / 'iter_2' / 'dpo_pairs.jsonl').write_text(''.join(json.dumps(p) + '\n' for p in pairs))
+    cfg = dict(type='DPOPairDataset', data_root=str(tmp_path / 'cand'), ann_file='dpo_pairs.jsonl',
+               control_types=['pncc'], pipeline=PIPELINE)
+
+    replaced = refreshed_dataset_cfg(cfg, str(tmp_path / 'round' / 'iter_2'))
+    assert cfg['data_root'] == str(tmp_path / 'cand')   # the original config is not changed
+    ds = DATASETS.build(replaced)
+    assert len(ds) == 3 and [ds[i]['data_samples']['sample_id'] for i in range(3)] == ['q0', 'q1', 'q2']
+    # q1: winner c000 (grey 40) over c001 (grey 80); the control's red channel is the group number * 50
+    assert (ds[1]['inputs']['image_w'] == 40).all() and (ds[1]['inputs']['image_l'] == 80).all()
+    assert (ds[1]['inputs']['control'][0] == 50).all()
+
+    mixed = DATASETS.build(refreshed_dataset_cfg(cfg, str(tmp_path / 'round' / 'iter_2'), mode='mix'))
+    assert [mixed[i]['data_samples']['sample_id'] for i in range(len(mixed))] == ['p0', 'p1', 'q0', 'q1', 'q2']
+
+    with pytest.raises(TypeError, match="must be a DPOPairDataset config dict .* got 'ControlPairDataset'"):
+        refreshed_dataset_cfg(dict(cfg, type='ControlPairDataset'), str(tmp_path))
+    with pytest.raises(TypeError, match="got 'DPOPairDataset'"):   # a built dataset cannot be re-pointed
+        refreshed_dataset_cfg(ds, str(tmp_path))
+    with pytest.raises(ValueError, match='mode must be "replace" or "mix"'):
+        refreshed_dataset_cfg(cfg, str(tmp_path), mode='append')

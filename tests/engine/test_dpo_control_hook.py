@@ -2,18 +2,31 @@
 base figures equal the plain policy's, the relative reduction is computed from the logged errors, the contact
 sheet has the base column, and every checkpoint gets its LoRA in diffusers format."""
 import json
+import shutil
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from safetensors.torch import load_file
 
 from posedreamer_mm.apis.control_eval import evaluate_control
-from posedreamer_mm.registry import MODELS, SCORERS
+from posedreamer_mm.body.sample import BodySample
+from posedreamer_mm.generation.reader import GeneratedDataReader
+from posedreamer_mm.generation.writer import ShardedDatasetWriter
+from posedreamer_mm.registry import HOOKS, MODELS, SCORERS
+from posedreamer_mm.scoring.base import BasePoseScorer, PoseDetections
 
-from .control_fixtures import SIDE, RecordingScorer, trainer_cfg, write_control_dataset, write_tiny_parts
+from .control_fixtures import (
+    SIDE,
+    RecordingScorer,
+    label_keypoints,
+    trainer_cfg,
+    write_control_dataset,
+    write_tiny_parts,
+)
 
 
 @pytest.fixture(scope='module')
@@ -132,3 +145,263 @@ def test_a_model_without_reference_is_named(tmp_path, parts, val_root):
         custom_hooks=[hook_cfg(val_root)], default_scope='posedreamer_mm')
     with pytest.raises(TypeError, match='no reference'):
         runner.train()
+
+
+# --- on-line pair refresh ----------------------------------------------------------------------------------------
+@SCORERS.register_module(name='TestOnlyPixelScorer')
+class PixelScorer(BasePoseScorer):
+    """Test scorer whose OKS spreads over candidates: one person at the fixture label of row 0 shifted by
+    ``(red of the centre pixel - 128) / 24`` pixels (a candidate's OKS follows that pixel), nobody where its green
+    is below 25. Deterministic per image (no call counter), so a resumed run scores alike."""
+
+    name = 'test_pixel'
+
+    def predict_batch(self, images):
+        out = []
+        for img in images:
+            centre = img[img.shape[0] // 2, img.shape[1] // 2].astype(float)
+            if centre[1] < 25:
+                out.append(PoseDetections.empty((img.shape[1], img.shape[0]), self.name))
+                continue
+            kp = label_keypoints(0)[:, :2] * img.shape[0] / SIDE + (centre[0] - 128) / 24
+            x1, y1 = kp.min(0)
+            x2, y2 = kp.max(0)
+            out.append(PoseDetections(kp[None], (np.arange(17, dtype=np.float32)[None] + 1) / 17,
+                                      np.array([[x1, y1, x2, y2]], np.float32), np.ones(1, np.float32),
+                                      (img.shape[1], img.shape[0]), self.name))
+        return out
+
+
+def write_offline_pairs(root, groups=3):
+    """The pairs a run starts from: a candidates dataset (2 candidates per group ``orig_<g>``) and a pairs file of
+    the reference format (winner candidate 0, loser candidate 1)."""
+    rng = np.random.default_rng(1)
+    writer = ShardedDatasetWriter(shard_size=8, image_format='png', save_controls=True)
+    n = 2 * groups
+    writer.prepare_output(str(root), dict(fingerprint='offline-pairs', config={}, num_samples=n))
+    builder = writer.open_shard(str(root), 0, n)
+    for i in range(n):
+        g, j = i // 2, i % 2
+        builder.add(i, dict(sample=BodySample(id=f'orig_{g}_c{j:03d}', img_size=np.array([SIDE, SIDE])),
+                            img=rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8), seed=i,
+                            controls=dict(pncc=rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)),
+                            prompt=f'a person {g}', group=f'orig_{g}', candidate=j))
+    builder.commit()
+    writer.finalize(str(root), n)
+    writer.release_output(str(root))
+    reader = GeneratedDataReader(str(root))
+    lines = []
+    for g in range(groups):
+        w, lo = reader.meta(2 * g), reader.meta(2 * g + 1)
+        lines.append(dict(group=f'orig_{g}', winner=dict(id=w['id'], image=w['image'], oks=0.9),
+                          loser=dict(id=lo['id'], image=lo['image'], oks=0.3), controls=w['controls'],
+                          prompt=w['prompt'], gap=0.6))
+    (root / 'dpo_pairs.jsonl').write_text(''.join(json.dumps(x) + '\n' for x in lines))
+    return root
+
+
+class Recorder(Hook):
+    """Per iteration: the pair groups trained on and the loss; the train dataloader's first worker processes."""
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self):
+        self.ids, self.loss, self.workers, self.alive_after_refresh = {}, {}, [], None
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        self.ids[runner.iter] = list(data_batch['data_samples']['sample_id'])
+        if not self.workers:
+            self.workers = list(getattr(runner.train_loop.dataloader_iterator._iterator, '_workers', []))
+        if runner.iter == 2:   # the first iteration after the round at 2
+            self.alive_after_refresh = [w.is_alive() for w in self.workers]
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        self.loss[runner.iter] = float(outputs['loss'].detach())
+
+
+REFRESH = dict(interval=2, candidates=3, min_gap=0.05, min_winner=0.5, sheet_rows=2)
+
+
+def run_refresh(work_dir, parts, val_root, offline, refresh, max_iters=5, resume=None, num_workers=0, ckpt=3,
+                dataset=None):
+    recorder = Recorder()
+    hook = dict(type='DPOControlHook', data_root=str(val_root), control_types=['pncc'],
+                scorer=dict(type='TestOnlyPixelScorer'), num_samples=2, interval=0, after_train=False,
+                backend=dict(num_inference_steps=2, guidance_scale=1.0), sheet_rows=0, tile=32, lora_dir=None,
+                refresh=dict(REFRESH, controls=str(val_root), **refresh))
+    runner = Runner(
+        model=dpo_cfg(parts), work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=dataset or dict(type='DPOPairDataset', data_root=str(offline), control_types=['pncc'],
+                                    pipeline=[dict(type='LoadDPOPair'), dict(type='PackDPOPair')]),
+            sampler=dict(type='InfiniteSampler', shuffle=True), batch_size=1, num_workers=num_workers,
+            persistent_workers=num_workers > 0, collate_fn=dict(type='pseudo_collate')),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=5e-2)),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=ckpt, by_epoch=False),
+                           logger=dict(type='LoggerHook', interval=1)),
+        custom_hooks=[hook, recorder], randomness=dict(seed=7), resume=resume is not None, load_from=resume,
+        visualizer=dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')],
+                        name=f'vis_refresh_{id(recorder)}'),
+        default_scope='posedreamer_mm')
+    runner.train()
+    return runner, recorder
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in open(path) if line.strip()]
+
+
+def expected_pairs(round_dir, min_gap, min_winner):
+    """The rule recomputed from the round's files: rows (meta.jsonl) and scores (filter/scores.jsonl)."""
+    scores = {r['id']: r for r in read_jsonl(round_dir / 'filter' / 'scores.jsonl')}
+    groups = {}
+    for meta in round_dir.glob('shards/*/meta.jsonl'):
+        for row in read_jsonl(meta):
+            groups.setdefault(row['group'], []).append(row)
+    out, reasons = {}, {}
+    for g, rows in groups.items():
+        rows.sort(key=lambda r: r['candidate'])
+        scored = [(scores[r['id']]['scores']['oks'], r['candidate'], r) for r in rows
+                  if scores[r['id']]['match']['index'] is not None]
+        if len(scored) < 2:
+            reasons[g] = 'too_few_scored'
+            continue
+        best = max(scored, key=lambda t: (t[0], -t[1]))
+        worst = min(scored, key=lambda t: (t[0], t[1]))
+        if best[0] == worst[0]:
+            reasons[g] = 'tie'
+        elif best[0] + 1e-9 < min_winner:
+            reasons[g] = 'winner_below_min'
+        elif best[0] - worst[0] + 1e-9 < min_gap:
+            reasons[g] = 'gap_below_min'
+        else:
+            reasons[g] = 'paired'
+            out[g] = (best[2], worst[2])
+    return out, reasons, groups, scores
+
+
+@pytest.fixture(scope='module')
+def offline(tmp_path_factory):
+    return write_offline_pairs(tmp_path_factory.mktemp('offline') / 'cands')
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory, parts, val_root, offline):
+    """5 iterations, refresh rounds at 2 and 4, a checkpoint at 3; two persistent dataloader workers."""
+    work = tmp_path_factory.mktemp('refresh_run')
+    runner, recorder = run_refresh(work, parts, val_root, offline, {}, num_workers=1)
+    return work, runner, recorder
+
+
+def test_refresh_round_writes_candidates_and_pairs_that_obey_the_rule(uninterrupted, val_root):
+    work, runner, _ = uninterrupted
+    rounds = sorted(p.name for p in (work / 'dpo_refresh').iterdir())
+    assert rounds == ['iter_2', 'iter_4']      # every 2 iterations, none at the last one; no temporary folder left
+    seeds = {}
+    for name in rounds:
+        root = work / 'dpo_refresh' / name
+        want, reasons, groups, scores = expected_pairs(root, 0.05, 0.5)
+        assert sorted(groups) == ['val_000', 'val_001', 'val_002', 'val_003']   # every training control
+        assert all(sorted(r['candidate'] for r in rows) == [0, 1, 2] for rows in groups.values())
+        pairs = read_jsonl(root / 'dpo_pairs.jsonl')
+        assert {p['group'] for p in pairs} == set(want)
+        for p in pairs:
+            w, lo = want[p['group']]
+            assert (p['winner']['id'], p['loser']['id']) == (w['id'], lo['id'])
+            assert p['winner']['seed'] == w['seed'] and p['winner']['image'] == w['image']
+            assert p['gap'] == pytest.approx(scores[w['id']]['scores']['oks'] - scores[lo['id']]['scores']['oks'],
+                                             abs=2e-6)
+            assert (root / p['winner']['image']).is_file() and (root / p['controls']['pncc']).is_file()
+        report = json.loads((root / 'dpo_pairs.report.json').read_text())
+        by_reason = report['groups_by_reason']
+        assert by_reason == {r: sum(v == r for v in reasons.values()) for r in by_reason}
+        unmatched = sum(s['match']['index'] is None for s in scores.values())
+        assert report['unscored_by_cause']['no_match'] == unmatched
+        assert report['refresh']['mean_oks'] == pytest.approx(np.mean([s['scores']['oks'] for s in scores.values()]))
+        assert report['pairs'] == str(root / 'dpo_pairs.jsonl')
+        # the candidates of one control share its control image and prompt; the images differ by seed
+        rows = groups['val_000']
+        assert len({r['seed'] for r in rows}) == 3 and len({r['prompt'] for r in rows}) == 1
+        seeds[name] = {r['id']: r['seed'] for rows in groups.values() for r in rows}
+    assert seeds['iter_2'].keys() == seeds['iter_4'].keys()
+    assert all(seeds['iter_2'][k] != seeds['iter_4'][k] for k in seeds['iter_2'])   # round-specific seeds
+    assert len(set(seeds['iter_2'].values())) == 12
+    # logged: the round's counts and its contact sheet
+    recs = [json.loads(line) for line in open(next(work.glob('*/vis_data/scalars.json')))]
+    logged = {r['step']: r for r in recs if 'dpo_refresh/num_pairs' in r}
+    assert sorted(logged) == [2, 4]
+    report = json.loads((work / 'dpo_refresh' / 'iter_2' / 'dpo_pairs.report.json').read_text())
+    assert logged[2]['dpo_refresh/num_pairs'] == report['num_pairs'] > 0
+    assert logged[2]['dpo_refresh/tie'] == report['groups_by_reason']['tie']
+    assert logged[2]['dpo_refresh/mean_oks'] == pytest.approx(report['refresh']['mean_oks'])
+    sheet = cv2.imread(str(next(work.glob('*/vis_data/vis_image/dpo_refresh_contact_sheet_2.png'))))
+    assert sheet.shape[1] == 4 * 32   # 3 candidates + the control
+
+
+def test_train_dataloader_switches_to_the_refreshed_pairs(uninterrupted, offline):
+    work, runner, recorder = uninterrupted
+    groups = {name: {p['group'] for p in read_jsonl(work / 'dpo_refresh' / name / 'dpo_pairs.jsonl')}
+              for name in ('iter_2', 'iter_4')}
+    for it, ids in recorder.ids.items():
+        want = {'orig_0', 'orig_1', 'orig_2'} if it < 2 else groups['iter_2'] if it < 4 else groups['iter_4']
+        assert set(ids) <= want, (it, ids)
+    loader = runner.train_dataloader
+    assert len(loader.dataset) == len(groups['iter_4']) and loader.sampler.size == len(groups['iter_4'])
+    assert loader.dataset.data_root == str(work / 'dpo_refresh' / 'iter_4')
+    # persistent workers of the replaced dataloaders (and their copies of the old pairs) are gone
+    assert recorder.workers and recorder.alive_after_refresh == [False] * len(recorder.workers)
+    ckpt = torch.load(work / 'iter_3.pth', map_location='cpu', weights_only=False)
+    assert ckpt['meta']['dpo_refresh']['data_root'] == 'dpo_refresh/iter_2'
+    assert ckpt['meta']['dpo_refresh']['iter'] == 2
+
+
+def test_resume_after_a_refresh_trains_on_the_same_pairs(tmp_path, uninterrupted, parts, val_root, offline):
+    work, _, full = uninterrupted
+    moved = tmp_path / 'moved'
+    shutil.copytree(work, moved)   # the refresh folder is found relative to the (moved) work dir
+    _, resumed = run_refresh(moved, parts, val_root, offline, {}, resume=str(moved / 'iter_3.pth'))
+    assert sorted(resumed.ids) == [3, 4]
+    for it in (3, 4):
+        assert resumed.ids[it] == full.ids[it]
+        assert resumed.loss[it] == pytest.approx(full.loss[it], rel=1e-6)
+    # the round at 4 was redone from the same weights: the same pairs
+    assert read_jsonl(moved / 'dpo_refresh' / 'iter_4' / 'dpo_pairs.jsonl') == \
+        read_jsonl(work / 'dpo_refresh' / 'iter_4' / 'dpo_pairs.jsonl')
+
+
+def test_a_round_without_pairs_keeps_the_pairs_in_use(tmp_path, parts, val_root, offline):
+    runner, recorder = run_refresh(tmp_path, parts, val_root, offline, dict(min_winner=1.5), max_iters=3)
+    report = json.loads((tmp_path / 'dpo_refresh' / 'iter_2' / 'dpo_pairs.report.json').read_text())
+    assert report['num_pairs'] == 0 and (tmp_path / 'dpo_refresh' / 'iter_2' / 'dpo_pairs.jsonl').read_text() == ''
+    assert report['groups_by_reason']['winner_below_min'] + report['groups_by_reason']['too_few_scored'] \
+        + report['groups_by_reason']['tie'] == 4
+    assert all(set(ids) <= {'orig_0', 'orig_1', 'orig_2'} for ids in recorder.ids.values()) and 2 in recorder.ids
+    assert runner.train_dataloader.dataset.data_root == str(offline)
+    log = next(tmp_path.glob('*/*.log')).read_text()
+    assert 'DPO pair refresh at iteration 2 made no pair' in log and 'training keeps the configured pairs' in log
+    ckpt = torch.load(tmp_path / 'iter_3.pth', map_location='cpu', weights_only=False)
+    assert 'dpo_refresh' not in ckpt['meta']
+
+
+def test_refresh_settings_errors_name_the_key(tmp_path, val_root):
+    def build(**refresh):
+        return HOOKS.build(dict(type='DPOControlHook', data_root=str(val_root), control_types=['pncc'],
+                                scorer=dict(type='TestOnlyPixelScorer'), refresh=refresh))
+
+    with pytest.raises(ValueError, match=r"refresh has unknown keys \['candidate'\]"):
+        build(interval=2, controls=str(val_root), candidate=3)
+    with pytest.raises(ValueError, match='refresh.controls is required'):
+        build(interval=2)
+    with pytest.raises(ValueError, match='refresh.candidates must be an integer >= 2'):
+        build(interval=2, controls=str(val_root), candidates=1)
+    with pytest.raises(ValueError, match="refresh.mode must be one of \\['replace', 'mix'\\]"):
+        build(interval=2, controls=str(val_root), mode='append')
+    hook = build(interval=2, controls=str(tmp_path / 'nowhere'))
+    with pytest.raises(FileNotFoundError, match='refresh.controls .*nowhere.* is not a directory'):
+        hook.setup()
+
+
+def test_refresh_needs_a_pairs_dataset_config(tmp_path, parts, val_root, offline):
+    with pytest.raises(TypeError, match='train_dataloader.dataset must be a DPOPairDataset config'):
+        run_refresh(tmp_path, parts, val_root, offline, {}, max_iters=1, dataset=InMemoryPairs())

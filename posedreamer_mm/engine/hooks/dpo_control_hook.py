@@ -1,10 +1,14 @@
-"""DPO control alignment during training: held-out OKS of the base model and of the current LoRA, and the LoRA
-exported at every checkpoint (docs/dpo.md, "Reading the hook's figures")."""
+"""DPO control alignment during training: held-out OKS of the base model and of the current LoRA, the LoRA
+exported at every checkpoint, and optionally on-line pair refresh (docs/dpo.md, "`DPOControlHook` and how to read
+its figures")."""
 from __future__ import annotations
 
+import copy
 import os.path as osp
 
+from mmengine.dist import get_rank
 from mmengine.model import is_model_wrapper
+from mmengine.runner.loops import _InfiniteDataloaderIterator
 
 from posedreamer_mm.apis.control_eval import (
     ControlEvalResult,
@@ -12,6 +16,14 @@ from posedreamer_mm.apis.control_eval import (
     evaluate_control_sliced,
     preserved_training_state,
 )
+from posedreamer_mm.apis.dpo_refresh import (
+    PAIRS_NAME,
+    load_controls,
+    refresh_contact_sheet,
+    refresh_round,
+    refresh_settings,
+)
+from posedreamer_mm.datasets.dpo_pairs import refreshed_dataset_cfg
 from posedreamer_mm.registry import HOOKS
 
 from .control_validation_hook import ControlValidationHook
@@ -38,16 +50,32 @@ class DPOControlHook(ControlValidationHook):
 
     At every checkpoint (``before_save_checkpoint``) the LoRA is written in diffusers format to
     ``work_dir/<lora_dir>/iter_<N>`` (the backends' ``loras=[dict(path=...)]``; ``DiffusersExportHook``'s
-    writer: rank 0, through a temporary folder). Pairs are not refreshed on-line (docs/dpo.md says why).
+    writer: rank 0, through a temporary folder).
+
+    **On-line pair refresh** (``refresh=dict(...)``, docs/dpo.md): every ``refresh.interval`` iterations the current
+    policy (LoRA on, the live pipeline) generates ``refresh.candidates`` candidates per training control with
+    round-specific seeds, the scorer scores them, ``apis/dpo_pairs.py``'s rule pairs them, and the round's
+    candidates, scores and pairs file are written to ``work_dir/<refresh.out_dir>/iter_<N>``
+    (``apis/dpo_refresh.py``); the training dataloader is then rebuilt on the new pairs (``mode='replace'``) or on
+    the original and the new pairs (``'mix'``). A round without a pair keeps the pairs in use. The checkpoint's
+    ``meta['dpo_refresh']`` names the pairs in use, so a resumed run trains on the same pairs, at the same position
+    in their sampler, as the uninterrupted run.
 
     Args:
         lora_dir: folder under the work dir for the per-checkpoint LoRA exports (``None``: no export).
+        refresh: on-line pair refresh settings (``None``: off): ``interval`` (iterations between rounds),
+            ``controls`` (a generated dataset with labels and stored controls: the training controls; a candidates
+            dataset gives one control per group), ``num_controls`` (``None``: all), ``candidates`` (per control, 4),
+            ``min_gap`` (0.05), ``min_winner`` (0.5), ``no_match`` (``'exclude'``/``'zero'``), ``mode``
+            (``'replace'``/``'mix'``), ``out_dir`` (``'dpo_refresh'``), ``seed`` (0), ``controls_per_shard`` (16),
+            ``image_format`` (``'png'``), ``sheet_rows`` (4).
         **kwargs: :class:`ControlValidationHook`'s (``data_root``, ``control_types``, ``scorer``,
             ``num_samples``, ``interval``, ``backend``, ``sheet_rows`` ...); ``before_train`` is always on here
             (the base figures are what every later figure is compared with), ``prefix`` defaults to ``'dpo_val/'``.
     """
 
-    def __init__(self, *args, lora_dir: str | None = 'dpo_lora', prefix: str = 'dpo_val/', **kwargs) -> None:
+    def __init__(self, *args, lora_dir: str | None = 'dpo_lora', prefix: str = 'dpo_val/',
+                 refresh: dict | None = None, **kwargs) -> None:
         kwargs.pop('before_train', None)
         super().__init__(*args, before_train=True, prefix=prefix, **kwargs)
         self.lora_dir = lora_dir
@@ -55,6 +83,21 @@ class DPOControlHook(ControlValidationHook):
                                                                           after_train=False)
         #: The base model's evaluation (before training), every rank.
         self.base_result: ControlEvalResult | None = None
+        self.refresh = None if refresh is None else refresh_settings(refresh)
+        self.refresh_controls = None
+        #: The refreshed pairs in use (``None``: the configured ones): ``iter``, ``data_root`` (relative to the
+        #: work dir), ``ann_file``; saved as the checkpoint's ``meta['dpo_refresh']``.
+        self.refresh_state: dict | None = None
+        #: The last round's report (every rank), ``None`` before the first round.
+        self.last_refresh: dict | None = None
+        self._loaded_refresh: dict | None = None
+        self._train_dataloader_cfg: dict | None = None
+
+    def setup(self) -> None:
+        super().setup()
+        if self.refresh is not None and self.refresh_controls is None:
+            self.refresh_controls = load_controls(self.refresh['controls'], self.control_types,
+                                                  self.refresh['num_controls'])
 
     @staticmethod
     def _model(runner):
@@ -82,10 +125,13 @@ class DPOControlHook(ControlValidationHook):
     def before_train(self, runner) -> None:
         self.setup()
         model = self._model(runner)
+        if self.refresh is not None:
+            self._check_train_dataloader(runner)
         self.base_result = self._evaluate(model, base=True)
         runner.visualizer.add_scalars(self._base_scalars(), step=runner.iter)
         runner.logger.info(f'DPO control validation, base model: mean OKS {self.base_result.mean_oks:.4f}, OKS error '
                            f'{self.base_result.oks_error:.4f} ({len(self.base_result.oks)} held-out samples)')
+        self._restore_refresh(runner)
 
     def _base_scalars(self) -> dict[str, float]:
         return {f'{self.prefix}base_mean_oks': self.base_result.mean_oks,
@@ -120,6 +166,148 @@ class DPOControlHook(ControlValidationHook):
             step = int(checkpoint.get('meta', {}).get('iter', runner.iter + 1))  # the checkpoint's iteration
             path = self.exporter.export(runner, step)
             checkpoint.setdefault('meta', {})['dpo_lora'] = osp.relpath(path, runner.work_dir)
+        if self.refresh_state is not None:
+            checkpoint.setdefault('meta', {})['dpo_refresh'] = dict(self.refresh_state)
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._loaded_refresh = (checkpoint.get('meta') or {}).get('dpo_refresh')
+
+    # --- on-line pair refresh -------------------------------------------------------------------------------------
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        super().after_train_iter(runner, batch_idx, data_batch, outputs)
+        step = runner.iter + 1
+        if self.refresh is not None and step % self.refresh['interval'] == 0 and step < runner.max_iters:
+            self.refresh_pairs(runner, step)
+
+    def _check_train_dataloader(self, runner) -> None:
+        # The dict the runner built its train dataloader from (runner.cfg is empty when a Runner is built from
+        # arguments); each refresh rebuilds the dataloader from it with the new pairs.
+        cfg = getattr(runner, '_train_dataloader', None)
+        if not isinstance(cfg, dict):
+            cfg = runner.cfg.get('train_dataloader')
+        if not isinstance(cfg, dict):
+            raise TypeError('DPOControlHook: refresh needs the train dataloader as a config dict (it rebuilds the '
+                            f'dataloader on each round\'s pairs), got {type(cfg).__name__}')
+        refreshed_dataset_cfg(cfg.get('dataset'), '.', mode=self.refresh['mode'])  # a DPOPairDataset config?
+        types = list(cfg['dataset'].get('control_types', ('pncc',)))
+        types = [types] if isinstance(types, str) else types
+        if not set(types) <= set(self.control_types):
+            raise ValueError(f'DPOControlHook: the training pairs read controls {types} but the hook generates '
+                             f'candidates with {self.control_types} (control_types): a refreshed pairs file would '
+                             'miss some')
+        self._train_dataloader_cfg = copy.deepcopy(dict(cfg))
+
+    def refresh_pairs(self, runner, step: int) -> dict:
+        """One refresh round at ``step`` (every rank): candidates, scores and pairs under ``work_dir``, logged; the
+        train dataloader switched to the new pairs when the round made any. Returns the round's report."""
+        self.setup()
+        if self._train_dataloader_cfg is None:
+            self._check_train_dataloader(runner)
+        s = self.refresh
+        model = self._model(runner)
+        root = osp.join(runner.work_dir, s['out_dir'], f'iter_{step}')
+        with preserved_training_state(model):
+            pipeline = model.build_pipeline()
+            report = refresh_round(pipeline, self.refresh_controls, self.scorer, root, step, s,
+                                   control_types=self.control_types, backend=self.backend,
+                                   batch_size=self.batch_size, keypoint_thr=self.keypoint_thr,
+                                   min_keypoints=self.min_keypoints)
+            del pipeline
+        self.last_refresh = report
+        self._log_round(runner, step, report, root)
+        if report['num_pairs'] > 0:
+            self.refresh_state = dict(iter=int(step), data_root=osp.relpath(root, runner.work_dir),
+                                      ann_file=PAIRS_NAME, num_pairs=int(report['num_pairs']))
+            self._install(runner, skip=0)
+        else:
+            using = 'the configured pairs' if self.refresh_state is None else \
+                f'the pairs of {self.refresh_state["data_root"]}'
+            runner.logger.warning(f'DPO pair refresh at iteration {step} made no pair (groups by reason '
+                                  f'{report["groups_by_reason"]}): training keeps {using}')
+        return report
+
+    def _log_round(self, runner, step: int, report: dict, root: str) -> None:
+        r, prefix = report['refresh'], 'dpo_refresh/'
+        scalars = {f'{prefix}num_pairs': report['num_pairs'], f'{prefix}num_groups': report['num_groups'],
+                   f'{prefix}mean_oks': r['mean_oks'], f'{prefix}num_unmatched': r['num_unmatched'],
+                   f'{prefix}num_unscored': sum(report['unscored_by_cause'].values())}
+        scalars.update({f'{prefix}{k}': v for k, v in report['groups_by_reason'].items() if k != 'paired'})
+        if report['gap'].get('n'):
+            scalars[f'{prefix}mean_gap'] = report['gap']['mean']
+        runner.visualizer.add_scalars(scalars, step=step)
+        sheet_rows = self.refresh['sheet_rows']
+        if sheet_rows > 0 and get_rank() == 0:
+            sheet = refresh_contact_sheet(root, self.refresh, sheet_rows, self.tile)
+            if sheet is not None:
+                runner.visualizer.add_image('dpo_refresh_contact_sheet', sheet, step=step)
+        runner.logger.info(
+            f'DPO pair refresh at iteration {step}: {report["num_pairs"]} pairs of {report["num_groups"]} controls '
+            f'x {r["candidates_per_control"]} candidates (groups by reason {report["groups_by_reason"]}, unscored '
+            f'{report["unscored_by_cause"]}), mean OKS {r["mean_oks"]:.4f}, {r["num_unmatched"]} candidates '
+            f'without a matched person -> {root}')
+
+    def _install(self, runner, skip: int) -> None:
+        """Rebuilds the train dataloader on :attr:`refresh_state`'s pairs (a new dataset, sampler and workers, so
+        the sampler sees the new length and no worker keeps the old dataset) and points the loop at it.
+
+        ``skip``: how many of the loop's next calls return nothing without reading data. A resumed
+        ``IterBasedTrainLoop`` advances its iterator by the resumed iteration; the refreshed dataloader of the
+        uninterrupted run started at iteration ``skip``, so only the calls after those are real.
+        """
+        state, loop = self.refresh_state, runner.train_loop
+        cfg = copy.deepcopy(self._train_dataloader_cfg)
+        cfg['dataset'] = refreshed_dataset_cfg(cfg['dataset'], osp.join(runner.work_dir, state['data_root']),
+                                               state['ann_file'], self.refresh['mode'])
+        randomness = getattr(runner, '_randomness_cfg', None) or {}
+        loader = runner.build_dataloader(cfg, seed=runner.seed, diff_rank_seed=randomness.get('diff_rank_seed', False))
+        _stop_workers(getattr(loop, 'dataloader_iterator', None))
+        loop.dataloader = loader
+        loop.dataloader_iterator = _SkippingIterator(loader, skip)
+        runner.logger.info(f'DPO pair refresh: training on {len(loader.dataset)} pairs ({self.refresh["mode"]}: '
+                           f'{state["data_root"]}/{state["ann_file"]}) from iteration {state["iter"]}')
+
+    def _restore_refresh(self, runner) -> None:
+        state, self._loaded_refresh = self._loaded_refresh, None
+        if not state:
+            return
+        if self.refresh is None:
+            runner.logger.warning(f'DPOControlHook: the checkpoint was trained on refreshed pairs ({state}); this '
+                                  'run has no refresh and trains on the configured pairs')
+            return
+        if runner.iter < int(state['iter']):  # load_from without resume: training starts over on the configured pairs
+            runner.logger.warning(f'DPOControlHook: the loaded checkpoint trained on refreshed pairs from iteration '
+                                  f'{state["iter"]}; this run starts at iteration {runner.iter} on the configured '
+                                  'pairs')
+            return
+        path = osp.join(runner.work_dir, state['data_root'], state['ann_file'])
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'DPOControlHook: the resumed checkpoint trained on the pairs file {path} '
+                                    "(meta['dpo_refresh']), which does not exist: resume in the run's work dir, or "
+                                    'copy its refresh folder along')
+        self.refresh_state = dict(state)
+        self._install(runner, skip=int(state["iter"]))
+
+
+class _SkippingIterator(_InfiniteDataloaderIterator):
+    """mmengine's infinite dataloader iterator whose first ``skip`` next calls return ``None`` without reading."""
+
+    def __init__(self, dataloader, skip: int = 0) -> None:
+        super().__init__(dataloader)
+        self.skip = int(skip)
+
+    def __next__(self):
+        if self.skip > 0:
+            self.skip -= 1
+            return None
+        return super().__next__()
+
+
+def _stop_workers(iterator) -> None:
+    """Shuts down the worker processes of a replaced dataloader iterator (``persistent_workers=True`` keeps them,
+    with their copy of the old dataset, alive otherwise until garbage collection)."""
+    inner = getattr(iterator, '_iterator', None)
+    if hasattr(inner, '_shutdown_workers'):
+        inner._shutdown_workers()
 
 
 __all__ = ['DPOControlHook']
