@@ -14,6 +14,13 @@ modules and the frozen ones.
 ControlNet shape is an error, not a warning). ``.to()``/``.cuda()`` still move them (:meth:`_apply`), they stay in
 ``eval()`` mode whatever ``train()`` says, and ``copy.deepcopy`` (mmengine's ``EMAHook`` copies the model) shares
 them instead of copying them.
+
+**A resume keeps the training objective.** :meth:`training_objective` (prediction type, caption/control dropout,
+timestep density, and what a subclass adds) is recorded in mmengine's ``MessageHub`` at the first training step, so
+every checkpoint carries it (``checkpoint['message_hub']``); a resumed run (mmengine restores the hub on ``resume``
+only) whose config changes any of them stops at its first step, before any update, with
+:class:`~posedreamer_mm.apis.checkpoint.CheckpointMismatchError` naming each setting, the checkpoint's value and the
+config's. ``load_from`` (fine-tuning from the weights) starts a new objective and is not checked.
 """
 from __future__ import annotations
 
@@ -36,6 +43,11 @@ from posedreamer_mm.models.utils.diffusion_training import (
     shift_sigmas,
     step_generator,
 )
+
+#: ``MessageHub`` runtime-info key of :meth:`BaseDiffusionTrainer.training_objective` (saved with checkpoints).
+OBJECTIVE_INFO_KEY = 'diffusion_training_objective'
+#: The records this process wrote (by identity): a hub value that is none of them was restored by a resume.
+_WRITTEN_OBJECTIVES: list[dict] = []
 
 
 class BaseDiffusionTrainer(BaseModel):
@@ -78,6 +90,7 @@ class BaseDiffusionTrainer(BaseModel):
         self.num_train_timesteps = 1000
         object.__setattr__(self, '_frozen_names', [])
         object.__setattr__(self, '_calls', 0)
+        object.__setattr__(self, '_objective_checked', False)
 
     # --- frozen modules ---------------------------------------------------------------------------------------
     def add_frozen(self, name: str, module: torch.nn.Module | None) -> None:
@@ -139,6 +152,46 @@ class BaseDiffusionTrainer(BaseModel):
                 'ControlNet/LoRA config?)')
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+
+    # --- the training objective a resume must keep -------------------------------------------------------------
+    def training_objective(self) -> dict[str, Any]:
+        """The settings that define what the trained modules learn: a resumed run continuing the optimiser state
+        under other values would silently optimise another loss. Subclasses add theirs (``super()`` first)."""
+        out: dict[str, Any] = dict(prediction_type=self.prediction_type, caption_dropout=self.caption_dropout,
+                                   control_dropout=self.control_dropout)
+        if self.prediction_type == 'flow':
+            out.update(logit_mean=self.logit_mean, logit_std=self.logit_std, flow_shift=self.flow_shift)
+        else:
+            out['num_train_timesteps'] = int(self.num_train_timesteps)
+        return out
+
+    def check_resumed_objective(self) -> None:
+        """Compares :meth:`training_objective` with the one a resumed checkpoint recorded, then records this run's
+        (once per model, at its first training step; see the module docstring).
+
+        Raises:
+            CheckpointMismatchError: naming every changed setting with the checkpoint's and the config's value.
+        """
+        if self._objective_checked:
+            return
+        from mmengine.logging import MessageHub
+
+        from posedreamer_mm.apis.checkpoint import CheckpointMismatchError
+        hub = MessageHub.get_current_instance()
+        own = self.training_objective()
+        saved = hub.get_info(OBJECTIVE_INFO_KEY)
+        restored = isinstance(saved, dict) and not any(saved is w for w in _WRITTEN_OBJECTIVES)
+        if restored and saved != own:
+            changed = [f'{k}: checkpoint {saved.get(k, "<not recorded>")!r}, config {own.get(k, "<not set>")!r}'
+                       for k in [*own, *(k for k in saved if k not in own)] if saved.get(k) != own.get(k)]
+            raise CheckpointMismatchError(
+                f'{type(self).__name__}: the resumed checkpoint was trained with another objective ('
+                f'{"; ".join(changed)}). Continuing its optimiser state under the new settings would silently train '
+                'another loss: resume with the checkpoint\'s settings, or start a new run from its weights with '
+                'load_from (without --resume)')
+        hub.update_info(OBJECTIVE_INFO_KEY, own)
+        _WRITTEN_OBJECTIVES.append(own)
+        object.__setattr__(self, '_objective_checked', True)
 
     # --- the contract's steps (subclasses) --------------------------------------------------------------------
     def encode_prompts(self, prompts: list[str], train: bool, generator: torch.Generator | None = None) -> dict:
@@ -239,8 +292,10 @@ class BaseDiffusionTrainer(BaseModel):
         if len(prompts) != images.shape[0]:
             raise ValueError(f'{type(self).__name__}: {len(prompts)} prompts for {images.shape[0]} images '
                              "(data_samples['prompt'] must hold one caption per sample; '' for none)")
-        gen = self.step_generator()
         train = self.training and mode == 'loss'
+        if train:
+            self.check_resumed_objective()
+        gen = self.step_generator()
         cond = self.encode_prompts(prompts, train=train, generator=gen)
         control = self.encode_controls(inputs['control'], train=train, generator=gen)
         if 'generator' in inspect.signature(self.encode_images).parameters:

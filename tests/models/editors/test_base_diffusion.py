@@ -128,3 +128,68 @@ def test_ema_copy_averages_only_the_trained_state_and_reloads_strictly():
     bad = {k: v for k, v in ema.state_dict().items() if k != 'module.head.bias'}
     with pytest.raises(CheckpointMismatchError, match=r"1 missing \['head.bias'\]"):
         other.load_state_dict(bad, strict=False)
+
+
+class Pairs(torch.utils.data.Dataset):
+    """Four uint8 (image, control) pairs of side ``size`` with captions, as PackControlPair packs them."""
+
+    def __init__(self, size=4):
+        self.size = size
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        gen = torch.Generator().manual_seed(i)
+        shape = (3, self.size, self.size)
+        return dict(inputs=dict(image=torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8),
+                                control=torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)),
+                    data_samples=dict(prompt=f'p{i}'))
+
+
+def runner(work_dir, name, model, max_iters, resume=False, load_from=None, size=4):
+    """An mmengine Runner training ``model`` on :class:`Pairs` with SGD, a checkpoint every 2 iterations."""
+    from mmengine.runner import Runner
+    return Runner(model=model, work_dir=str(work_dir), experiment_name=name, train_cfg=dict(by_epoch=False,
+                  max_iters=max_iters), train_dataloader=dict(dataset=Pairs(size), batch_size=2, num_workers=0,
+                  sampler=dict(type='DefaultSampler', shuffle=False), collate_fn=dict(type='pseudo_collate')),
+                  optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)), resume=resume, load_from=load_from,
+                  default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
+                                     logger=dict(type='LoggerHook', interval=1)), default_scope='posedreamer_mm')
+
+
+@pytest.mark.parametrize('change, setting, saved, config', [
+    (dict(caption_dropout=0.5), 'caption_dropout', '0.0', '0.5'),
+    (dict(control_dropout=0.25), 'control_dropout', '0.0', '0.25'),
+    (dict(prediction_type='v_prediction'), 'prediction_type', "'epsilon'", "'v_prediction'"),
+])
+def test_a_resume_that_changes_the_objective_stops_naming_the_setting(tmp_path, change, setting, saved, config):
+    """The checkpoint records the objective; resuming it under another one stops at the first step, before any
+    update, naming the setting and both values. The same change with load_from (fine-tuning) trains."""
+    from posedreamer_mm.apis.checkpoint import CheckpointMismatchError
+    from posedreamer_mm.models.editors.base_diffusion import OBJECTIVE_INFO_KEY
+    runner(tmp_path, 'first', Toy(), 2).train()
+    ckpt = torch.load(tmp_path / 'iter_2.pth', map_location='cpu', weights_only=False)
+    assert ckpt['message_hub']['runtime_info'][OBJECTIVE_INFO_KEY] == dict(
+        prediction_type='epsilon', caption_dropout=0.0, control_dropout=0.0, num_train_timesteps=10)
+
+    def changed():
+        model = Toy(**{k: v for k, v in change.items() if k != 'prediction_type'})
+        model.prediction_type = change.get('prediction_type', model.prediction_type)
+        return model
+
+    resumed = runner(tmp_path, 'resumed', changed(), 4, resume=True, load_from=str(tmp_path / 'iter_2.pth'))
+    with pytest.raises(CheckpointMismatchError, match=rf'another objective \({setting}: checkpoint {saved}, '
+                                                      rf'config {config}\)'):
+        resumed.train()
+    torch.testing.assert_close(resumed.model.head.weight, ckpt['state_dict']['head.weight'])  # no update made
+    tuned = runner(tmp_path / 'tuned', 'tuned', changed(), 2, load_from=str(tmp_path / 'iter_2.pth'))
+    tuned.train()
+    assert (tmp_path / 'tuned' / 'iter_2.pth').exists()
+
+
+def test_a_resume_with_the_same_objective_continues(tmp_path):
+    runner(tmp_path, 'first', Toy(noise_seed=3), 2).train()
+    resumed = runner(tmp_path, 'resumed', Toy(noise_seed=3), 4, resume=True, load_from=str(tmp_path / 'iter_2.pth'))
+    resumed.train()
+    assert resumed.iter == 4 and (tmp_path / 'iter_4.pth').exists()

@@ -250,3 +250,18 @@ def test_components_from_config_dicts_or_other_folders(w):
     with pytest.raises(WeightsLayoutError, match=r"components\['vae'\] = .*cn holds a 'ControlNetModel', not one "
                                                  r"of \['AutoencoderKL'\]"):
         build(sd, components=dict(vae=str(w['cn'])))
+
+
+def test_a_resume_on_a_base_of_another_prediction_type_stops(w, tmp_path):
+    """The same ControlNet shapes on a v-prediction base (its scheduler says so): a resume would regress v on an
+    optimiser state trained for epsilon; it stops naming the prediction type, while load_from fine-tunes."""
+    from .test_base_diffusion import runner
+    assert build(w['sd15']).training_objective()['prediction_type'] == 'epsilon'
+    assert build(w['sd15_v']).training_objective()['prediction_type'] == 'v_prediction'
+    runner(tmp_path, 'eps', build(w['sd15'], caption_dropout=0.1), 2, size=16).train()
+    resumed = runner(tmp_path, 'v', build(w['sd15_v'], caption_dropout=0.1), 4, resume=True,
+                     load_from=str(tmp_path / 'iter_2.pth'), size=16)
+    with pytest.raises(CheckpointMismatchError, match=r"prediction_type: checkpoint 'epsilon', config "
+                                                      r"'v_prediction'\)\. Continuing its optimiser state"):
+        resumed.train()
+    runner(tmp_path / 'tuned', 'tuned', build(w['sd15_v']), 2, load_from=str(tmp_path / 'iter_2.pth'), size=16).train()

@@ -290,6 +290,8 @@ class DiffusionDPO(BaseDiffusionTrainer):
             raise KeyError(f'DiffusionDPO: inputs lack {missing} (a DPO pair dataset packs image_w, image_l and '
                            f'control; got {sorted(inputs)})')
         prompts = list((data_samples or {}).get('prompt') or [])
+        if self.training and mode == 'loss':
+            self.check_resumed_objective()
         err_w, err_l, ref_w, ref_l, t = self.dpo_errors(inputs, prompts, self.training and mode == 'loss')
         out: DPOOutput = self.loss(err_w, err_l, ref_w, ref_l)
         if mode == 'tensor':
@@ -361,6 +363,11 @@ class DiffusionDPO(BaseDiffusionTrainer):
             specs.append(dict(path=os.fspath(out / 'controlnet'), weight=weight, name='dpo_controlnet',
                               target='controlnet'))
         return specs
+
+    def training_objective(self) -> dict[str, Any]:
+        """The policy's objective (its dropouts draw the pairs' captions and controls) and the DPO loss's."""
+        return dict(self.policy.training_objective(), beta=self.loss.beta, loss_type=self.loss.loss_type,
+                    loss_weight=self.loss.loss_weight)
 
     def record(self) -> dict[str, Any]:
         """The settings that decide the LoRA (for logs and docs)."""

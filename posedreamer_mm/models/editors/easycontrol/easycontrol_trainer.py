@@ -90,6 +90,10 @@ class EasyControlTrainer(FluxTrainerBase):
         """Writes ``out_dir/lora.safetensors`` (float32, reference key layout, rank/alpha/cond_size metadata)."""
         save_condition_lora(self.transformer, Path(os.fspath(out_dir)) / LORA_FILE, self.cond_size)
 
+    def training_objective(self) -> dict[str, Any]:
+        """FLUX's settings and the condition's size (the tokens the condition LoRA learns from)."""
+        return dict(super().training_objective(), cond_size=self.cond_size)
+
     def record(self) -> dict[str, Any]:
         lora = next(iter(self.condition_lora.values())).q_loras[0]
         return dict(pretrained=os.fspath(self.pretrained), rank=lora.rank, alpha=lora.alpha,

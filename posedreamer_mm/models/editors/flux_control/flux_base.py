@@ -153,6 +153,10 @@ class FluxTrainerBase(BaseDiffusionTrainer):
             return None
         return torch.full((n,), self.guidance_scale, device=device, dtype=torch.float32)
 
+    def training_objective(self) -> dict[str, Any]:
+        """The base's settings and the distilled guidance the transformer is trained at."""
+        return dict(super().training_objective(), guidance_scale=self.guidance_scale)
+
     def transformer_kwargs(self, t: torch.Tensor, cond: dict) -> dict[str, Any]:
         """The transformer's conditioning arguments at sigmas ``t`` (B,), in its dtype."""
         dtype = self.transformer.dtype
