@@ -13,6 +13,7 @@ from mmengine.runner import Runner
 from safetensors.torch import load_file
 
 from posedreamer_mm.apis.control_eval import evaluate_control
+from posedreamer_mm.apis.dpo_pairs import make_pairs
 from posedreamer_mm.body.sample import BodySample
 from posedreamer_mm.generation.reader import GeneratedDataReader
 from posedreamer_mm.generation.writer import ShardedDatasetWriter
@@ -320,6 +321,9 @@ def test_refresh_round_writes_candidates_and_pairs_that_obey_the_rule(uninterrup
         assert report['unscored_by_cause']['no_match'] == unmatched
         assert report['refresh']['mean_oks'] == pytest.approx(np.mean([s['scores']['oks'] for s in scores.values()]))
         assert report['pairs'] == str(root / 'dpo_pairs.jsonl')
+        # what tools/make_dpo_pairs.py runs remakes the same pairs file from the round's candidates and scores
+        make_pairs(str(root), str(root / 'filter' / 'scores.jsonl'), str(work / f'audit_{name}.jsonl'))
+        assert read_jsonl(work / f'audit_{name}.jsonl') == pairs
         # the candidates of one control share its control image and prompt; the images differ by seed
         rows = groups['val_000']
         assert len({r['seed'] for r in rows}) == 3 and len({r['prompt'] for r in rows}) == 1
@@ -405,3 +409,87 @@ def test_refresh_settings_errors_name_the_key(tmp_path, val_root):
 def test_refresh_needs_a_pairs_dataset_config(tmp_path, parts, val_root, offline):
     with pytest.raises(TypeError, match='train_dataloader.dataset must be a DPOPairDataset config'):
         run_refresh(tmp_path, parts, val_root, offline, {}, max_iters=1, dataset=InMemoryPairs())
+
+
+# --- a round on its own: distributed, atomic ---------------------------------------------------------------------
+ROUND = dict(REFRESH, controls_per_shard=1)   # 4 shards of one control: both ranks write some
+
+
+def one_round(pipeline, val_root, root, scorer=None):
+    from posedreamer_mm.apis.dpo_refresh import load_controls, refresh_round, refresh_settings
+    s = refresh_settings(dict(ROUND, controls=str(val_root)))
+    return refresh_round(pipeline, load_controls(s['controls'], ['pncc']), scorer or PixelScorer(), str(root), 2, s,
+                         control_types=['pncc'], backend=dict(num_inference_steps=2, guidance_scale=1.0))
+
+
+def tiny_pipeline(parts):
+    return MODELS.build(trainer_cfg(parts, noise_seed=0)).eval().build_pipeline()
+
+
+class FailingOnRank1(PixelScorer):
+    def predict_batch(self, images):
+        import torch.distributed as dist
+        if dist.is_initialized() and dist.get_rank() == 1:
+            raise RuntimeError('scorer crashed (simulated)')
+        return super().predict_batch(images)
+
+
+def _round_worker(rank, port, parts, val_root, out):
+    import os
+
+    import torch.distributed as dist
+
+    from posedreamer_mm.utils import register_all_modules
+    torch.set_num_threads(1)
+    register_all_modules()
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    dist.init_process_group('gloo', rank=rank, world_size=2)
+    try:
+        pipeline = tiny_pipeline(parts)
+        report = one_round(pipeline, val_root, os.path.join(out, 'two', 'iter_2'))
+        result = dict(num_pairs=report['num_pairs'])
+        try:
+            one_round(pipeline, val_root, os.path.join(out, 'failed', 'iter_2'), FailingOnRank1())
+        except RuntimeError as err:
+            result['error'] = str(err)
+        with open(os.path.join(out, f'rank{rank}.json'), 'w') as f:
+            json.dump(result, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_write_the_single_process_round_and_fail_together(tmp_path, parts, val_root):
+    import multiprocessing as mp
+
+    from .test_control_eval_dist import _free_port
+    ctx, port = mp.get_context('spawn'), _free_port()
+    procs = [ctx.Process(target=_round_worker, args=(r, port, parts, str(val_root), str(tmp_path))) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    alive = [p for p in procs if p.is_alive()]
+    for p in alive:
+        p.kill()
+    assert not alive and [p.exitcode for p in procs] == [0, 0]
+    ranks = [json.loads((tmp_path / f'rank{r}.json').read_text()) for r in (0, 1)]
+    single = one_round(tiny_pipeline(parts), val_root, tmp_path / 'one' / 'iter_2')
+    assert ranks[0]['num_pairs'] == ranks[1]['num_pairs'] == single['num_pairs'] > 0   # every rank: rank 0's report
+    two, one = tmp_path / 'two' / 'iter_2', tmp_path / 'one' / 'iter_2'
+    assert read_jsonl(two / 'dpo_pairs.jsonl') == read_jsonl(one / 'dpo_pairs.jsonl')
+    assert read_jsonl(two / 'filter' / 'scores.jsonl') == read_jsonl(one / 'filter' / 'scores.jsonl')
+    assert sorted(p.name for p in (two / 'shards').iterdir()) == ['000000', '000001', '000002', '000003']
+    for r in ranks:   # a failure on rank 1 is raised on both ranks; nothing of the round is left
+        assert 'DPO pair refresh failed (generating and scoring the candidates) on rank 1: RuntimeError: scorer ' \
+               'crashed (simulated)' in r['error']
+    assert list((tmp_path / 'failed').iterdir()) == []
+
+
+def test_a_round_replaces_a_stale_temporary_folder_and_publishes_whole(tmp_path, parts, val_root):
+    stale = tmp_path / '.iter_2.tmp-refresh'
+    (stale / 'shards' / '000000').mkdir(parents=True)   # left by a killed round
+    (stale / 'junk.txt').write_text('x')
+    report = one_round(tiny_pipeline(parts), val_root, tmp_path / 'iter_2')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['iter_2']
+    assert GeneratedDataReader(str(tmp_path / 'iter_2')).manifest['status'] == 'complete'
+    assert len(read_jsonl(tmp_path / 'iter_2' / 'dpo_pairs.jsonl')) == report['num_pairs']
