@@ -388,6 +388,16 @@ def test_a_round_without_pairs_keeps_the_pairs_in_use(tmp_path, parts, val_root,
     assert 'dpo_refresh' not in ckpt['meta']
 
 
+def test_mix_mode_trains_on_the_original_and_the_refreshed_pairs(tmp_path, parts, val_root, offline):
+    runner, recorder = run_refresh(tmp_path, parts, val_root, offline, dict(mode='mix'), max_iters=4, ckpt=10)
+    pairs = read_jsonl(tmp_path / 'dpo_refresh' / 'iter_2' / 'dpo_pairs.jsonl')
+    dataset = runner.train_dataloader.dataset
+    assert len(dataset) == 3 + len(pairs) and runner.train_dataloader.sampler.size == len(dataset)
+    assert [dataset[i]['data_samples']['sample_id'] for i in range(len(dataset))] == \
+        ['orig_0', 'orig_1', 'orig_2'] + [p['group'] for p in pairs]
+    assert set(recorder.ids[2] + recorder.ids[3]) <= {'orig_0', 'orig_1', 'orig_2'} | {p['group'] for p in pairs}
+
+
 def test_refresh_settings_errors_name_the_key(tmp_path, val_root):
     def build(**refresh):
         return HOOKS.build(dict(type='DPOControlHook', data_root=str(val_root), control_types=['pncc'],

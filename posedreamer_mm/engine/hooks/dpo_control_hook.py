@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os.path as osp
+import time
 
 from mmengine.dist import get_rank
 from mmengine.model import is_model_wrapper
@@ -206,6 +207,7 @@ class DPOControlHook(ControlValidationHook):
         s = self.refresh
         model = self._model(runner)
         root = osp.join(runner.work_dir, s['out_dir'], f'iter_{step}')
+        start = time.perf_counter()
         with preserved_training_state(model):
             pipeline = model.build_pipeline()
             report = refresh_round(pipeline, self.refresh_controls, self.scorer, root, step, s,
@@ -214,7 +216,7 @@ class DPOControlHook(ControlValidationHook):
                                    min_keypoints=self.min_keypoints)
             del pipeline
         self.last_refresh = report
-        self._log_round(runner, step, report, root)
+        self._log_round(runner, step, report, root, time.perf_counter() - start)
         if report['num_pairs'] > 0:
             self.refresh_state = dict(iter=int(step), data_root=osp.relpath(root, runner.work_dir),
                                       ann_file=PAIRS_NAME, num_pairs=int(report['num_pairs']))
@@ -226,7 +228,7 @@ class DPOControlHook(ControlValidationHook):
                                   f'{report["groups_by_reason"]}): training keeps {using}')
         return report
 
-    def _log_round(self, runner, step: int, report: dict, root: str) -> None:
+    def _log_round(self, runner, step: int, report: dict, root: str, seconds: float) -> None:
         r, prefix = report['refresh'], 'dpo_refresh/'
         scalars = {f'{prefix}num_pairs': report['num_pairs'], f'{prefix}num_groups': report['num_groups'],
                    f'{prefix}mean_oks': r['mean_oks'], f'{prefix}num_unmatched': r['num_unmatched'],
@@ -244,7 +246,7 @@ class DPOControlHook(ControlValidationHook):
             f'DPO pair refresh at iteration {step}: {report["num_pairs"]} pairs of {report["num_groups"]} controls '
             f'x {r["candidates_per_control"]} candidates (groups by reason {report["groups_by_reason"]}, unscored '
             f'{report["unscored_by_cause"]}), mean OKS {r["mean_oks"]:.4f}, {r["num_unmatched"]} candidates '
-            f'without a matched person -> {root}')
+            f'without a matched person, {seconds:.1f} s -> {root}')
 
     def _install(self, runner, skip: int) -> None:
         """Rebuilds the train dataloader on :attr:`refresh_state`'s pairs (a new dataset, sampler and workers, so
