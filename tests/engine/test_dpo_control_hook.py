@@ -356,8 +356,8 @@ def test_train_dataloader_switches_to_the_refreshed_pairs(uninterrupted, offline
     # persistent workers of the replaced dataloaders (and their copies of the old pairs) are gone
     assert recorder.workers and recorder.alive_after_refresh == [False] * len(recorder.workers)
     ckpt = torch.load(work / 'iter_3.pth', map_location='cpu', weights_only=False)
-    assert ckpt['meta']['dpo_refresh']['data_root'] == 'dpo_refresh/iter_2'
-    assert ckpt['meta']['dpo_refresh']['iter'] == 2
+    assert ckpt['meta']['dpo_refresh'] == dict(iter=2, data_root='dpo_refresh/iter_2', ann_file='dpo_pairs.jsonl',
+                                               mode='replace', num_pairs=len(groups['iter_2']))
 
 
 def test_resume_after_a_refresh_trains_on_the_same_pairs(tmp_path, uninterrupted, parts, val_root, offline):
@@ -372,6 +372,13 @@ def test_resume_after_a_refresh_trains_on_the_same_pairs(tmp_path, uninterrupted
     # the round at 4 was redone from the same weights: the same pairs
     assert read_jsonl(moved / 'dpo_refresh' / 'iter_4' / 'dpo_pairs.jsonl') == \
         read_jsonl(work / 'dpo_refresh' / 'iter_4' / 'dpo_pairs.jsonl')
+    # a resume that cannot train on the same pairs stops before the first iteration, naming why
+    lost = tmp_path / 'lost'
+    shutil.copytree(work, lost, ignore=shutil.ignore_patterns('dpo_refresh'))
+    with pytest.raises(FileNotFoundError, match=r"file .*lost/dpo_refresh/iter_2/dpo_pairs.jsonl .*meta\['dpo_refresh"):
+        run_refresh(lost, parts, val_root, offline, {}, resume=str(lost / 'iter_3.pth'))
+    with pytest.raises(ValueError, match="refresh.mode 'replace', this config says 'mix'"):
+        run_refresh(moved, parts, val_root, offline, dict(mode='mix'), resume=str(moved / 'iter_3.pth'))
 
 
 def test_a_round_without_pairs_keeps_the_pairs_in_use(tmp_path, parts, val_root, offline):
@@ -396,6 +403,7 @@ def test_mix_mode_trains_on_the_original_and_the_refreshed_pairs(tmp_path, parts
     assert [dataset[i]['data_samples']['sample_id'] for i in range(len(dataset))] == \
         ['orig_0', 'orig_1', 'orig_2'] + [p['group'] for p in pairs]
     assert set(recorder.ids[2] + recorder.ids[3]) <= {'orig_0', 'orig_1', 'orig_2'} | {p['group'] for p in pairs}
+    assert not (tmp_path / 'dpo_refresh' / 'iter_4').exists()   # no round at the last iteration
 
 
 def test_refresh_settings_errors_name_the_key(tmp_path, val_root):

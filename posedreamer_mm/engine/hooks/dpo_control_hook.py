@@ -87,7 +87,7 @@ class DPOControlHook(ControlValidationHook):
         self.refresh = None if refresh is None else refresh_settings(refresh)
         self.refresh_controls = None
         #: The refreshed pairs in use (``None``: the configured ones): ``iter``, ``data_root`` (relative to the
-        #: work dir), ``ann_file``; saved as the checkpoint's ``meta['dpo_refresh']``.
+        #: work dir), ``ann_file``, ``mode``, ``num_pairs``; saved as the checkpoint's ``meta['dpo_refresh']``.
         self.refresh_state: dict | None = None
         #: The last round's report (every rank), ``None`` before the first round.
         self.last_refresh: dict | None = None
@@ -219,7 +219,8 @@ class DPOControlHook(ControlValidationHook):
         self._log_round(runner, step, report, root, time.perf_counter() - start)
         if report['num_pairs'] > 0:
             self.refresh_state = dict(iter=int(step), data_root=osp.relpath(root, runner.work_dir),
-                                      ann_file=PAIRS_NAME, num_pairs=int(report['num_pairs']))
+                                      ann_file=PAIRS_NAME, mode=self.refresh['mode'],
+                                      num_pairs=int(report['num_pairs']))
             self._install(runner, skip=0)
         else:
             using = 'the configured pairs' if self.refresh_state is None else \
@@ -281,13 +282,17 @@ class DPOControlHook(ControlValidationHook):
                                   f'{state["iter"]}; this run starts at iteration {runner.iter} on the configured '
                                   'pairs')
             return
+        if state.get('mode', self.refresh['mode']) != self.refresh['mode']:
+            raise ValueError(f'DPOControlHook: the resumed checkpoint trained on refreshed pairs with refresh.mode '
+                             f'{state["mode"]!r}, this config says {self.refresh["mode"]!r}: a resumed run would train '
+                             'on other data; resume with the same mode (or start a new run with load_from)')
         path = osp.join(runner.work_dir, state['data_root'], state['ann_file'])
         if not osp.isfile(path):
             raise FileNotFoundError(f'DPOControlHook: the resumed checkpoint trained on the pairs file {path} '
                                     "(meta['dpo_refresh']), which does not exist: resume in the run's work dir, or "
                                     'copy its refresh folder along')
         self.refresh_state = dict(state)
-        self._install(runner, skip=int(state["iter"]))
+        self._install(runner, skip=int(state['iter']))
 
 
 class _SkippingIterator(_InfiniteDataloaderIterator):
