@@ -395,6 +395,24 @@ def test_a_round_without_pairs_keeps_the_pairs_in_use(tmp_path, parts, val_root,
     assert 'dpo_refresh' not in ckpt['meta']
 
 
+def test_a_candidates_dataset_gives_one_control_per_group(uninterrupted, val_root):
+    from posedreamer_mm.apis.control_eval import load_held_out
+    from posedreamer_mm.apis.dpo_refresh import load_controls
+    work = uninterrupted[0]
+    plain = load_held_out(str(val_root), 4, ['pncc'])
+    grouped = load_controls(str(work / 'dpo_refresh' / 'iter_2'), ['pncc'])   # 12 rows, 3 per control
+    assert [c.sample_id for c in grouped] == [c.sample_id for c in plain] == ['val_000', 'val_001', 'val_002',
+                                                                             'val_003']
+    for g, p in zip(grouped, plain):
+        np.testing.assert_array_equal(g.controls['pncc'], p.controls['pncc'])
+        np.testing.assert_allclose(g.keypoints, p.keypoints)
+        assert g.prompt == p.prompt
+    assert [c.sample_id for c in load_controls(str(work / 'dpo_refresh' / 'iter_2'), ['pncc'], num_controls=2)] == \
+        ['val_000', 'val_002']   # evenly spaced groups
+    with pytest.raises(ValueError, match=r"row 0 \(id 'val_000_c000'\): .*depth"):
+        load_controls(str(work / 'dpo_refresh' / 'iter_2'), ['depth'])
+
+
 def test_mix_mode_trains_on_the_original_and_the_refreshed_pairs(tmp_path, parts, val_root, offline):
     runner, recorder = run_refresh(tmp_path, parts, val_root, offline, dict(mode='mix'), max_iters=4, ckpt=10)
     pairs = read_jsonl(tmp_path / 'dpo_refresh' / 'iter_2' / 'dpo_pairs.jsonl')
