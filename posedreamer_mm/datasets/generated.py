@@ -16,6 +16,7 @@ import os
 import os.path as osp
 
 import numpy as np
+from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
 from posedreamer_mm.generation.reader import GeneratedDataReader
@@ -145,6 +146,12 @@ class GeneratedHMRDataset(HMRBaseDataset):
         if self.scores_file:
             self._load_score_columns(rows)
         return [dict(row=i) for i in rows]
+
+    def sample_ids(self) -> list[str]:
+        """The sample id (``data_info['id']``) of every index, from the dataset's index of rows: no label is
+        decoded (``HardSampleSampler`` reads a difficulty file by these)."""
+        ids = self.reader.ids
+        return [ids[BaseDataset.get_data_info(self, i)['row']] for i in range(len(self))]
 
     def build_data_info(self, entry: dict) -> dict:
         row = entry['row']

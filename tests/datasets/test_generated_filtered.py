@@ -145,3 +145,15 @@ def test_bad_filter_files_name_the_file(filtered, tmp_path, case):
     with pytest.raises(error, match=match) as info:
         build(filtered, **{arg: str(path)})
     assert str(path) in str(info.value)
+
+
+def test_sample_ids_are_the_labels_ids_without_decoding_them(filtered, monkeypatch):
+    """``sample_ids()`` (what HardSampleSampler reads a difficulty file by) equals the ids of the decoded labels,
+    for the whole dataset, the filtered one and an ``indices`` subset, and decodes no label."""
+    for kwargs in (dict(), dict(filtered_manifest=MANIFEST), dict(indices=[3, 1])):
+        ds = build(filtered, **kwargs)
+        want = ids(ds)
+        monkeypatch.setattr(GeneratedDataReader, 'sample', lambda *a: pytest.fail('a label was decoded'))
+        assert ds.sample_ids() == want
+        monkeypatch.undo()
+    assert build(filtered, filtered_manifest=MANIFEST).sample_ids() == KEPT

@@ -216,6 +216,28 @@ def test_difficulty_file_sets_the_samples_by_id(tmp_path):
         HardSampleSampler(concat, seed=0, difficulty_file=str(tmp_path / 'missing.npz'))
 
 
+class ListedIdDataset(IdDataset):
+    """Lists its ids without building items (``sample_ids``); building an item is an error here."""
+
+    def sample_ids(self):
+        return [f'{self.dataset_name}-{i}' for i in range(self.n)]
+
+    def get_data_info(self, idx):
+        raise AssertionError('the sampler decoded an item although the dataset lists its ids')
+
+
+def test_difficulty_file_reads_ids_a_dataset_lists_without_building_its_items(tmp_path):
+    concat = ConcatDataset([ListedIdDataset('a', 3), IdDataset('b', 2)])  # one listing, one per-item leaf
+    npz = tmp_path / 'pred.npz'
+    np.savez(npz, ids=np.array(['b-1', 'a-2', 'a-0']), difficulty=np.array([4.0, 1.0, 3.0]))
+    s = HardSampleSampler(concat, seed=0, difficulty_file=str(npz))
+    np.testing.assert_array_equal(s.difficulty, [3.0, np.nan, 1.0, np.nan, 4.0])
+    short = ListedIdDataset('c', 3)
+    short.sample_ids = lambda: ['c-0']
+    with pytest.raises(ValueError, match=r'sample_ids\(\) of c lists 1 ids for 3 items'):
+        HardSampleSampler(short, seed=0, difficulty_file=str(npz))
+
+
 def test_ema_update_by_hand_and_independent_of_order():
     s = HardSampleSampler(list(range(4)), seed=0)
     s.difficulty[:] = [1.0, np.nan, 3.0, np.nan]

@@ -169,6 +169,26 @@ def _sample_id(leaf, idx: int) -> str | None:
         return None
 
 
+def leaf_sample_ids(leaf, position: int = 0) -> list[str | None]:
+    """The sample id of every index of ``leaf`` (``None``: no id, or a label the dataset refuses).
+
+    A dataset that lists its ids without building its items says so with a ``sample_ids()`` method
+    (:class:`~posedreamer_mm.datasets.generated.GeneratedHMRDataset` reads them from its index); otherwise each
+    item's ``get_data_info(i)['id']`` is read, which decodes every label of a lazy dataset.
+
+    Raises:
+        ValueError: ``sample_ids()`` returned another number of ids than the dataset has items.
+    """
+    listed = getattr(leaf, 'sample_ids', None)
+    if not callable(listed):
+        return [_sample_id(leaf, i) for i in range(len(leaf))]
+    ids = list(listed())
+    if len(ids) != len(leaf):
+        raise ValueError(f'HardSampleSampler: sample_ids() of {leaf_name(leaf, position)} lists {len(ids)} ids for '
+                         f'{len(leaf)} items')
+    return [None if sid is None else str(sid) for sid in ids]
+
+
 @DATA_SAMPLERS.register_module()
 class HardSampleSampler(Sampler):
     """Curriculum sampler over per-sample difficulty (module docstring: the formula and the mapping).
@@ -278,16 +298,13 @@ class HardSampleSampler(Sampler):
         return self.leaf_offsets[leaf] + idx
 
     def set_difficulty_from_ids(self, table: dict[str, float], source: str = 'table') -> int:
-        """Sets the slots whose sample id is in ``table``; returns how many. The ids are each leaf's
-        ``get_data_info(i)['id']`` (``data_info['id']``, docs/conventions.md)."""
-        found, slot = set(), 0
-        for leaf in self.leaves:
-            for i in range(len(leaf)):
-                sid = _sample_id(leaf, i)
-                if sid is not None and sid in table:
-                    self.difficulty[slot] = table[sid]
-                    found.add(sid)
-                slot += 1
+        """Sets the slots whose sample id is in ``table``; returns how many ids matched. The ids are each leaf's
+        (:func:`leaf_sample_ids`: ``sample_ids()`` where the dataset lists them, else ``get_data_info(i)['id']``,
+        ``data_info['id']``, docs/conventions.md), looked up in one pass over the slots."""
+        ids = [sid for k, leaf in enumerate(self.leaves) for sid in leaf_sample_ids(leaf, k)]
+        slots = np.fromiter((i for i, sid in enumerate(ids) if sid in table), np.int64)
+        found = {ids[i] for i in slots}
+        self.difficulty[slots] = np.fromiter((table[ids[i]] for i in slots), np.float64, len(slots))
         if not found:
             raise ValueError(f'HardSampleSampler: no sample id of {source} is in the training set ({self.num_slots} '
                              'samples); was it written for another dataset?')

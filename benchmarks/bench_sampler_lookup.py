@@ -1,0 +1,135 @@
+"""How long ``HardSampleSampler`` takes to map a difficulty file's ids onto the training set, per-item vs listed ids.
+
+The sampler needs the sample id of every item once, when it is built with ``difficulty_file=``. Two ways:
+
+- **per item** (the only way before, and still the way for a dataset without ``sample_ids()``):
+  ``get_data_info(i)['id']`` for every index; a lazy dataset (``GeneratedHMRDataset``, BEDLAM) decodes every
+  label for it;
+- **listed**: the dataset's ``sample_ids()`` (``GeneratedHMRDataset`` reads them from its index of rows).
+
+Measured on (1) a real ``GeneratedHMRDataset`` of ``--rows`` rows written with the generator's writer (tiny images,
+full labels), and (2) ``--synthetic`` items of an eager, serialised mmengine dataset with HMR-sized ``data_info``
+dicts (what ``get_data_info`` unpickles per item) with and without ``sample_ids()``. Each figure is the whole
+sampler construction with a difficulty file covering every second item; both ways must give the same table.
+Last, the start-up of ``HMRPhotoSource`` over the generated dataset (it reads every item's ``data_info`` once per
+process: docs/control_pairs.md says why that stays).
+
+Usage::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sampler_lookup.py [--rows 5000] [--synthetic 100000]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import sys
+import tempfile
+import time
+
+import numpy as np
+from mmengine.dataset import BaseDataset
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from posedreamer_mm.body.sample import BodySample  # noqa: E402
+from posedreamer_mm.datasets.generated import GeneratedHMRDataset  # noqa: E402
+from posedreamer_mm.datasets.samplers.hard_sample_sampler import HardSampleSampler  # noqa: E402
+from posedreamer_mm.generation.writer import ShardedDatasetWriter  # noqa: E402
+
+
+def write_generated(root: str, rows: int, size: int = 16) -> None:
+    """``rows`` labelled samples (random SMPL-X, camera, COCO-17 keypoints, box) with tiny PNG images."""
+    rng = np.random.default_rng(0)
+    writer = ShardedDatasetWriter(shard_size=1000, image_format='png', save_controls=False)
+    writer.prepare_output(root, dict(fingerprint='bench-sampler-lookup', config={}, num_samples=rows))
+    img = np.zeros((size, size, 3), np.uint8)
+    for shard in range(writer.num_shards(rows)):
+        builder = writer.open_shard(root, shard, rows)
+        for i in builder.indices:
+            kpts = np.concatenate([rng.uniform(2, size - 2, (17, 2)), np.full((17, 1), 2.0)], 1)
+            sample = BodySample(id=f'gen_{i:07d}', body_pose=rng.normal(0, 0.2, 63), betas=rng.normal(0, 1, 10),
+                                transl=np.array([0, 0, 3.0]), focal=np.array([20.0, 20.0]),
+                                princpt=np.array([size / 2, size / 2]), img_size=np.array([size, size]),
+                                keypoints_coco17=kpts, bbox=np.array([1.0, 1.0, size - 2.0, size - 2.0]))
+            builder.add(i, dict(sample=sample, img=img, seed=i, prompt=''))
+        builder.commit()
+    writer.finalize(root, rows)
+
+
+class PerItemGenerated(GeneratedHMRDataset):
+    """The same dataset without ``sample_ids()``: the sampler reads each item's ``data_info``."""
+    sample_ids = None
+
+
+class HMRSized(BaseDataset):
+    """``n`` eager, serialised items shaped like the HMR datasets' ``data_info`` (SMPL-X, keypoints, camera)."""
+
+    def __init__(self, n: int, **kwargs):
+        self.n = n
+        super().__init__(serialize_data=True, **kwargs)
+
+    def load_data_list(self):
+        rng = np.random.default_rng(0)
+        smplx = {k: rng.normal(0, 1, d).astype(np.float32) for k, d in
+                 (('global_orient', 3), ('body_pose', 63), ('betas', 10), ('transl', 3), ('left_hand_pose', 45),
+                  ('right_hand_pose', 45), ('jaw_pose', 3), ('expression', 10))}
+        return [dict(id=f'item_{i:07d}', img_path=f'/data/images/{i // 1000:04d}/{i:07d}.jpg', smplx=smplx,
+                     keypoints_coco17=rng.random((17, 3), dtype=np.float32), bbox=np.arange(4, dtype=np.float32),
+                     focal=np.ones(2, np.float32), princpt=np.ones(2, np.float32), dataset_name='hmr')
+                for i in range(self.n)]
+
+
+class HMRSizedListed(HMRSized):
+    def sample_ids(self):
+        return [f'item_{i:07d}' for i in range(self.n)]
+
+
+def timed_sampler(dataset, difficulty_file: str) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    sampler = HardSampleSampler(dataset, seed=0, difficulty_file=difficulty_file)
+    return time.perf_counter() - start, sampler.difficulty
+
+
+def write_difficulty(path: str, ids: list[str]) -> None:
+    chosen = ids[::2]
+    np.savez(path, ids=np.array(chosen), difficulty=np.arange(len(chosen), dtype=np.float64))
+
+
+def compare(name: str, slow, fast, work: str, n: int) -> None:
+    ids = [f'{i}' for i in fast.sample_ids()]
+    path = osp.join(work, f'{name}.npz')
+    write_difficulty(path, ids)
+    t_slow, d_slow = timed_sampler(slow, path)
+    t_fast, d_fast = timed_sampler(fast, path)
+    np.testing.assert_array_equal(d_slow, d_fast)
+    print(f'{name}: {n} items; per item {t_slow:.3f} s ({1e5 * t_slow / n:.2f} s per 100k), listed {t_fast:.3f} s '
+          f'({1e5 * t_fast / n:.2f} s per 100k); {t_slow / t_fast:.0f}x')
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--rows', type=int, default=5000, help='rows of the generated dataset')
+    parser.add_argument('--synthetic', type=int, default=100_000, help='items of the synthetic eager dataset')
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as work:
+        root = osp.join(work, 'generated')
+        start = time.perf_counter()
+        write_generated(root, args.rows)
+        print(f'wrote {args.rows} generated rows in {time.perf_counter() - start:.1f} s')
+        compare('GeneratedHMRDataset', PerItemGenerated(data_root=root, pipeline=[]),
+                GeneratedHMRDataset(data_root=root, pipeline=[]), work, args.rows)
+        compare('eager serialised dataset', HMRSized(args.synthetic), HMRSizedListed(args.synthetic), work,
+                args.synthetic)
+        from posedreamer_mm.generation.photo_pairs import HMRPhotoSource
+        start = time.perf_counter()
+        source = HMRPhotoSource(dict(type='GeneratedHMRDataset', data_root=root))
+        took = time.perf_counter() - start
+        print(f'HMRPhotoSource start over the generated dataset: {len(source)} items in {took:.2f} s '
+              f'({1e5 * took / args.rows:.1f} s per 100k items, in the main process and again in every worker)')
+    print(f'(one process, OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS", "unset")}, CPU time '
+          f'{time.process_time():.1f} s)')
+
+
+if __name__ == '__main__':
+    main()
