@@ -4,8 +4,10 @@ import math
 import pytest
 import torch
 from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
+from diffusers.training_utils import compute_density_for_timestep_sampling
 
 from posedreamer_mm.models.utils.diffusion_training import (
+    PREDICTION_TYPES,
     ddpm_add_noise,
     ddpm_velocity,
     diffusion_target,
@@ -113,3 +115,81 @@ def test_step_generator_depends_on_seed_step_and_rank_only():
     torch.testing.assert_close(draw(0, 10, 0), draw(0, 10, 0))
     for other in [(1, 10, 0), (0, 11, 0), (0, 10, 1)]:
         assert not torch.equal(draw(0, 10, 0), draw(*other))
+
+
+# Tests below were prompted by mutmut survivors (docs/testing.md, "Mutation testing").
+
+def test_logit_normal_draws_equal_diffusers_scheme_with_the_sd3_defaults():
+    """Same generator, same numbers as diffusers' ``compute_density_for_timestep_sampling('logit_normal', ...)``;
+    the defaults are the SD3 / diffusers training scripts' ``logit_mean=0``, ``logit_std=1``."""
+    ours = sample_logit_normal(1000, generator=torch.Generator().manual_seed(5))
+    theirs = compute_density_for_timestep_sampling('logit_normal', 1000, logit_mean=0.0, logit_std=1.0,
+                                                   generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(ours, theirs)
+    ours = sample_logit_normal(1000, 0.5, 0.8, generator=torch.Generator().manual_seed(6))
+    theirs = compute_density_for_timestep_sampling('logit_normal', 1000, logit_mean=0.5, logit_std=0.8,
+                                                   generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_draws_without_a_generator_use_the_global_rng():
+    torch.manual_seed(7)
+    want = torch.randint(0, 10, (5,))
+    torch.manual_seed(7)
+    torch.testing.assert_close(sample_uniform_timesteps(5, 10), want)
+    torch.manual_seed(8)
+    want = torch.rand(5) < 0.5
+    torch.manual_seed(8)
+    torch.testing.assert_close(dropout_mask(5, 0.5), want)
+
+
+def test_a_single_train_timestep_is_valid():
+    assert sample_uniform_timesteps(6, 1, generator=torch.Generator().manual_seed(0)).tolist() == [0] * 6
+
+
+def test_shift_default_is_the_identity_and_a_zero_shift_is_refused():
+    sigmas = torch.tensor([0.1, 0.5, 0.9])
+    torch.testing.assert_close(shift_sigmas(sigmas), sigmas)
+    with pytest.raises(ValueError, match='shift must be > 0'):
+        shift_sigmas(sigmas, 0.0)
+
+
+def test_every_listed_prediction_type_has_a_target_and_v_needs_the_schedule():
+    # PREDICTION_TYPES is what base_diffusion.py accepts from a scheduler config: diffusers' two training
+    # prediction types of the DDPM family, plus 'flow'.
+    assert PREDICTION_TYPES == ('epsilon', 'v_prediction', 'flow')
+    sched = _sd_scheduler()
+    x0, noise, t = torch.ones(2, 3), torch.zeros(2, 3), torch.tensor([10, 20])
+    for prediction_type in PREDICTION_TYPES:
+        assert diffusion_target(prediction_type, x0, noise, t, sched.alphas_cumprod).shape == (2, 3)
+    for missing in (dict(t=None, alphas_cumprod=sched.alphas_cumprod), dict(t=t, alphas_cumprod=None)):
+        with pytest.raises(ValueError, match="'v_prediction' target needs the timesteps"):
+            diffusion_target('v_prediction', x0, noise, **missing)
+
+
+def test_an_empty_batch_noises_to_an_empty_batch():
+    sched = _sd_scheduler()
+    empty = torch.zeros(0, 4, 2, 2)
+    assert ddpm_add_noise(sched.alphas_cumprod, empty, empty, torch.zeros(0, dtype=torch.long)).shape == empty.shape
+
+
+def test_dropout_with_p_zero_drops_nothing_even_on_an_exact_zero_draw():
+    # torch's CPU generator with seed 1 draws exactly 0.0 at position 2,753,120 of torch.rand: 'u <= p' would
+    # drop that sample at p = 0, which the docstring promises never happens.
+    n = 2_753_121
+    u = torch.rand(n, generator=torch.Generator().manual_seed(1))
+    assert u[-1].item() == 0.0
+    assert not dropout_mask(n, 0.0, generator=torch.Generator().manual_seed(1)).any()
+
+
+def test_per_sample_mse_of_a_non_square_batch():
+    pred = torch.zeros(3, 2)
+    target = torch.tensor([[1.0, 1.0], [2.0, 0.0], [0.0, 3.0]])
+    torch.testing.assert_close(per_sample_mse(pred, target), torch.tensor([1.0, 2.0, 4.5]))
+
+
+def test_step_generator_default_rank_is_0_and_many_triples_give_distinct_streams():
+    torch.testing.assert_close(torch.randn(4, generator=step_generator(3, 7)),
+                               torch.randn(4, generator=step_generator(3, 7, 0)))
+    seeds = {step_generator(s, k, r).initial_seed() for s in range(4) for k in range(10) for r in range(4)}
+    assert len(seeds) == 160

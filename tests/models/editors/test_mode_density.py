@@ -43,3 +43,18 @@ def test_mode_scale_concentrates_the_middle_and_is_bounded():
         sample_mode_timesteps(4, hi + 0.01)
     with pytest.raises(ValueError, match='mode_scale must be in'):
         sample_mode_timesteps(4, lo - 0.01)
+
+
+def test_defaults_are_the_reference_mode_scale_and_the_range_ends_are_valid():
+    # mutmut survivors: diffusers' training scripts default to mode_scale 1.29; the SD3 paper's range is
+    # -1 <= s <= 2 / (pi - 2), both ends included.
+    u = torch.linspace(0, 1, 11, dtype=torch.float64)
+    torch.testing.assert_close(mode_density_map(u), mode_density_map(u, 1.29))
+    theirs = compute_density_for_timestep_sampling('mode', 100, mode_scale=1.29,
+                                                   generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(sample_mode_timesteps(100, generator=torch.Generator().manual_seed(4)), theirs)
+    for s in (-1.0, 2 / (math.pi - 2)):
+        v = sample_mode_timesteps(1000, s, generator=torch.Generator().manual_seed(0))
+        assert 0 <= float(v.min()) and float(v.max()) <= 1
+    with pytest.raises(ValueError, match='mode_scale must be in'):
+        sample_mode_timesteps(4, -1.01)
