@@ -11,7 +11,7 @@
 # Hyper-parameters: diffusers' Flux Control LoRA example (rank 64 = alpha, AdamW lr 1e-4, batch 1 x 4 accumulated,
 # bf16, gradient checkpointing, grad-norm clip 1, constant LR) at the reference's 1024 px image size; the guidance
 # fed in training is the one the generation config uses (10, as FLUX.1-Depth-dev).
-_base_ = ['../_base_/default_runtime.py']
+_base_ = ['../_base_/diffusion_runtime.py']  # loop, AMP, hooks, logging, seed
 
 pretrained = 'weights/FLUX.1-dev'
 data_root = 'data/pairs/pncc-1024'
@@ -31,29 +31,18 @@ model = dict(
     caption_dropout=0.1, control_dropout=0.0, noise_seed=0)
 
 train_dataloader = dict(
-    batch_size=batch_size, num_workers=4, persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    collate_fn=dict(type='pseudo_collate'),
+    batch_size=batch_size,
     dataset=dict(type='ControlPairDataset', data_root=data_root, control_types=control_types,
                  pipeline=[dict(type='LoadControlPair'), dict(type='ResizeControlPair', size=resolution),
                            dict(type='PackControlPair')]))
-train_cfg = dict(by_epoch=False, max_iters=max_iters)
+train_cfg = dict(max_iters=max_iters)
 
-optim_wrapper = dict(
-    type='AmpOptimWrapper', dtype='bfloat16', accumulative_counts=accumulative_counts,
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-4, eps=1e-8),
-    clip_grad=dict(max_norm=1.0))
-param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+optim_wrapper = dict(accumulative_counts=accumulative_counts, optimizer=dict(lr=1e-4, weight_decay=1e-4))
 
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', interval=save_interval, by_epoch=False, max_keep_ckpts=3),
-)
+default_hooks = dict(checkpoint=dict(interval=save_interval))
 custom_hooks = [
     dict(type='DiffusersExportHook', interval=save_interval),
     # Held-out OKS and a contact sheet every N iterations (docs/control_validation.md):
     # dict(type='ControlValidationHook', data_root='data/pairs/pncc-1024-val', control_types=control_types,
     #      scorer=dict(type='MediaPipeScorer'), num_samples=16, interval=save_interval),
 ]
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)  # a fixed seed: a resumed run sees the same data order and noise

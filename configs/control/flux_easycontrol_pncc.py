@@ -10,7 +10,7 @@
 # Hyper-parameters: the reference's (condition LoRA rank 128 = alpha, lr 1e-4, condition 512 / image 1024, bf16,
 # batch 1 per GPU, guidance 1 in training as EasyControl's script) plus gradient checkpointing; logit-normal sigmas
 # where EasyControl sampled them uniformly (the flow-matching recipe).
-_base_ = ['../_base_/default_runtime.py']
+_base_ = ['../_base_/diffusion_runtime.py']  # loop, AMP, hooks, logging, seed
 
 pretrained = 'weights/FLUX.1-dev'
 data_root = 'data/pairs/pncc-1024'
@@ -28,28 +28,17 @@ model = dict(
     logit_mean=0.0, logit_std=1.0, flow_shift=1.0, caption_dropout=0.0, control_dropout=0.0, noise_seed=0)
 
 train_dataloader = dict(
-    batch_size=batch_size, num_workers=4, persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    collate_fn=dict(type='pseudo_collate'),
+    batch_size=batch_size,
     dataset=dict(type='ControlPairDataset', data_root=data_root, control_types=control_types,
                  pipeline=[dict(type='LoadControlPair'), dict(type='ResizeControlPair', size=resolution),
                            dict(type='PackControlPair')]))
-train_cfg = dict(by_epoch=False, max_iters=max_iters)
+train_cfg = dict(max_iters=max_iters)
 
-optim_wrapper = dict(
-    type='AmpOptimWrapper', dtype='bfloat16', accumulative_counts=accumulative_counts,
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8),
-    clip_grad=dict(max_norm=1.0))
-param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+optim_wrapper = dict(accumulative_counts=accumulative_counts, optimizer=dict(lr=1e-4, weight_decay=1e-2))
 
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', interval=save_interval, by_epoch=False, max_keep_ckpts=3),
-)
+default_hooks = dict(checkpoint=dict(interval=save_interval))
 custom_hooks = [
     dict(type='DiffusersExportHook', interval=save_interval),
     # dict(type='ControlValidationHook', data_root='data/pairs/pncc-1024-val', control_types=control_types,
     #      scorer=dict(type='MediaPipeScorer'), num_samples=16, interval=save_interval),
 ]
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)

@@ -9,7 +9,7 @@
 # Hyper-parameters: diffusers' SD1.5 ControlNet example (AdamW lr 1e-5, batch 4, resolution 512, grad-norm clip 1,
 # constant LR) and the ControlNet paper's 50 % empty prompts; the reference trained only a FLUX control, so
 # nothing here is the reference's own SD1.5 setting.
-_base_ = ['../_base_/default_runtime.py']
+_base_ = ['../_base_/diffusion_runtime.py']  # loop, AMP, hooks, logging, seed
 
 pretrained = 'weights/stable-diffusion-v1-5'
 controlnet = None              # None: initialised from the UNet; or a ControlNetModel folder to continue from
@@ -30,25 +30,16 @@ model = dict(
     vae_dtype='float32', gradient_checkpointing=False, noise_seed=0)
 
 train_dataloader = dict(
-    batch_size=batch_size, num_workers=4, persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    collate_fn=dict(type='pseudo_collate'),
+    batch_size=batch_size,
     dataset=dict(type='ControlPairDataset', data_root=data_root, control_types=control_types,
                  pipeline=[dict(type='LoadControlPair'), dict(type='ResizeControlPair', size=resolution),
                            dict(type='PackControlPair')]))
-train_cfg = dict(by_epoch=False, max_iters=max_iters)
+train_cfg = dict(max_iters=max_iters)
 
 # bf16 autocast through mmengine's AMP wrapper (float16 also works for SD1.5; use dtype='float16' above then).
-optim_wrapper = dict(
-    type='AmpOptimWrapper', dtype='bfloat16', accumulative_counts=accumulative_counts,
-    optimizer=dict(type='AdamW', lr=1e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8),
-    clip_grad=dict(max_norm=1.0))
-param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+optim_wrapper = dict(accumulative_counts=accumulative_counts, optimizer=dict(lr=1e-5, weight_decay=1e-2))
 
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', interval=save_interval, by_epoch=False, max_keep_ckpts=3),
-)
+default_hooks = dict(checkpoint=dict(interval=save_interval))
 custom_hooks = [
     dict(type='DiffusersExportHook', interval=save_interval),
     # Optional EMA of the ControlNet (checkpoints and exports then hold the averaged weights):
@@ -57,5 +48,3 @@ custom_hooks = [
     # dict(type='ControlValidationHook', data_root='data/pairs/pncc-512-val', control_types=control_types,
     #      scorer=dict(type='MediaPipeScorer'), num_samples=16, interval=save_interval),
 ]
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)  # a fixed seed: a resumed run sees the same data order and noise

@@ -9,7 +9,7 @@
 # dict(path=work_dir/dpo_lora/iter_N, name='dpo')] (the control LoRA first: it widens x_embedder).
 # Hyper-parameters (the reference): lr 5e-5, batch 1 x accumulation 16, rank 128, beta 100 (Flow-DPO),
 # logit-normal timesteps; bf16 base with gradient checkpointing.
-_base_ = ['../_base_/default_runtime.py']
+_base_ = ['../_base_/diffusion_runtime.py']  # loop, AMP, hooks, logging, seed
 
 pretrained = 'weights/FLUX.1-dev'
 control_checkpoint = 'work_dirs/flux_control-lora_pncc/iter_20000.pth'
@@ -35,29 +35,18 @@ model = dict(
     lora=dict(r=128, lora_alpha=128, target_modules=['to_q', 'to_k', 'to_v', 'to_out.0'], on='denoiser'))
 
 train_dataloader = dict(
-    batch_size=batch_size, num_workers=4, persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    collate_fn=dict(type='pseudo_collate'),
+    batch_size=batch_size,
     dataset=dict(type='DPOPairDataset', data_root=candidates_root, ann_file=pairs_file, control_types=control_types,
                  pipeline=[dict(type='LoadDPOPair'), dict(type='ResizeDPOPair', size=resolution),
                            dict(type='PackDPOPair')]))
-train_cfg = dict(by_epoch=False, max_iters=max_iters)
+train_cfg = dict(max_iters=max_iters)
 
-optim_wrapper = dict(
-    type='AmpOptimWrapper', dtype='bfloat16', accumulative_counts=accumulative_counts,
-    optimizer=dict(type='AdamW', lr=5e-5, betas=(0.9, 0.999), weight_decay=1e-4, eps=1e-8),
-    clip_grad=dict(max_norm=1.0))
-param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+optim_wrapper = dict(accumulative_counts=accumulative_counts, optimizer=dict(lr=5e-5, weight_decay=1e-4))
 
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', interval=save_interval, by_epoch=False, max_keep_ckpts=3),
-)
+default_hooks = dict(checkpoint=dict(interval=save_interval))
 custom_hooks = [
     dict(type='DiffusersExportHook', interval=save_interval),
     dict(type='DPOControlHook', data_root=val_root, control_types=control_types,
          scorer=dict(type='MediaPipeScorer'), num_samples=64, interval=save_interval, size=resolution,
          backend=dict(num_inference_steps=28, guidance_scale=10.0), batch_size=2),
 ]
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)

@@ -10,7 +10,7 @@
 # loras=[dict(path=...)].
 # Hyper-parameters: beta 5000 (Diffusion-DPO, Wallace et al. 2023); lr 5e-5 and an effective batch of 16 pairs
 # (the reference); rank 64 on the UNet's attention projections (not a published setting).
-_base_ = ['../_base_/default_runtime.py']
+_base_ = ['../_base_/diffusion_runtime.py']  # loop, AMP, hooks, logging, seed
 
 pretrained = 'weights/stable-diffusion-v1-5'
 controlnet = 'work_dirs/sd15_controlnet_pncc/diffusers/iter_50000'
@@ -34,25 +34,17 @@ model = dict(
     lora=dict(r=64, lora_alpha=64, target_modules=['to_q', 'to_k', 'to_v', 'to_out.0'], on='denoiser'))
 
 train_dataloader = dict(
-    batch_size=batch_size, num_workers=4, persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    collate_fn=dict(type='pseudo_collate'),
+    batch_size=batch_size,
     dataset=dict(type='DPOPairDataset', data_root=candidates_root, ann_file=pairs_file, control_types=control_types,
                  pipeline=[dict(type='LoadDPOPair'), dict(type='ResizeDPOPair', size=resolution),
                            dict(type='PackDPOPair')]))
-train_cfg = dict(by_epoch=False, max_iters=max_iters)
+train_cfg = dict(max_iters=max_iters)
 
-optim_wrapper = dict(
-    type='AmpOptimWrapper', dtype='bfloat16', accumulative_counts=accumulative_counts,
-    optimizer=dict(type='AdamW', lr=5e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8),
-    clip_grad=dict(max_norm=1.0))
+optim_wrapper = dict(accumulative_counts=accumulative_counts, optimizer=dict(lr=5e-5, weight_decay=1e-2))
 param_scheduler = [dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100 * accumulative_counts),
                    dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=100 * accumulative_counts)]
 
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', interval=save_interval, by_epoch=False, max_keep_ckpts=3),
-)
+default_hooks = dict(checkpoint=dict(interval=save_interval))
 custom_hooks = [
     dict(type='DiffusersExportHook', interval=save_interval),
     # base vs current held-out OKS, implicit accuracy, contact sheet; the LoRA at every checkpoint
@@ -60,5 +52,3 @@ custom_hooks = [
          scorer=dict(type='MediaPipeScorer'), num_samples=64, interval=save_interval, size=resolution,
          backend=dict(num_inference_steps=25, guidance_scale=7.5), batch_size=8),
 ]
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)  # a fixed seed: a resumed run sees the same data order and noise

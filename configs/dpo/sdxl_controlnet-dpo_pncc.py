@@ -5,7 +5,7 @@
 #     candidates_root=/data/candidates-xl val_root=/data/val-1024
 # Hyper-parameters: beta 5000 (Diffusion-DPO's SDXL value), lr 5e-5, effective batch 16 pairs (1 x 16
 # accumulation per GPU), rank 64, gradient checkpointing (SDXL UNet + ControlNet at 1024 px).
-_base_ = ['../_base_/default_runtime.py']
+_base_ = ['../_base_/diffusion_runtime.py']  # loop, AMP, hooks, logging, seed
 
 pretrained = 'weights/stable-diffusion-xl-base-1.0'
 controlnet = 'work_dirs/sdxl_controlnet_pncc/diffusers/iter_60000'
@@ -30,29 +30,18 @@ model = dict(
     lora=dict(r=64, lora_alpha=64, target_modules=['to_q', 'to_k', 'to_v', 'to_out.0'], on='denoiser'))
 
 train_dataloader = dict(
-    batch_size=batch_size, num_workers=4, persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    collate_fn=dict(type='pseudo_collate'),
+    batch_size=batch_size,
     dataset=dict(type='DPOPairDataset', data_root=candidates_root, ann_file=pairs_file, control_types=control_types,
                  pipeline=[dict(type='LoadDPOPair'), dict(type='ResizeDPOPair', size=resolution),
                            dict(type='PackDPOPair')]))
-train_cfg = dict(by_epoch=False, max_iters=max_iters)
+train_cfg = dict(max_iters=max_iters)
 
-optim_wrapper = dict(
-    type='AmpOptimWrapper', dtype='bfloat16', accumulative_counts=accumulative_counts,
-    optimizer=dict(type='AdamW', lr=5e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8),
-    clip_grad=dict(max_norm=1.0))
-param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+optim_wrapper = dict(accumulative_counts=accumulative_counts, optimizer=dict(lr=5e-5, weight_decay=1e-2))
 
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', interval=save_interval, by_epoch=False, max_keep_ckpts=3),
-)
+default_hooks = dict(checkpoint=dict(interval=save_interval))
 custom_hooks = [
     dict(type='DiffusersExportHook', interval=save_interval),
     dict(type='DPOControlHook', data_root=val_root, control_types=control_types,
          scorer=dict(type='MediaPipeScorer'), num_samples=64, interval=save_interval, size=resolution,
          backend=dict(num_inference_steps=25, guidance_scale=5.0), batch_size=4),
 ]
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)
