@@ -176,3 +176,15 @@ def test_default_form_is_the_published_sigmoid_and_metrics_are_unprefixed_by_def
     assert out.loss.item() == pytest.approx(published_sigmoid(W_M, L_M, W_R, L_R, 5000.0), abs=1e-9)
     assert set(out.metrics()) == {'implicit_acc', 'reward_margin', 'model_mse'}
     assert set(out.metrics('dpo/')) == {'dpo/implicit_acc', 'dpo/reward_margin', 'dpo/model_mse'}
+
+
+def test_model_mse_is_the_mean_of_the_model_errors_and_the_module_defaults_are_the_paper_s():
+    # mutmut survivors: model_mse's value, the per-pair losses under loss_weight, DiffusionDPOLoss's defaults.
+    out = dpo_loss_from_errors(t(W_M), t(L_M), t(W_R), t(L_R), beta=5000.0)
+    assert out.model_mse.item() == pytest.approx(sum(W_M + L_M) / 8, abs=1e-12)   # 0.178125, over all 8 errors
+    default = DiffusionDPOLoss()(t(W_M), t(L_M), t(W_R), t(L_R))
+    assert default.loss.item() == pytest.approx(published_sigmoid(W_M, L_M, W_R, L_R, 5000.0), abs=1e-9)
+    weighted = DiffusionDPOLoss(beta=100.0, loss_weight=2.0)(t(W_M), t(L_M), t(W_R), t(L_R))
+    for i in range(4):
+        one = published_sigmoid(W_M[i:i + 1], L_M[i:i + 1], W_R[i:i + 1], L_R[i:i + 1], 100.0)
+        assert weighted.losses[i].item() == pytest.approx(2 * one, abs=1e-12)
