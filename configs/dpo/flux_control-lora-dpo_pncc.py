@@ -23,6 +23,12 @@ batch_size = 1
 accumulative_counts = 16
 max_iters = 1000 * accumulative_counts  # 1000 optimiser steps
 save_interval = 100 * accumulative_counts
+# On-line pair refresh (docs/dpo.md, "On-line pair refresh"): None = train on pairs_file only; a number remakes the
+# pairs from the current LoRA's candidates of the same controls every that many iterations, e.g.
+# --cfg-options refresh_interval=4800 (every 300 optimiser steps).
+refresh_interval = None
+refresh = None if refresh_interval is None else dict(
+    interval=refresh_interval, controls=candidates_root, candidates=4, min_gap=0.05, min_winner=0.5)
 
 model = dict(
     type='DiffusionDPO',
@@ -48,5 +54,5 @@ custom_hooks = [
     dict(type='DiffusersExportHook', interval=save_interval),
     dict(type='DPOControlHook', data_root=val_root, control_types=control_types,
          scorer=dict(type='MediaPipeScorer'), num_samples=64, interval=save_interval, size=resolution,
-         backend=dict(num_inference_steps=28, guidance_scale=10.0), batch_size=2),
+         backend=dict(num_inference_steps=28, guidance_scale=10.0), batch_size=2, refresh=refresh),
 ]

@@ -23,6 +23,12 @@ batch_size = 4                       # pairs per GPU
 accumulative_counts = 4              # effective batch = GPUs x batch_size x this
 max_iters = 2000 * accumulative_counts  # mmengine counts micro-batches: 2000 optimiser steps
 save_interval = 500 * accumulative_counts
+# On-line pair refresh (docs/dpo.md, "On-line pair refresh"): None = train on pairs_file only; a number remakes the
+# pairs from the current LoRA's candidates of the same controls every that many iterations, e.g.
+# --cfg-options refresh_interval=4000 (every 1000 optimiser steps).
+refresh_interval = None
+refresh = None if refresh_interval is None else dict(
+    interval=refresh_interval, controls=candidates_root, candidates=4, min_gap=0.05, min_winner=0.5)
 
 model = dict(
     type='DiffusionDPO',
@@ -50,5 +56,5 @@ custom_hooks = [
     # base vs current held-out OKS, implicit accuracy, contact sheet; the LoRA at every checkpoint
     dict(type='DPOControlHook', data_root=val_root, control_types=control_types,
          scorer=dict(type='MediaPipeScorer'), num_samples=64, interval=save_interval, size=resolution,
-         backend=dict(num_inference_steps=25, guidance_scale=7.5), batch_size=8),
+         backend=dict(num_inference_steps=25, guidance_scale=7.5), batch_size=8, refresh=refresh),
 ]

@@ -40,3 +40,22 @@ def test_recipe_inherits_the_diffusion_runtime_and_does_not_repeat_it(path):
     assert cfg.train_cfg == dict(by_epoch=False, max_iters=cfg.max_iters)
     assert cfg.log_processor.by_epoch is False and cfg.randomness == dict(seed=0)
     assert cfg.custom_hooks[0] == dict(type='DiffusersExportHook', interval=cfg.save_interval)
+
+
+@pytest.mark.parametrize('name', ['sd15_controlnet-dpo_pncc.py', 'sdxl_controlnet-dpo_pncc.py',
+                                  'flux_control-lora-dpo_pncc.py'])
+def test_dpo_recipes_switch_on_pair_refresh_with_one_override(name):
+    """Off by default; ``--cfg-options refresh_interval=N`` gives the DPOControlHook a refresh round every N
+    iterations over the candidates the run's pairs came from (mmengine's DictAction cannot parse a dict, so the
+    recipe exposes the interval as a variable)."""
+    from posedreamer_mm.apis.dpo_refresh import refresh_settings
+    from posedreamer_mm.apis.overrides import load_with_overrides
+    path = str(ROOT / 'configs' / 'dpo' / name)
+    hook = next(h for h in Config.fromfile(path).custom_hooks if h['type'] == 'DPOControlHook')
+    assert hook['refresh'] is None
+    cfg = load_with_overrides(path, {'refresh_interval': 800, 'candidates_root': '/data/cands'})
+    hook = next(h for h in cfg.custom_hooks if h['type'] == 'DPOControlHook')
+    settings = refresh_settings(hook['refresh'])
+    assert settings['interval'] == 800 and settings['controls'] == '/data/cands'
+    assert settings['candidates'] == 4 and settings['min_gap'] == 0.05 and settings['min_winner'] == 0.5
+    assert cfg.train_dataloader.dataset.data_root == '/data/cands'
