@@ -45,6 +45,7 @@ class BEDLAMHMRDataset(HMRBaseDataset):
     """
     default_name = 'bedlam'
     lazy = True
+    locator_key = 'index'
 
     def __init__(self, label_root: str | None = None, img_root: str = '', label_files: Sequence[str] | None = None,
                  img_subdir: str = '{scene}/png', **kwargs):
@@ -59,6 +60,10 @@ class BEDLAMHMRDataset(HMRBaseDataset):
             raise ValueError(f'{type(self).__name__}: {err}') from err
         self.skip_labels(self.source.skipped, 'BEDLAM label npz files (see posedreamer_mm/body/sources/bedlam.py)')
         return [dict(index=i) for i in range(len(self.source))]
+
+    def ids_of_locators(self, locators: np.ndarray) -> list[str]:
+        """Sample ids of source rows ``locators`` from the label tables (no row is turned into a sample)."""
+        return self.source.sample_ids(locators)
 
     def build_data_info(self, entry: dict) -> dict:
         sample = self.source[entry['index']]

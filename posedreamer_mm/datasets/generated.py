@@ -16,7 +16,6 @@ import os
 import os.path as osp
 
 import numpy as np
-from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
 from posedreamer_mm.generation.reader import GeneratedDataReader
@@ -57,6 +56,7 @@ class GeneratedHMRDataset(HMRBaseDataset):
     """
     default_name = 'generated'
     lazy = True
+    locator_key = 'row'
 
     def __init__(self, data_root: str = '', filtered_manifest: str | os.PathLike | None = None,
                  scores: str | os.PathLike | None = None, **kwargs):
@@ -147,11 +147,12 @@ class GeneratedHMRDataset(HMRBaseDataset):
             self._load_score_columns(rows)
         return [dict(row=i) for i in rows]
 
-    def sample_ids(self) -> list[str]:
-        """The sample id (``data_info['id']``) of every index, from the dataset's index of rows: no label is
-        decoded (``HardSampleSampler`` reads a difficulty file by these)."""
+    def ids_of_locators(self, locators: np.ndarray) -> list[str]:
+        """Sample ids of rows ``locators`` from the dataset's index of rows: no label is decoded
+        (:meth:`~posedreamer_mm.datasets.hmr_base.HMRBaseDataset.sample_ids`, what ``HardSampleSampler`` reads a
+        difficulty file by)."""
         ids = self.reader.ids
-        return [ids[BaseDataset.get_data_info(self, i)['row']] for i in range(len(self))]
+        return [ids[r] for r in locators.tolist()]
 
     def build_data_info(self, entry: dict) -> dict:
         row = entry['row']

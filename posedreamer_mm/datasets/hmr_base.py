@@ -150,6 +150,9 @@ class HMRBaseDataset(BaseDataset):
     METAINFO = HMR_METAINFO
     default_name = 'hmr'
     lazy = False
+    #: The data-list key of a :attr:`lazy` entry's integer locator (a row number) that :meth:`ids_of_locators`
+    #: turns into sample ids; None: :meth:`sample_ids` builds every item.
+    locator_key: str | None = None
 
     def __init__(self, dataset_name: str | None = None, **kwargs):
         self.dataset_name = dataset_name or self.default_name
@@ -174,6 +177,70 @@ class HMRBaseDataset(BaseDataset):
     def build_data_info(self, entry: dict) -> dict:
         """``data_info`` of one data-list entry of a :attr:`lazy` dataset (raise ``ValueError`` for a bad label)."""
         raise NotImplementedError(f'{type(self).__name__} sets lazy=True but does not implement build_data_info')
+
+    # ------------------------------------------------------------------------------------------ sample ids
+    def ids_of_locators(self, locators: np.ndarray) -> list[str]:
+        """Sample ids of lazy entries given their :attr:`locator_key` values, without building the items."""
+        raise NotImplementedError(f'{type(self).__name__} sets locator_key but does not implement ids_of_locators')
+
+    def _index_keys(self, data_list: list[dict]) -> np.ndarray | None:
+        """What :meth:`sample_ids` reads, one per entry: the UTF-8 ids of built ``data_info`` dicts, the int64
+        locators of a lazy dataset with :attr:`locator_key`; None when neither is known."""
+        if not self.lazy:
+            return np.array([str(d['id']).encode('utf-8') for d in data_list], dtype=np.bytes_)
+        if self.locator_key is None:
+            return None
+        return np.fromiter((d[self.locator_key] for d in data_list), np.int64, len(data_list))
+
+    def _serialize_data(self):
+        # mmengine packs the data list into one byte buffer and drops it; the ids are kept beside it (an array,
+        # copied into workers without touching Python objects), so listing them unpickles no item.
+        self._keys = self._index_keys(self.data_list)
+        return super()._serialize_data()
+
+    def _subset_keys(self, indices) -> np.ndarray | None:
+        """The kept keys under mmengine's ``get_subset`` rule (an int: the first/last n; a sequence: those)."""
+        keys = getattr(self, '_keys', None)
+        if keys is None or not self.serialize_data:
+            return None
+        if isinstance(indices, int):
+            return keys[:indices] if indices >= 0 else keys[indices:]
+        return keys[np.asarray(list(indices), np.int64)] if len(indices) else keys[:0]
+
+    def get_subset_(self, indices) -> None:
+        self.full_init()
+        keys = self._subset_keys(indices)
+        super().get_subset_(indices)
+        self._keys = keys
+
+    def get_subset(self, indices):
+        self.full_init()
+        keys = self._subset_keys(indices)
+        sub = super().get_subset(indices)
+        sub._keys = keys
+        return sub
+
+    def sample_ids(self) -> list[str | None]:
+        """The ``data_info['id']`` of every index, in order, without building or unpickling the items (what
+        ``HardSampleSampler`` matches a difficulty file against; docs/mining.md).
+
+        Eager datasets read the ids kept beside the serialized data list; a lazy dataset with
+        :attr:`locator_key` turns its entries' locators into ids (:meth:`ids_of_locators`); any other builds every
+        item (``None`` for an item whose label is bad). A lazy row whose label turns out bad on access is listed
+        with its id all the same (it is dropped when loaded)."""
+        self.full_init()
+        keys = getattr(self, '_keys', None) if self.serialize_data else self._index_keys(self.data_list)
+        if keys is None:
+            out = []
+            for i in range(len(self)):
+                try:
+                    out.append(str(self.get_data_info(i)['id']))
+                except ValueError:
+                    out.append(None)
+            return out
+        if keys.dtype.kind == 'S':
+            return [k.decode('utf-8') for k in keys.tolist()]
+        return self.ids_of_locators(keys)
 
     def get_data_info(self, idx: int) -> dict:
         info = super().get_data_info(idx)

@@ -316,3 +316,21 @@ def test_resuming_on_another_world_size_keeps_the_table_and_draws_afresh(monkeyp
     one.load_state_dict(state)
     np.testing.assert_array_equal(one.difficulty, np.arange(6))
     assert one.seed == 2 and one._chunks == {} and one._restored_from == 0
+
+
+def test_difficulty_file_maps_hmr_datasets_without_building_an_item(hmr_paths, tmp_path, monkeypatch):
+    """BEDLAM, NeuralAnnot and PoseDreamer label sets list their ids (``sample_ids()``): the sampler maps a
+    difficulty file over their concatenation with every ``get_data_info`` an error, to the slots the item-by-item
+    ids name."""
+    from posedreamer_mm.testing.hmr_fixtures import hmr_dataset_cfgs
+    cfgs = hmr_dataset_cfgs(hmr_paths)
+    leaves = [DATASETS.build(cfgs[k]) for k in ('bedlam', 'coco', 'posedreamer', 'generated')]
+    ids = [leaf.get_data_info(i)['id'] for leaf in leaves for i in range(len(leaf))]
+    picked = [ids[1], ids[6], ids[9], ids[15]]  # one sample of each leaf
+    npz = tmp_path / 'pred.npz'
+    np.savez(npz, ids=np.array(picked), difficulty=np.array([1.0, 2.0, 3.0, 4.0]))
+    monkeypatch.setattr(BaseDataset, 'get_data_info', lambda *a: pytest.fail('the sampler built an item'))
+    s = HardSampleSampler(ConcatDataset(leaves, ignore_keys='dataset_name'), seed=0, difficulty_file=str(npz))
+    want = np.full(16, np.nan)
+    want[[1, 6, 9, 15]] = [1.0, 2.0, 3.0, 4.0]
+    np.testing.assert_array_equal(s.difficulty, want)

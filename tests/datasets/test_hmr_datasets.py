@@ -198,3 +198,60 @@ def test_neuralannot_filters_people_without_keypoints_and_invalid_labels(hmr_pat
     ann.write_text(json.dumps(coco))
     ds = DATASETS.build(dict(hmr_dataset_cfgs(hmr_paths, test_mode=True)['ubody'], ann_file=str(ann)))
     assert len(ds) == 2 and ds.num_filtered == 1 and not ds.skipped
+
+
+def _ids_item_by_item(ds) -> list:
+    return [ds.get_data_info(i)['id'] for i in range(len(ds))]
+
+
+def _no_item_built(monkeypatch):
+    """Makes building or unpickling any item an error (what ``sample_ids()`` must not do)."""
+    from mmengine.dataset import BaseDataset
+
+    from posedreamer_mm.body.sources.bedlam import BEDLAMSource
+    from posedreamer_mm.body.sources.posedreamer import PoseDreamerLabelSource
+    fail = lambda *a, **k: pytest.fail('sample_ids() built or unpickled an item')  # noqa: E731
+    monkeypatch.setattr(BaseDataset, 'get_data_info', fail)
+    monkeypatch.setattr(BEDLAMSource, '_get', fail)
+    monkeypatch.setattr(PoseDreamerLabelSource, '_get', fail)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+@pytest.mark.parametrize('subset', ['all', 'indices', 'get_subset', 'get_subset_', 'unserialized'])
+def test_sample_ids_are_the_items_ids_without_building_them(hmr_paths, kind, subset, monkeypatch):
+    """``sample_ids()`` lists exactly ``get_data_info(i)['id']`` in order, for the whole set, an ``indices``
+    subset, mmengine's ``get_subset``/``get_subset_`` after loading and an unserialized list, and builds nothing."""
+    cfg = hmr_dataset_cfgs(hmr_paths)[kind]
+    if subset == 'indices':
+        cfg = dict(cfg, indices=[3, 0, 2])
+    elif subset == 'unserialized':
+        cfg = dict(cfg, serialize_data=False)
+    ds = DATASETS.build(cfg)
+    if subset == 'get_subset':
+        ds = ds.get_subset([2, -1, 0])
+    elif subset == 'get_subset_':
+        ds.get_subset_(-3)
+    want = _ids_item_by_item(ds)
+    assert len(want) == {'indices': 3, 'get_subset': 3, 'get_subset_': 3}.get(subset, 4)
+    assert len(set(want)) == len(want) and all(isinstance(i, str) for i in want)
+    _no_item_built(monkeypatch)
+    assert ds.sample_ids() == want
+
+
+def test_bedlam_sample_ids_follow_kept_rows_of_several_files(hmr_paths, tmp_path, monkeypatch):
+    """Two label files, a NaN row dropped from one: the ids name each file and its original row numbers."""
+    data = dict(np.load(os.path.join(hmr_paths['bedlam']['label_root'], 'scene0.npz')))
+    (tmp_path / 'labels').mkdir()
+    np.savez(tmp_path / 'labels' / 'scene0.npz', **data)
+    data['trans_cam'] = data['trans_cam'].copy()
+    data['trans_cam'][1] = np.nan  # row 1 of scene1 is dropped when loading
+    np.savez(tmp_path / 'labels' / 'scene1.npz', **data)
+    ds = DATASETS.build(dict(hmr_dataset_cfgs(hmr_paths)['bedlam'], label_root=str(tmp_path / 'labels')))
+    want = _ids_item_by_item(ds)
+    assert len(want) == 7 and [i[-6:] for i in want] == ['000000', '000001', '000002', '000003',
+                                                          '000000', '000002', '000003']
+    _no_item_built(monkeypatch)
+    assert ds.sample_ids() == want
+    assert ds.source.sample_ids([6, -7]) == [want[6], want[0]]
+    with pytest.raises(IndexError, match='out of range for 7'):
+        ds.source.sample_ids([7])
