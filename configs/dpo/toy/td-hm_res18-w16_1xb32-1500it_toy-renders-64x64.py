@@ -1,8 +1,9 @@
 # A tiny top-down heatmap pose model for the DPO method at toy scale (docs/dpo_toy_scorer.md): an mmpose ResNet-18
-# of width 16 trained from scratch with mmpose's own loop on the COCO export of stand-in renders
+# of width 16 (0.93 M parameters) trained from scratch with mmpose's own loop on the COCO export of stand-in renders
 # (benchmarks/toy_pose_scorer.py writes the data, fills `data_root`/`ann_file` and trains). A stand-in for a real
 # COCO estimator, for 64-128 px images where the whole image is the person's box: `MMPoseScorer` without a
-# detector scores the whole image as one box, so the training boxes are whole images too.
+# detector scores the whole image as one box, so the training boxes are whole images too. The model input is 64x64
+# whatever the image size (TopdownAffine warps the box to it).
 _base_ = ['../../_base_/default_runtime.py']
 
 data_root = 'data/toy_renders/'                          # a generated dataset (its COCO export's file names are
@@ -29,9 +30,13 @@ model = dict(
     type='TopdownPoseEstimator',
     data_preprocessor=dict(type='PoseDataPreprocessor', mean=[123.675, 116.28, 103.53],
                            std=[58.395, 57.12, 57.375], bgr_to_rgb=True),
-    backbone=dict(type='ResNet', depth=18, stem_channels=16, base_channels=16, out_indices=(3,)),
-    head=dict(type='HeatmapHead', in_channels=128, out_channels=17, deconv_out_channels=(64, 64, 64),
-              deconv_kernel_sizes=(4, 4, 4), loss=dict(type='KeypointMSELoss', use_target_weight=True),
+    backbone=dict(type='ResNet', depth=18, stem_channels=16, base_channels=16, out_indices=(1, 2, 3)),
+    # Stages 2-4 resized to stage 2's 8x8 (stride 8) and concatenated (32 + 64 + 128 channels): the last stage alone
+    # is 2x2 at this input, too coarse to place joints (measured: 0.698 vs 0.727 mean OKS, 47 % vs 30 % left/right
+    # swapped on the held-out renders at the same CPU cost).
+    neck=dict(type='FeatureMapProcessor', select_index=(0, 1, 2), concat=True),
+    head=dict(type='HeatmapHead', in_channels=224, out_channels=17, deconv_out_channels=(64,),
+              deconv_kernel_sizes=(4,), loss=dict(type='KeypointMSELoss', use_target_weight=True),
               decoder=codec),
     test_cfg=dict(flip_test=False),
 )
@@ -57,8 +62,9 @@ test_pipeline = [
     dict(type='PackPoseInputs'),
 ]
 dataset_type = 'CocoDataset'
+# One loader worker: the augmentation (~70 ms CPU per batch) runs beside the model's step (~80 ms) on a second core.
 train_dataloader = dict(
-    batch_size=32, num_workers=0, persistent_workers=False,
+    batch_size=32, num_workers=1, persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(type=dataset_type, data_root=data_root, data_mode='topdown', ann_file=ann_file,
                  data_prefix=dict(img=''), pipeline=train_pipeline))
