@@ -167,12 +167,6 @@ def test_every_listed_prediction_type_has_a_target_and_v_needs_the_schedule():
             diffusion_target('v_prediction', x0, noise, **missing)
 
 
-def test_an_empty_batch_noises_to_an_empty_batch():
-    sched = _sd_scheduler()
-    empty = torch.zeros(0, 4, 2, 2)
-    assert ddpm_add_noise(sched.alphas_cumprod, empty, empty, torch.zeros(0, dtype=torch.long)).shape == empty.shape
-
-
 def test_dropout_with_p_zero_drops_nothing_even_on_an_exact_zero_draw():
     # torch's CPU generator with seed 1 draws exactly 0.0 at position 2,753,120 of torch.rand: 'u <= p' would
     # drop that sample at p = 0, which the docstring promises never happens.
