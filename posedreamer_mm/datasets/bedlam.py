@@ -65,10 +65,24 @@ class BEDLAMHMRDataset(HMRBaseDataset):
         """Sample ids of source rows ``locators`` from the label tables (no row is turned into a sample)."""
         return self.source.sample_ids(locators)
 
+    def paths_of_locators(self, locators: np.ndarray) -> list[str]:
+        """Image paths of source rows ``locators`` from the label tables (no row is turned into a sample)."""
+        folders: dict[str, str] = {}  # one image folder per label file
+        out = []
+        for file, name in self.source.image_names(locators):
+            folder = folders.get(file)
+            if folder is None:
+                folder = folders[file] = self._img_path(file, '')
+            out.append(name if osp.isabs(name) else folder + name)  # osp.join(folder, name)
+        return out
+
+    def _img_path(self, file: str, imgname: str) -> str:
+        scene = osp.splitext(osp.basename(file))[0]
+        return osp.join(self.img_root, self.img_subdir.format(scene=scene), imgname)
+
     def build_data_info(self, entry: dict) -> dict:
         sample = self.source[entry['index']]
-        scene = osp.splitext(osp.basename(sample.meta['file']))[0]
-        img_path = osp.join(self.img_root, self.img_subdir.format(scene=scene), sample.meta['imgname'])
+        img_path = self._img_path(sample.meta['file'], sample.meta['imgname'])
         box = None
         has_kpts = sample.joints_2d is not None and len(sample.joints_2d) >= 127
         if not has_kpts and 'center' in sample.meta and 'scale' in sample.meta:

@@ -154,6 +154,10 @@ class GeneratedHMRDataset(HMRBaseDataset):
         ids = self.reader.ids
         return [ids[r] for r in locators.tolist()]
 
+    def paths_of_locators(self, locators: np.ndarray) -> list[str]:
+        """Image paths of rows ``locators`` from the index of rows (no label decoded)."""
+        return [self.reader.image_path(r) for r in locators.tolist()]
+
     def build_data_info(self, entry: dict) -> dict:
         row = entry['row']
         info = data_info_from_sample(self.reader.sample(row), self.reader.image_path(row), self.dataset_name)

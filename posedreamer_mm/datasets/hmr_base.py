@@ -183,6 +183,11 @@ class HMRBaseDataset(BaseDataset):
         """Sample ids of lazy entries given their :attr:`locator_key` values, without building the items."""
         raise NotImplementedError(f'{type(self).__name__} sets locator_key but does not implement ids_of_locators')
 
+    def paths_of_locators(self, locators: np.ndarray) -> list[str]:
+        """Image paths (``data_info['img_path']``) of lazy entries given their :attr:`locator_key` values."""
+        raise NotImplementedError(f'{type(self).__name__} sets locator_key but does not implement '
+                                  'paths_of_locators')
+
     def _index_keys(self, data_list: list[dict]) -> np.ndarray | None:
         """What :meth:`sample_ids` reads, one per entry: the UTF-8 ids of built ``data_info`` dicts, the int64
         locators of a lazy dataset with :attr:`locator_key`; None when neither is known."""
@@ -241,6 +246,25 @@ class HMRBaseDataset(BaseDataset):
         if keys.dtype.kind == 'S':
             return [k.decode('utf-8') for k in keys.tolist()]
         return self.ids_of_locators(keys)
+
+    def image_paths(self) -> list[str | None]:
+        """The ``data_info['img_path']`` of every index, in order: a lazy dataset with :attr:`locator_key` builds no
+        item (``HMRPhotoSource`` groups people by photo with these); an eager one unpickles its items (no label
+        is parsed again); any other builds every item (``None`` for an item whose label is bad)."""
+        self.full_init()
+        if self.lazy and self.locator_key is not None:
+            keys = getattr(self, '_keys', None) if self.serialize_data else self._index_keys(self.data_list)
+            if keys is not None:
+                return self.paths_of_locators(keys)
+        out = []
+        for i in range(len(self)):
+            try:
+                info = BaseDataset.get_data_info(self, i) if not self.lazy else self.get_data_info(i)
+            except ValueError:
+                out.append(None)
+                continue
+            out.append(info['img_path'])
+        return out
 
     def get_data_info(self, idx: int) -> dict:
         info = super().get_data_info(idx)

@@ -92,9 +92,13 @@ class HMRPhotoSource(BodySource):
     (``focal``, ``princpt``, ``img_size``) and, in ``meta``: ``img_path`` (the photo), ``person_bbox`` (xyxy,
     the dataset's box of this person), ``other_boxes`` (xyxy boxes of the other items of the same photo: the
     people the source knows about), ``keypoints_annotated`` (the dataset's ``(17, 3)`` COCO-17 keypoints in photo
-    pixels), ``has_smplx`` (which parts are labels) and ``dataset``. The dataset is read once when the source is
-    built (to group people by photo); an item whose label the dataset refuses is skipped and counted
-    (:attr:`skipped`).
+    pixels), ``has_smplx`` (which parts are labels) and ``dataset``. Built, the source reads only every item's
+    photo path, to group people by photo (the HMR datasets list them: ``image_paths()``; BEDLAM and generated data
+    from their tables without building a label); a person's label and the other people's boxes are built when the
+    sample is asked for. A lazy dataset's row whose label it refuses (BEDLAM: no usable box) therefore fails that
+    sample (a ``ValueError`` naming the item and the row, counted by the generator as ``source:ValueError``) and is
+    left out of its neighbours' ``other_boxes``; where the paths need built items, a refused item is skipped and
+    counted (:attr:`skipped`) at start.
 
     Args:
         dataset: ``DATASETS`` config of an HMR dataset (``BEDLAMHMRDataset``, ``NeuralAnnotHMRDataset`` (give
@@ -115,33 +119,53 @@ class HMRPhotoSource(BodySource):
             self.skipped.append((file, reason))
         self._items: list[int] = []
         self._paths: list[str] = []
-        boxes = []
-        for i in range(len(self.dataset)):
-            try:
-                info = self.dataset.get_data_info(i)
-            except ValueError as err:  # a lazy dataset's bad row: skipped and counted, as in training
-                self.skip(f'{self.dataset_name} item {i}', str(err))
+        for i, path in enumerate(self._photo_paths()):
+            if path is None:  # a label the dataset refuses when building it (only where paths need built items)
+                self.skip(f'{self.dataset_name} item {i}', 'the dataset refuses its label')
                 continue
             self._items.append(i)
-            self._paths.append(osp.normpath(info['img_path']))
-            boxes.append(np.asarray(info['bbox'], np.float64).reshape(4))
-        self._boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+            self._paths.append(osp.normpath(path))
         self._by_photo: dict[str, list[int]] = collections.defaultdict(list)
         for k, path in enumerate(self._paths):
             self._by_photo[path].append(k)
         self._finish(f'dataset {self.dataset_name} ({type(self.dataset).__name__})',
                      'an HMR dataset with at least one usable item')
 
+    def _photo_paths(self) -> list[str | None]:
+        """Every item's photo: the dataset's ``image_paths()`` where it lists them (the HMR datasets; BEDLAM and
+        generated data without building a label), else each item's ``data_info`` (``None``: a refused label)."""
+        listed = getattr(self.dataset, 'image_paths', None)
+        if callable(listed):
+            return list(listed())
+        out = []
+        for i in range(len(self.dataset)):
+            try:
+                out.append(self.dataset.get_data_info(i)['img_path'])
+            except ValueError:
+                out.append(None)
+        return out
+
     def __len__(self) -> int:
         return len(self._items)
 
+    def _box(self, k: int) -> list[float] | None:
+        """Person ``k``'s box (xyxy), or None when the dataset refuses that person's label."""
+        try:
+            info = self.dataset.get_data_info(self._items[k])
+        except ValueError:
+            return None
+        return np.asarray(info['bbox'], np.float64).reshape(4).tolist()
+
     def _get(self, index: int) -> BodySample:
-        info = self.dataset.get_data_info(self._items[index])
+        try:
+            info = self.dataset.get_data_info(self._items[index])
+        except ValueError as err:  # a lazy dataset's bad row: this sample fails, named; the run goes on
+            raise ValueError(f'{self.dataset_name} item {self._items[index]}: {err}') from err
         path = self._paths[index]
-        others = [self._boxes[k].tolist() for k in self._by_photo[path] if k != index]
+        others = [box for k in self._by_photo[path] if k != index for box in [self._box(k)] if box is not None]
         h, w = (int(v) for v in np.asarray(info['img_shape_full']).reshape(2))
-        meta = dict(img_path=path, person_bbox=self._boxes[index].tolist(), other_boxes=others,
-                    keypoints_annotated=np.asarray(info['keypoints_coco17'], np.float32).tolist(),
+        meta = dict(img_path=path, person_bbox=np.asarray(info['bbox'], np.float64).reshape(4).tolist(),
+                    other_boxes=others, keypoints_annotated=np.asarray(info['keypoints_coco17'], np.float32).tolist(),
                     has_smplx=dict(info['has_smplx']), dataset=self.dataset_name)
         return BodySample(id=str(info['id']), **{k: np.asarray(info['smplx'][k], np.float32) for k in _SMPLX_FIELDS},
                           focal=info['focal'], princpt=info['princpt'], img_size=(w, h),

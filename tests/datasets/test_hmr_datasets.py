@@ -232,10 +232,14 @@ def test_sample_ids_are_the_items_ids_without_building_them(hmr_paths, kind, sub
     elif subset == 'get_subset_':
         ds.get_subset_(-3)
     want = _ids_item_by_item(ds)
+    paths = [ds.get_data_info(i)['img_path'] for i in range(len(ds))]
     assert len(want) == {'indices': 3, 'get_subset': 3, 'get_subset_': 3}.get(subset, 4)
     assert len(set(want)) == len(want) and all(isinstance(i, str) for i in want)
+    assert ds.image_paths() == paths  # eager sets unpickle their items for these; lazy ones build none (below)
     _no_item_built(monkeypatch)
     assert ds.sample_ids() == want
+    if ds.lazy:
+        assert ds.image_paths() == paths
 
 
 def test_bedlam_sample_ids_follow_kept_rows_of_several_files(hmr_paths, tmp_path, monkeypatch):
@@ -250,8 +254,9 @@ def test_bedlam_sample_ids_follow_kept_rows_of_several_files(hmr_paths, tmp_path
     want = _ids_item_by_item(ds)
     assert len(want) == 7 and [i[-6:] for i in want] == ['000000', '000001', '000002', '000003',
                                                           '000000', '000002', '000003']
+    paths = [ds.get_data_info(i)['img_path'] for i in range(len(ds))]
     _no_item_built(monkeypatch)
-    assert ds.sample_ids() == want
+    assert ds.sample_ids() == want and ds.image_paths() == paths
     assert ds.source.sample_ids([6, -7]) == [want[6], want[0]]
     with pytest.raises(IndexError, match='out of range for 7'):
         ds.source.sample_ids([7])

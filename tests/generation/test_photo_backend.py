@@ -346,3 +346,28 @@ def test_spawn_workers_write_the_same_pairs(tmp_path, standin_model_dir):
         with open(reader.image_path(0), 'rb') as f, open(reader.control_path(0, 'pncc'), 'rb') as g:
             runs[workers] = (f.read(), g.read(), reader.meta(0)['prompt'])
     assert runs[0] == runs[1]
+
+
+def test_photo_source_starts_without_building_a_label_and_a_bad_row_fails_its_sample(hmr_paths, tmp_path,
+                                                                                      monkeypatch):
+    """Over BEDLAM the source reads only the photo paths at start (no row becomes a sample); a row without a
+    usable box fails its own sample, naming the row, and is left out of its neighbours' ``other_boxes``."""
+    from posedreamer_mm.body.sources.bedlam import BEDLAMSource
+    from posedreamer_mm.registry import DATASETS
+    data = dict(np.load(osp.join(hmr_paths['bedlam']['label_root'], 'scene0.npz')))
+    data['imgname'] = np.array([data['imgname'][0]] * 3 + [data['imgname'][3]])  # rows 0-2 share one photo
+    data['gtkps'][1] = np.nan  # row 1: no keypoints, no center/scale: no person box
+    (tmp_path / 'labels').mkdir()
+    np.savez(tmp_path / 'labels' / 'scene0.npz', **data)
+    cfg = dict(type='BEDLAMHMRDataset', label_root=str(tmp_path / 'labels'), img_root=hmr_paths['bedlam']['img_root'])
+    ds = DATASETS.build(cfg)
+    box2 = ds.get_data_info(2)['bbox'].astype(np.float64).tolist()
+    get = BEDLAMSource._get
+    monkeypatch.setattr(BEDLAMSource, '_get', lambda *a: pytest.fail('a label was built at start'))
+    source = POSE_SOURCES.build(dict(type='HMRPhotoSource', dataset=cfg))
+    monkeypatch.setattr(BEDLAMSource, '_get', get)
+    assert len(source) == 4 and not source.skipped
+    assert source[0].meta['other_boxes'] == [box2]  # row 1 has no box: not an "other person"
+    assert source[3].meta['other_boxes'] == [] and source[3].meta['img_path'].endswith('seq_000003_0000.png')
+    with pytest.raises(ValueError, match=r'bedlam item 1: .*scene0.npz row 1: .*no person box'):
+        source[1]

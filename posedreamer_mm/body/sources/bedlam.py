@@ -145,19 +145,29 @@ class BEDLAMSource(BodySource):
     def sample_ids(self, indices: Sequence[int] | np.ndarray | None = None) -> list[str]:
         """The ids of samples ``indices`` (default all), as ``self[i].id`` gives them, from the tables alone:
         one digest per file, no row decoded (a million rows in well under a second)."""
-        indices = np.arange(len(self)) if indices is None else np.asarray(indices, np.int64).reshape(-1)
+        which, rows = self._locate(indices)
+        heads = [make_id(self.name, t['key'], 0)[:-6] for t in self._tables]  # the id rule checked once per file
+        return [f'{heads[t]}{r:06d}' for t, r in zip(which.tolist(), rows.tolist())]
+
+    def image_names(self, indices: Sequence[int] | np.ndarray | None = None) -> list[tuple[str, str]]:
+        """``(meta['file'], meta['imgname'])`` of samples ``indices`` (default all), from the tables alone."""
+        which, rows = self._locate(indices)
+        return [(self._tables[t]['key'], decode_str(self._tables[t]['imgname'][r]))
+                for t, r in zip(which.tolist(), rows.tolist())]
+
+    def _locate(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """``(table, row in its file)`` of each sample index (default all)."""
         n = len(self)
+        indices = np.arange(n) if indices is None else np.asarray(indices, np.int64).reshape(-1)
         if len(indices) and (indices.min() < -n or indices.max() >= n):
             raise IndexError(f'{type(self).__name__} indices out of range for {n} samples')
         indices = indices % max(n, 1)
         which = np.searchsorted(self._offsets, indices, side='right') - 1
         rows = np.empty(len(indices), np.int64)
-        heads = []
         for t, table in enumerate(self._tables):
             here = which == t
             rows[here] = table['rows'][indices[here] - self._offsets[t]]
-            heads.append(make_id(self.name, table['key'], 0)[:-6])  # the id rule checked once per file
-        return [f'{heads[t]}{r:06d}' for t, r in zip(which.tolist(), rows.tolist())]
+        return which, rows
 
     def _get(self, index: int) -> BodySample:
         t_index = int(np.searchsorted(self._offsets, index, side='right')) - 1
