@@ -11,12 +11,17 @@ Measured on (1) a real ``GeneratedHMRDataset`` of ``--rows`` rows written with t
 full labels), and (2) ``--synthetic`` items of an eager, serialised mmengine dataset with HMR-sized ``data_info``
 dicts (what ``get_data_info`` unpickles per item) with and without ``sample_ids()``. Each figure is the whole
 sampler construction with a difficulty file covering every second item; both ways must give the same table.
-Last, the start-up of ``HMRPhotoSource`` over the generated dataset (it reads every item's ``data_info`` once per
-process: docs/control_pairs.md says why that stays).
+Then (3) a BEDLAM label file of ``--bedlam`` rows (random fits, 127 projected keypoints, BEDLAM's keys) through
+``BEDLAMHMRDataset``, per item vs its ``sample_ids()`` from the label tables.
+
+Last, the start-up of ``HMRPhotoSource`` over the generated and the BEDLAM dataset: every item's photo path, per
+item (``get_data_info``, what the source read before, building every label) vs the dataset's ``image_paths()``
+(from the tables; labels are built when a sample is asked for); both must give the same people per photo.
 
 Usage::
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sampler_lookup.py [--rows 5000] [--synthetic 100000]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sampler_lookup.py [--rows 5000] [--synthetic 100000] \
+        [--bedlam 100000]
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from mmengine.dataset import BaseDataset
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from posedreamer_mm.body.sample import BodySample  # noqa: E402
+from posedreamer_mm.datasets.bedlam import BEDLAMHMRDataset  # noqa: E402
 from posedreamer_mm.datasets.generated import GeneratedHMRDataset  # noqa: E402
 from posedreamer_mm.datasets.samplers.hard_sample_sampler import HardSampleSampler  # noqa: E402
 from posedreamer_mm.generation.writer import ShardedDatasetWriter  # noqa: E402
@@ -57,9 +63,28 @@ def write_generated(root: str, rows: int, size: int = 16) -> None:
     writer.finalize(root, rows)
 
 
+def write_bedlam(root: str, rows: int, per_image: int = 4) -> None:
+    """One BEDLAM label file of ``rows`` rows (``per_image`` people per image) with the keys the dataset reads."""
+    rng = np.random.default_rng(0)
+    os.makedirs(root, exist_ok=True)
+    cam_int = np.tile(np.array([[1000.0, 0, 640], [0, 1000.0, 360], [0, 0, 1]], np.float32), (rows, 1, 1))
+    gtkps = np.concatenate([rng.uniform(100, 600, (rows, 127, 2)), np.ones((rows, 127, 1))], 2).astype(np.float32)
+    np.savez(osp.join(root, 'scene0.npz'),
+             imgname=np.array([f'seq_{i // per_image:06d}/seq_{i // per_image:06d}_0000.png' for i in range(rows)]),
+             pose_cam=rng.normal(0, 0.2, (rows, 165)).astype(np.float32),
+             shape=rng.normal(0, 1, (rows, 11)).astype(np.float32),
+             trans_cam=np.tile(np.array([0, 0, 5.0], np.float32), (rows, 1)), cam_int=cam_int, gtkps=gtkps)
+
+
 class PerItemGenerated(GeneratedHMRDataset):
-    """The same dataset without ``sample_ids()``: the sampler reads each item's ``data_info``."""
+    """The same dataset without ``sample_ids()``/``image_paths()``: readers build each item's ``data_info``."""
     sample_ids = None
+    image_paths = None
+
+
+class PerItemBEDLAM(BEDLAMHMRDataset):
+    sample_ids = None
+    image_paths = None
 
 
 class HMRSized(BaseDataset):
@@ -107,10 +132,31 @@ def compare(name: str, slow, fast, work: str, n: int) -> None:
           f'({1e5 * t_fast / n:.2f} s per 100k); {t_slow / t_fast:.0f}x')
 
 
+def photo_start(name: str, dataset_cls, kwargs: dict) -> None:
+    """``HMRPhotoSource`` construction (dataset build included) with per-item paths vs listed paths."""
+    from posedreamer_mm.generation.photo_pairs import HMRPhotoSource
+    from posedreamer_mm.registry import DATASETS
+    per_item = type(f'PerItem{dataset_cls.__name__}Photo', (dataset_cls,), dict(image_paths=None))
+    DATASETS.register_module(module=per_item, force=True)
+    took, groups = {}, {}
+    for label, cls in (('per item', per_item), ('listed', dataset_cls)):
+        start = time.perf_counter()
+        source = HMRPhotoSource(dict(type=cls.__name__, **kwargs))
+        took[label] = time.perf_counter() - start
+        groups[label] = sorted(map(tuple, source._by_photo.values()))
+    assert groups['per item'] == groups['listed'], 'the two ways group people differently'
+    n = len(source)
+    print(f'HMRPhotoSource start over {name}: {n} items; per item {took["per item"]:.2f} s '
+          f'({1e5 * took["per item"] / n:.1f} s per 100k), listed {took["listed"]:.2f} s '
+          f'({1e5 * took["listed"] / n:.2f} s per 100k); {took["per item"] / took["listed"]:.0f}x (per process: '
+          'the main one and every worker)')
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--rows', type=int, default=5000, help='rows of the generated dataset')
     parser.add_argument('--synthetic', type=int, default=100_000, help='items of the synthetic eager dataset')
+    parser.add_argument('--bedlam', type=int, default=100_000, help='rows of the BEDLAM label file')
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
         root = osp.join(work, 'generated')
@@ -121,12 +167,12 @@ def main(argv=None) -> None:
                 GeneratedHMRDataset(data_root=root, pipeline=[]), work, args.rows)
         compare('eager serialised dataset', HMRSized(args.synthetic), HMRSizedListed(args.synthetic), work,
                 args.synthetic)
-        from posedreamer_mm.generation.photo_pairs import HMRPhotoSource
-        start = time.perf_counter()
-        source = HMRPhotoSource(dict(type='GeneratedHMRDataset', data_root=root))
-        took = time.perf_counter() - start
-        print(f'HMRPhotoSource start over the generated dataset: {len(source)} items in {took:.2f} s '
-              f'({1e5 * took / args.rows:.1f} s per 100k items, in the main process and again in every worker)')
+        bedlam = osp.join(work, 'bedlam')
+        write_bedlam(bedlam, args.bedlam)
+        compare('BEDLAMHMRDataset', PerItemBEDLAM(label_root=bedlam, pipeline=[]),
+                BEDLAMHMRDataset(label_root=bedlam, pipeline=[]), work, args.bedlam)
+        photo_start('generated', GeneratedHMRDataset, dict(data_root=root))
+        photo_start('BEDLAM', BEDLAMHMRDataset, dict(label_root=bedlam))
     print(f'(one process, OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS", "unset")}, CPU time '
           f'{time.process_time():.1f} s)')
 
