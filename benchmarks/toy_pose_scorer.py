@@ -218,6 +218,27 @@ def swap_rate(detections, held) -> float:
     return swapped / max(n, 1)
 
 
+class MeanPoseScorer:
+    """A reference, not a scorer: "finds" the training set's mean pose in every image, with the whole image as its box
+    (as ``MMPoseScorer`` without a detector). Its OKS is what a pose-blind guess scores."""
+
+    name = 'mean_pose'
+
+    def __init__(self, coco_file: str):
+        with open(coco_file) as f:
+            coco = json.load(f)
+        kp = np.array([a['keypoints'] for a in coco['annotations']], np.float64).reshape(-1, 17, 3)
+        seen = kp[..., 2] > 0
+        self.size = (coco['images'][0]['width'], coco['images'][0]['height'])
+        self.mean = (kp[..., :2] * seen[..., None]).sum(0) / np.maximum(seen.sum(0), 1)[:, None] / self.size
+
+    def predict_batch(self, images):
+        from posedreamer_mm.scoring.base import PoseDetections
+        return [PoseDetections((self.mean * (im.shape[1], im.shape[0]))[None], np.ones((1, 17)),
+                               [[0, 0, im.shape[1], im.shape[0]]], [1.0], (im.shape[1], im.shape[0]), self.name)
+                for im in images]
+
+
 def label_box_oks(detections, held, matches, keypoint_thr: float = 0.3) -> np.ndarray:
     """The matched detections' OKS with the label's box area as the scale (0 where unmatched).
 
@@ -309,7 +330,8 @@ def main() -> None:
     pairs = bcl.load_pairs(test_root, args.target)
     images = [pairs['image'][i].permute(1, 2, 0).numpy().copy() for i in select_indices(len(pairs['image']),
                                                                                          args.test)]
-    scorers = dict(toy=MMPoseScorer(**kwargs))
+    scorers = dict(toy=MMPoseScorer(**kwargs),
+                   mean_pose=MeanPoseScorer(osp.join(args.work_dir, f'coco_whole_image_{args.target}.json')))
     if not args.no_mediapipe:
         scorers['mediapipe'] = SCORERS.build(dict(type='MediaPipeScorer', min_detection_confidence=0.5))
     print(f'held-out: {len(held)} renders ({args.target}, {args.size} px, seed {args.seed + 7919}); front-facing '

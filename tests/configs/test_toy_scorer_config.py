@@ -111,3 +111,22 @@ def test_config_trains_and_scores(config, renders, tmp_path):
     assert len(det) == 1 and det.keypoints.shape == (1, 17, 2)
     np.testing.assert_array_equal(det.bboxes[0], [0, 0, 96, 96])
     assert ((det.keypoints >= -1) & (det.keypoints <= 97)).all()
+
+
+def test_train_toy_scorer_trains_through_tools_train_and_reuses(renders, tmp_path):
+    """The interface the DPO benchmark uses: a real (2-iteration) tools/train.py run whose dumped config and
+    checkpoint build an MMPoseScorer; the same settings reuse it without training; other settings retrain."""
+    root, _ = renders
+    kwargs = tps.train_toy_scorer(str(tmp_path), str(root), n_train=2, iters=2)
+    assert kwargs['det_config'] is None and kwargs['pose_checkpoint'].endswith('iter_2.pth')
+    assert Path(kwargs['pose_config']).parent == Path(kwargs['pose_checkpoint']).parent == tmp_path / 'train'
+    settings = json.loads((tmp_path / 'settings.json').read_text())
+    assert settings['iters'] == 2 and settings['images_root'] == str(root)
+    image = cv2.imread(str(next((root / 'shards').glob('*/images/*.png'))))[..., ::-1]
+    det = MMPoseScorer(**kwargs).predict_batch([np.ascontiguousarray(image)])[0]
+    assert det.keypoints.shape == (1, 17, 2)
+    with mock.patch.object(tps.subprocess, 'run', side_effect=AssertionError('retrained')) as run:
+        assert tps.train_toy_scorer(str(tmp_path), str(root), n_train=2, iters=2) == kwargs
+        with pytest.raises(AssertionError, match='retrained'):
+            tps.train_toy_scorer(str(tmp_path), str(root), n_train=2, iters=3)
+    assert run.call_count == 1
