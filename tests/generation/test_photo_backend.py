@@ -349,9 +349,10 @@ def test_spawn_workers_write_the_same_pairs(tmp_path, standin_model_dir):
 
 
 def test_photo_source_starts_without_building_a_label_and_a_bad_row_fails_its_sample(hmr_paths, tmp_path,
-                                                                                      monkeypatch):
+                                                                                      monkeypatch, standin_model_dir):
     """Over BEDLAM the source reads only the photo paths at start (no row becomes a sample); a row without a
-    usable box fails its own sample, naming the row, and is left out of its neighbours' ``other_boxes``."""
+    usable box fails its own sample, naming the row, and is left out of its neighbours' ``other_boxes``; the
+    generator counts it as one failure and writes the rest."""
     from posedreamer_mm.body.sources.bedlam import BEDLAMSource
     from posedreamer_mm.registry import DATASETS
     data = dict(np.load(osp.join(hmr_paths['bedlam']['label_root'], 'scene0.npz')))
@@ -371,3 +372,6 @@ def test_photo_source_starts_without_building_a_label_and_a_bad_row_fails_its_sa
     assert source[3].meta['other_boxes'] == [] and source[3].meta['img_path'].endswith('seq_000003_0000.png')
     with pytest.raises(ValueError, match=r'bedlam item 1: .*scene0.npz row 1: .*no person box'):
         source[1]
+    summary = _generate(standin_model_dir, cfg, tmp_path / 'out', crop=96, check=dict(
+        min_crop_px=20, max_other_overlap=1.0))
+    assert summary['written'] == 3 and summary['failed'] == {'source:ValueError': 1}, summary
