@@ -188,29 +188,32 @@ class HMRBaseDataset(BaseDataset):
         raise NotImplementedError(f'{type(self).__name__} sets locator_key but does not implement '
                                   'paths_of_locators')
 
-    def _index_keys(self, data_list: list[dict]) -> np.ndarray | None:
-        """What :meth:`sample_ids` reads, one per entry: the UTF-8 ids of built ``data_info`` dicts, the int64
-        locators of a lazy dataset with :attr:`locator_key`; None when neither is known."""
+    def _index_keys(self, data_list: list[dict]) -> dict[str, np.ndarray] | None:
+        """What :meth:`sample_ids` and :meth:`image_paths` read, one value per entry: ``id`` and ``img_path`` as
+        UTF-8 bytes arrays for built ``data_info`` dicts, ``locator`` (int64) for a lazy dataset with
+        :attr:`locator_key`; None when neither is known."""
         if not self.lazy:
-            return np.array([str(d['id']).encode('utf-8') for d in data_list], dtype=np.bytes_)
+            return {key: np.array([str(d[key]).encode('utf-8') for d in data_list], dtype=np.bytes_)
+                    for key in ('id', 'img_path')}
         if self.locator_key is None:
             return None
-        return np.fromiter((d[self.locator_key] for d in data_list), np.int64, len(data_list))
+        return dict(locator=np.fromiter((d[self.locator_key] for d in data_list), np.int64, len(data_list)))
 
     def _serialize_data(self):
-        # mmengine packs the data list into one byte buffer and drops it; the ids are kept beside it (an array,
-        # copied into workers without touching Python objects), so listing them unpickles no item.
+        # mmengine packs the data list into one byte buffer and drops it; ids and photo paths are kept beside it
+        # (arrays, copied into workers without touching Python objects), so listing them unpickles no item.
         self._keys = self._index_keys(self.data_list)
         return super()._serialize_data()
 
-    def _subset_keys(self, indices) -> np.ndarray | None:
+    def _subset_keys(self, indices) -> dict[str, np.ndarray] | None:
         """The kept keys under mmengine's ``get_subset`` rule (an int: the first/last n; a sequence: those)."""
         keys = getattr(self, '_keys', None)
         if keys is None or not self.serialize_data:
             return None
         if isinstance(indices, int):
-            return keys[:indices] if indices >= 0 else keys[indices:]
-        return keys[np.asarray(list(indices), np.int64)] if len(indices) else keys[:0]
+            return {k: v[:indices] if indices >= 0 else v[indices:] for k, v in keys.items()}
+        sel = np.asarray(list(indices), np.int64)
+        return {k: v[sel] for k, v in keys.items()}
 
     def get_subset_(self, indices) -> None:
         self.full_init()
@@ -225,6 +228,23 @@ class HMRBaseDataset(BaseDataset):
         sub._keys = keys
         return sub
 
+    def _listed(self, key: str) -> list[str | None]:
+        """Every index's ``data_info[key]`` (``'id'`` or ``'img_path'``) without building an item where the keys
+        allow it, else item by item (``None`` for an item whose label is bad)."""
+        self.full_init()
+        keys = getattr(self, '_keys', None) if self.serialize_data else self._index_keys(self.data_list)
+        if keys is not None and key in keys:
+            return [v.decode('utf-8') for v in keys[key].tolist()]
+        if keys is not None and 'locator' in keys:
+            return (self.ids_of_locators if key == 'id' else self.paths_of_locators)(keys['locator'])
+        out = []
+        for i in range(len(self)):
+            try:
+                out.append(str(self.get_data_info(i)[key]))
+            except ValueError:
+                out.append(None)
+        return out
+
     def sample_ids(self) -> list[str | None]:
         """The ``data_info['id']`` of every index, in order, without building or unpickling the items (what
         ``HardSampleSampler`` matches a difficulty file against; docs/mining.md).
@@ -233,38 +253,12 @@ class HMRBaseDataset(BaseDataset):
         :attr:`locator_key` turns its entries' locators into ids (:meth:`ids_of_locators`); any other builds every
         item (``None`` for an item whose label is bad). A lazy row whose label turns out bad on access is listed
         with its id all the same (it is dropped when loaded)."""
-        self.full_init()
-        keys = getattr(self, '_keys', None) if self.serialize_data else self._index_keys(self.data_list)
-        if keys is None:
-            out = []
-            for i in range(len(self)):
-                try:
-                    out.append(str(self.get_data_info(i)['id']))
-                except ValueError:
-                    out.append(None)
-            return out
-        if keys.dtype.kind == 'S':
-            return [k.decode('utf-8') for k in keys.tolist()]
-        return self.ids_of_locators(keys)
+        return self._listed('id')
 
     def image_paths(self) -> list[str | None]:
-        """The ``data_info['img_path']`` of every index, in order: a lazy dataset with :attr:`locator_key` builds no
-        item (``HMRPhotoSource`` groups people by photo with these); an eager one unpickles its items (no label
-        is parsed again); any other builds every item (``None`` for an item whose label is bad)."""
-        self.full_init()
-        if self.lazy and self.locator_key is not None:
-            keys = getattr(self, '_keys', None) if self.serialize_data else self._index_keys(self.data_list)
-            if keys is not None:
-                return self.paths_of_locators(keys)
-        out = []
-        for i in range(len(self)):
-            try:
-                info = BaseDataset.get_data_info(self, i) if not self.lazy else self.get_data_info(i)
-            except ValueError:
-                out.append(None)
-                continue
-            out.append(info['img_path'])
-        return out
+        """The ``data_info['img_path']`` of every index, in order, the same way as :meth:`sample_ids` (lazy
+        datasets: :meth:`paths_of_locators`); ``HMRPhotoSource`` groups people by photo with these."""
+        return self._listed('img_path')
 
     def get_data_info(self, idx: int) -> dict:
         info = super().get_data_info(idx)

@@ -219,8 +219,9 @@ def _no_item_built(monkeypatch):
 @pytest.mark.parametrize('kind', KINDS)
 @pytest.mark.parametrize('subset', ['all', 'indices', 'get_subset', 'get_subset_', 'unserialized'])
 def test_sample_ids_are_the_items_ids_without_building_them(hmr_paths, kind, subset, monkeypatch):
-    """``sample_ids()`` lists exactly ``get_data_info(i)['id']`` in order, for the whole set, an ``indices``
-    subset, mmengine's ``get_subset``/``get_subset_`` after loading and an unserialized list, and builds nothing."""
+    """``sample_ids()``/``image_paths()`` list exactly ``get_data_info(i)['id']``/``['img_path']`` in order, for the
+    whole set, an ``indices`` subset, mmengine's ``get_subset``/``get_subset_`` after loading and an unserialized
+    list, and build or unpickle no item."""
     cfg = hmr_dataset_cfgs(hmr_paths)[kind]
     if subset == 'indices':
         cfg = dict(cfg, indices=[3, 0, 2])
@@ -235,11 +236,8 @@ def test_sample_ids_are_the_items_ids_without_building_them(hmr_paths, kind, sub
     paths = [ds.get_data_info(i)['img_path'] for i in range(len(ds))]
     assert len(want) == {'indices': 3, 'get_subset': 3, 'get_subset_': 3}.get(subset, 4)
     assert len(set(want)) == len(want) and all(isinstance(i, str) for i in want)
-    assert ds.image_paths() == paths  # eager sets unpickle their items for these; lazy ones build none (below)
     _no_item_built(monkeypatch)
-    assert ds.sample_ids() == want
-    if ds.lazy:
-        assert ds.image_paths() == paths
+    assert ds.sample_ids() == want and ds.image_paths() == paths
 
 
 def test_bedlam_sample_ids_follow_kept_rows_of_several_files(hmr_paths, tmp_path, monkeypatch):
