@@ -5,12 +5,14 @@ The sampler needs the sample id of every item once, when it is built with ``diff
 - **per item** (the only way before, and still the way for a dataset without ``sample_ids()``):
   ``get_data_info(i)['id']`` for every index; a lazy dataset (``GeneratedHMRDataset``, BEDLAM) decodes every
   label for it;
-- **listed**: the dataset's ``sample_ids()`` (``GeneratedHMRDataset`` reads them from its index of rows).
+- **listed**: the dataset's ``sample_ids()`` (``HMRBaseDataset``: docs/hmr_data.md, "Listing ids and photos
+  without building items").
 
 Measured on (1) a real ``GeneratedHMRDataset`` of ``--rows`` rows written with the generator's writer (tiny images,
-full labels), and (2) ``--synthetic`` items of an eager, serialised mmengine dataset with HMR-sized ``data_info``
-dicts (what ``get_data_info`` unpickles per item) with and without ``sample_ids()``. Each figure is the whole
-sampler construction with a difficulty file covering every second item; both ways must give the same table.
+full labels), and (2) ``--synthetic`` items of an eager, serialised ``HMRBaseDataset`` with HMR-sized
+``data_info`` dicts (what ``get_data_info`` unpickles per item) with and without ``sample_ids()``. Each figure is
+the whole sampler construction with a difficulty file covering every second item; both ways must give the same
+table.
 Then (3) a BEDLAM label file of ``--bedlam`` rows (random fits, 127 projected keypoints, BEDLAM's keys) through
 ``BEDLAMHMRDataset``, per item vs its ``sample_ids()`` from the label tables.
 
@@ -33,15 +35,16 @@ import tempfile
 import time
 
 import numpy as np
-from mmengine.dataset import BaseDataset
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from posedreamer_mm.body.sample import BodySample  # noqa: E402
 from posedreamer_mm.datasets.bedlam import BEDLAMHMRDataset  # noqa: E402
 from posedreamer_mm.datasets.generated import GeneratedHMRDataset  # noqa: E402
+from posedreamer_mm.datasets.hmr_base import HMRBaseDataset  # noqa: E402
 from posedreamer_mm.datasets.samplers.hard_sample_sampler import HardSampleSampler  # noqa: E402
 from posedreamer_mm.generation.writer import ShardedDatasetWriter  # noqa: E402
+from posedreamer_mm.registry import DATASETS  # noqa: E402
 
 
 def write_generated(root: str, rows: int, size: int = 16) -> None:
@@ -87,27 +90,31 @@ class PerItemBEDLAM(BEDLAMHMRDataset):
     image_paths = None
 
 
-class HMRSized(BaseDataset):
-    """``n`` eager, serialised items shaped like the HMR datasets' ``data_info`` (SMPL-X, keypoints, camera)."""
+@DATASETS.register_module(force=True)
+class HMRSized(HMRBaseDataset):
+    """``n`` eager, serialised items shaped like the HMR datasets' ``data_info`` (SMPL-X, keypoints, camera), with
+    the base's ``sample_ids()`` and ``image_paths()`` (ids and paths kept beside the serialized list)."""
 
-    def __init__(self, n: int, **kwargs):
-        self.n = n
-        super().__init__(serialize_data=True, **kwargs)
+    def __init__(self, n: int, per_image: int = 4, **kwargs):
+        self.n, self.per_image = n, per_image
+        kwargs.setdefault('pipeline', [])
+        super().__init__(**kwargs)
 
     def load_data_list(self):
         rng = np.random.default_rng(0)
         smplx = {k: rng.normal(0, 1, d).astype(np.float32) for k, d in
                  (('global_orient', 3), ('body_pose', 63), ('betas', 10), ('transl', 3), ('left_hand_pose', 45),
                   ('right_hand_pose', 45), ('jaw_pose', 3), ('expression', 10))}
-        return [dict(id=f'item_{i:07d}', img_path=f'/data/images/{i // 1000:04d}/{i:07d}.jpg', smplx=smplx,
-                     keypoints_coco17=rng.random((17, 3), dtype=np.float32), bbox=np.arange(4, dtype=np.float32),
-                     focal=np.ones(2, np.float32), princpt=np.ones(2, np.float32), dataset_name='hmr')
+        return [dict(id=f'item_{i:07d}', img_path=f'/data/images/{i // 1000:04d}/{i // self.per_image:07d}.jpg',
+                     smplx=smplx, keypoints_coco17=rng.random((17, 3), dtype=np.float32),
+                     bbox=np.arange(4, dtype=np.float32), focal=np.ones(2, np.float32),
+                     princpt=np.ones(2, np.float32), dataset_name='hmr')
                 for i in range(self.n)]
 
 
-class HMRSizedListed(HMRSized):
-    def sample_ids(self):
-        return [f'item_{i:07d}' for i in range(self.n)]
+class PerItemHMRSized(HMRSized):
+    sample_ids = None
+    image_paths = None
 
 
 def timed_sampler(dataset, difficulty_file: str) -> tuple[float, np.ndarray]:
@@ -135,7 +142,6 @@ def compare(name: str, slow, fast, work: str, n: int) -> None:
 def photo_start(name: str, dataset_cls, kwargs: dict) -> None:
     """``HMRPhotoSource`` construction (dataset build included) with per-item paths vs listed paths."""
     from posedreamer_mm.generation.photo_pairs import HMRPhotoSource
-    from posedreamer_mm.registry import DATASETS
     per_item = type(f'PerItem{dataset_cls.__name__}Photo', (dataset_cls,), dict(image_paths=None))
     DATASETS.register_module(module=per_item, force=True)
     took, groups = {}, {}
@@ -165,14 +171,18 @@ def main(argv=None) -> None:
         print(f'wrote {args.rows} generated rows in {time.perf_counter() - start:.1f} s')
         compare('GeneratedHMRDataset', PerItemGenerated(data_root=root, pipeline=[]),
                 GeneratedHMRDataset(data_root=root, pipeline=[]), work, args.rows)
-        compare('eager serialised dataset', HMRSized(args.synthetic), HMRSizedListed(args.synthetic), work,
-                args.synthetic)
+        eager = HMRSized(args.synthetic)
+        compare('eager serialised HMR dataset', PerItemHMRSized(args.synthetic), eager, work, args.synthetic)
+        kept = sum(v.nbytes for v in eager._keys.values())
+        print(f'  (its ids and paths kept beside the list: {kept / 1e6:.1f} MB, the serialized list '
+              f'{eager.data_bytes.nbytes / 1e6:.1f} MB)')
         bedlam = osp.join(work, 'bedlam')
         write_bedlam(bedlam, args.bedlam)
         compare('BEDLAMHMRDataset', PerItemBEDLAM(label_root=bedlam, pipeline=[]),
                 BEDLAMHMRDataset(label_root=bedlam, pipeline=[]), work, args.bedlam)
         photo_start('generated', GeneratedHMRDataset, dict(data_root=root))
         photo_start('BEDLAM', BEDLAMHMRDataset, dict(label_root=bedlam))
+        photo_start('the eager serialised HMR dataset', HMRSized, dict(n=args.synthetic))
     print(f'(one process, OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS", "unset")}, CPU time '
           f'{time.process_time():.1f} s)')
 
