@@ -1,7 +1,7 @@
 """HardSampleSampler edge cases that mutation testing (mutmut, docs/testing.md) found unpinned: a curriculum that
 jumps at ``begin == end``, the documented probabilities at ``m = 0`` and ``m = 1``, the uniform fall-back of a
 zero or overflowing difficulty, an epoch's draw kept through mid-epoch updates, the iteration a chunk starts at,
-the chunks kept for a resume, and the update counter the difficulty hook logs."""
+the chunks kept for a resume, and the EMA of a known slot with the update counter the difficulty hook logs."""
 import numpy as np
 import pytest
 from mmengine.dataset import DefaultSampler
@@ -104,9 +104,10 @@ def test_chunks_not_fully_trained_are_kept_and_earlier_positions_yield_valid_ind
     assert head == [p % 6 for p in range(12)] and all(type(i) is int for i in head)
 
 
-def test_version_counts_each_difficulty_update():
+def test_ema_of_a_known_slot_and_the_update_counter():
     s = HardSampleSampler(list(range(3)), seed=0)
     assert s.version == 0
-    s.update_difficulty([0], [1.0], momentum=0.5)
-    s.update_difficulty([1], [2.0], momentum=0.5)
-    assert s.version == 2
+    s.update_difficulty([0], [4.0], momentum=0.25)     # unknown slot: takes the value
+    s.update_difficulty([0], [8.0], momentum=0.25)     # 0.75 * 4 + 0.25 * 8 = 5 (an old value other than 1)
+    assert s.difficulty[0] == 5.0
+    assert s.version == 2                              # what the difficulty hook logs as the update number
