@@ -2,7 +2,7 @@
 
 Real diffusers components in the SD1.5 layout, all trained here on the stand-in pair images (nothing downloaded):
 
-- **A stand-in VAE**: a small ``AutoencoderKL`` (``--vae-widths``: 3 levels = 4x downsampling, 4 latent channels)
+- **A stand-in VAE**: a small ``AutoencoderKL`` (widths 16, 32, 64: 4x downsampling, 4 latent channels)
   trained once to reconstruct the pair images (MSE + L1 + a KL weight of 1e-6, posterior samples as SD's VAE
   training draws them), then given the ``scaling_factor`` that makes the training latents unit-variance. It stands in
   for SD's VAE: its decoder is what turns the denoiser's latents into an image the scorer can read (a random decoder,
