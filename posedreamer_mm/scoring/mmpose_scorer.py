@@ -65,6 +65,13 @@ def _check_checkpoint(path, what: str) -> str:
     return path
 
 
+def _keypoint_extent(keypoints: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``(n, 4)`` xyxy boxes spanning each person's 17 keypoints, clipped to the image."""
+    lo = np.clip(keypoints.min(1), 0, [width, height])
+    hi = np.clip(keypoints.max(1), 0, [width, height])
+    return np.concatenate([lo, hi], -1).astype(np.float32)
+
+
 @SCORERS.register_module()
 class MMPoseScorer(PicklesWithoutLocalState, BasePoseScorer):
     """Top-down 2D pose scoring: mmdet person boxes, then an mmpose estimator on each box. Multi-person.
@@ -73,7 +80,9 @@ class MMPoseScorer(PicklesWithoutLocalState, BasePoseScorer):
         pose_config: mmpose top-down config (path, ``mmpose::`` path, dict or Config) whose
             ``test_dataloader.dataset.pipeline`` prepares a crop (as every mmpose config has).
         pose_checkpoint: local checkpoint of the pose model.
-        det_config: mmdet detector config; ``None`` scores the whole image as one person box.
+        det_config: mmdet detector config; ``None`` estimates one person on the whole image (the crop is the
+            image) and reports the extent of its 17 keypoints as the person box: that box's area is the OKS scale
+            (``scoring/matching.py`` takes the detection as ground truth), which the image's area would inflate.
         det_checkpoint: local checkpoint of the detector (required with ``det_config``).
         device: ``'cpu'``, ``'cuda'``, ``'cuda:N'``; ``'auto'`` takes CUDA when available.
         det_cat_id: the detector's person class index (0 in COCO-trained detectors).
@@ -212,6 +221,8 @@ class MMPoseScorer(PicklesWithoutLocalState, BasePoseScorer):
         out, k = [], 0
         for im, (bb, bs) in zip(images, boxes):
             n = len(bb)
+            if self.det_cfg is None:
+                bb = _keypoint_extent(kpts[k:k + n], im.shape[1], im.shape[0])
             out.append(PoseDetections(kpts[k:k + n], np.clip(kscores[k:k + n], 0, 1), bb, bs,
                                       (im.shape[1], im.shape[0]), self.name))
             k += n

@@ -101,9 +101,35 @@ def test_mmpose_scorer_det_score_thr_keeps_a_tie(tiny_models):
 def test_mmpose_scorer_whole_image_without_detector(tiny_models):
     scorer = SCORERS.build(dict(type='MMPoseScorer', device='cpu', pose_config=tiny_models['pose_config'],
                                 pose_checkpoint=tiny_models['pose_checkpoint']))
-    det = scorer(np.zeros((64, 48, 3), np.uint8))
+    img = np.random.default_rng(1).integers(0, 255, (64, 48, 3), np.uint8)
+    det = scorer(img)
     assert len(det) == 1
-    np.testing.assert_array_equal(det.bboxes[0], [0, 0, 48, 64])
+    # The crop is the whole image: the keypoints are mmpose's own inference on the box (0, 0, 48, 64) ...
+    from mmpose.apis import inference_topdown
+    with DefaultScope.overwrite_default_scope('mmpose'):
+        ref = inference_topdown(scorer._models[2], np.ascontiguousarray(img[..., ::-1]),
+                                np.array([[0, 0, 48, 64]], np.float32))[0].pred_instances.keypoints[0]
+    np.testing.assert_allclose(det.keypoints[0], ref, atol=1e-3)
+    # ... and the reported person box is the keypoints' extent (the OKS scale), not the image.
+    k = det.keypoints[0]
+    x0, x1 = np.clip([k[:, 0].min(), k[:, 0].max()], 0, 48)
+    y0, y1 = np.clip([k[:, 1].min(), k[:, 1].max()], 0, 64)
+    np.testing.assert_allclose(det.bboxes[0], [x0, y0, x1, y1], atol=1e-5)
+    assert (x1 - x0) * (y1 - y0) < 48 * 64
+    # OKS against a label shifted by 1 px: the COCO formula with the extent's area, by hand.
+    from posedreamer_mm.scoring.matching import match_label
+    label = np.concatenate([k + 1.0, np.full((17, 1), 2.0)], -1)
+    match = match_label(det, label, keypoint_thr=0.0, min_keypoints=1)
+    area = (x1 - x0) * (y1 - y0)
+    sigmas = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]) / 10
+    expected = np.mean(np.exp(-2.0 / (2 * area * (2 * sigmas) ** 2)))
+    assert match.oks == pytest.approx(expected, rel=1e-4)
+
+
+def test_mmpose_keypoint_extent_is_clipped_to_the_image():
+    from posedreamer_mm.scoring.mmpose_scorer import _keypoint_extent
+    k = np.array([[[-5.0, 10.0]] + [[20.0, 30.0]] * 15 + [[60.0, 70.0]]], np.float32)
+    np.testing.assert_array_equal(_keypoint_extent(k, 48, 64), [[0, 10, 48, 64]])
 
 
 def test_mmpose_scorer_bad_paths(tiny_models, tmp_path):
