@@ -357,3 +357,58 @@ def test_torchvision_inception_state_dict_is_a_logits_network(tmp_path):
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(module(x), model(x))
+
+
+def test_smallest_sets_one_feature_and_input_errors_by_hand():
+    # mutmut survivors: the N >= 2 / (N, D) checks, the shape checks' errors, features that require grad.
+    real, fake = np.array([[0.0], [2.0]]), np.array([[3.0], [5.0]])   # N = 2, D = 1: means 1 and 4, variances 2
+    assert fid_from_features(real, fake) == pytest.approx(9.0, abs=1e-9)       # (1 - 4)^2 + (sqrt 2 - sqrt 2)^2
+    grad = torch.tensor(fake, requires_grad=True)                              # an extractor run without no_grad
+    assert fid_from_features(torch.tensor(real), grad) == pytest.approx(9.0, abs=1e-9)
+    with pytest.raises(ValueError, match=r'real: expected features of shape \(N, D\) with N >= 2, got \(1, 3\)'):
+        fid_from_features(np.zeros((1, 3)), np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r'fake: expected features of shape \(N, D\) .* got \(4,\)'):
+        fid_from_features(np.zeros((4, 3)), np.zeros(4))
+    with pytest.raises(ValueError, match=r'feature sizes differ \(3 vs 4\)'):
+        fid_from_features(np.zeros((5, 3)), np.zeros((5, 4)))
+    with pytest.raises(ValueError, match='shapes do not match'):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(2), np.eye(3))
+
+
+def test_kid_subsets_and_the_defaults_follow_torchmetrics():
+    # mutmut survivors: the subset size, the std of two subsets, the argument checks, the defaults.
+    import inspect
+
+    from torchmetrics.image.inception import InceptionScore
+    from torchmetrics.image.kid import KernelInceptionDistance
+    g = torch.Generator().manual_seed(4)
+    real = torch.randn(20, 6, generator=g, dtype=torch.float64)
+    fake = torch.randn(16, 6, generator=g, dtype=torch.float64) * 1.5 + 0.2
+    tm = KernelInceptionDistance(feature=_Fixed(torch.cat([real, fake])), subsets=2, subset_size=10, normalize=True)
+    tm.update(torch.arange(20).double().reshape(20, 1, 1, 1), real=True)
+    tm.update(torch.arange(20, 36).double().reshape(16, 1, 1, 1), real=False)
+    torch.manual_seed(3)               # torchmetrics draws its subsets with torch.randperm on the global generator
+    tm_mean, tm_std = (float(v) for v in tm.compute())
+    mean, std = kernel_inception_distance(real, fake, subsets=2, subset_size=10, seed=3)
+    assert mean == pytest.approx(tm_mean, rel=1e-6)
+    assert std == pytest.approx(tm_std * np.sqrt(2), rel=1e-6)   # sample std here, population std there
+    assert np.isfinite(kernel_inception_distance(real, fake, subsets=1, subset_size=2)[0])   # 2 rows: the fewest
+    with pytest.raises(ValueError, match='subsets must be >= 1'):
+        kernel_inception_distance(real, fake, subsets=0)
+    with pytest.raises(ValueError, match=r'feature sizes differ \(6 vs 5\)'):
+        kernel_inception_distance(real, fake[:, :5])
+    ours = inspect.signature(kernel_inception_distance).parameters
+    theirs = inspect.signature(KernelInceptionDistance.__init__).parameters
+    for name in ('subsets', 'subset_size', 'degree', 'gamma', 'coef'):
+        assert ours[name].default == theirs[name].default, name
+    assert inspect.signature(inception_score).parameters['splits'].default == \
+        inspect.signature(InceptionScore.__init__).parameters['splits'].default
+
+
+def test_inception_score_with_one_image_per_split():
+    logits = torch.randn(12, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    # a split of one image: its marginal is its own prediction, KL = 0, score exp(0) = 1
+    assert inception_score(logits, splits=12) == pytest.approx((1.0, 0.0), abs=1e-12)
+    assert inception_score(logits, splits=1)[1] == 0.0    # one split: no spread (not the NaN of a 1-sample std)
+    with pytest.raises(ValueError, match=r'splits must be in \[1, 12\]'):
+        inception_score(logits, splits=13)
