@@ -359,6 +359,7 @@ def test_torchvision_inception_state_dict_is_a_logits_network(tmp_path):
         torch.testing.assert_close(module(x), model(x))
 
 
+@pytest.mark.filterwarnings('ignore:Converting a tensor with requires_grad:UserWarning')
 def test_smallest_sets_one_feature_and_input_errors_by_hand():
     # mutmut survivors: the N >= 2 / (N, D) checks, the shape checks' errors, features that require grad.
     real, fake = np.array([[0.0], [2.0]]), np.array([[3.0], [5.0]])   # N = 2, D = 1: means 1 and 4, variances 2
