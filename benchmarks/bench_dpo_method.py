@@ -340,7 +340,8 @@ def main() -> None:
                                   target=args.target, n_train=args.train, iters=args.scorer_iters, seed=args.seed,
                                   threads=args.threads)
         scorer = MMPoseScorer(**kwargs)
-        scorer_tag = dict(type='toy', iters=args.scorer_iters, target=args.target, n=args.train)
+        scorer_tag = dict(type='toy', iters=args.scorer_iters, target=args.target, n=args.train,
+                          person_box='keypoint_extent')  # the OKS scale MMPoseScorer reports (docs/scoring.md)
     else:
         scorer = SCORERS.build(dict(type='MediaPipeScorer', min_detection_confidence=0.5))
         scorer_tag = dict(type='mediapipe')
