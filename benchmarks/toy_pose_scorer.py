@@ -219,8 +219,8 @@ def swap_rate(detections, held) -> float:
 
 
 class MeanPoseScorer:
-    """A reference, not a scorer: "finds" the training set's mean pose in every image, with the whole image as its box
-    (as ``MMPoseScorer`` without a detector). Its OKS is what a pose-blind guess scores."""
+    """A reference, not a scorer: "finds" the training set's mean pose in every image, with its keypoints' extent as
+    its box (as ``MMPoseScorer`` without a detector reports). Its OKS is what a pose-blind guess scores."""
 
     name = 'mean_pose'
 
@@ -234,16 +234,20 @@ class MeanPoseScorer:
 
     def predict_batch(self, images):
         from posedreamer_mm.scoring.base import PoseDetections
-        return [PoseDetections((self.mean * (im.shape[1], im.shape[0]))[None], np.ones((1, 17)),
-                               [[0, 0, im.shape[1], im.shape[0]]], [1.0], (im.shape[1], im.shape[0]), self.name)
-                for im in images]
+        out = []
+        for im in images:
+            k = self.mean * (im.shape[1], im.shape[0])
+            box = np.clip(np.r_[k.min(0), k.max(0)], 0, [im.shape[1], im.shape[0]] * 2)
+            out.append(PoseDetections(k[None], np.ones((1, 17)), box[None], [1.0], (im.shape[1], im.shape[0]),
+                                      self.name))
+        return out
 
 
 def label_box_oks(detections, held, matches, keypoint_thr: float = 0.3) -> np.ndarray:
     """The matched detections' OKS with the label's box area as the scale (0 where unmatched).
 
-    The project's OKS takes the detection's box as the scale (``detection_as_ground_truth``): the whole image for a
-    scorer without a detector, a tight landmark box for MediaPipe. This one scale for every scorer makes them
+    The project's OKS takes the detection's box as the scale (``detection_as_ground_truth``): the keypoints' extent
+    for a scorer without a detector, the landmarks' extent for MediaPipe. This one scale for every scorer makes them
     comparable.
     """
     from posedreamer_mm.evaluation.functional.oks import keypoint_oks
