@@ -59,10 +59,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_two(parts, data_root, out_dir):
+def run_two(parts, data_root, out_dir, worker=None):
+    """Runs ``worker(rank, port, parts, data_root, out_dir)`` (default: this file's) as two spawned gloo ranks and
+    returns what each wrote to ``out_dir/rank<r>.json``."""
     ctx = mp.get_context('spawn')
     port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, port, parts, str(data_root), str(out_dir))) for r in (0, 1)]
+    procs = [ctx.Process(target=worker or _worker, args=(r, port, parts, str(data_root), str(out_dir)))
+             for r in (0, 1)]
     for p in procs:
         p.start()
     for p in procs:

@@ -495,20 +495,8 @@ def _round_worker(rank, port, parts, val_root, out):
 
 
 def test_two_ranks_write_the_single_process_round_and_fail_together(tmp_path, parts, val_root):
-    import multiprocessing as mp
-
-    from .test_control_eval_dist import _free_port
-    ctx, port = mp.get_context('spawn'), _free_port()
-    procs = [ctx.Process(target=_round_worker, args=(r, port, parts, str(val_root), str(tmp_path))) for r in (0, 1)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    alive = [p for p in procs if p.is_alive()]
-    for p in alive:
-        p.kill()
-    assert not alive and [p.exitcode for p in procs] == [0, 0]
-    ranks = [json.loads((tmp_path / f'rank{r}.json').read_text()) for r in (0, 1)]
+    from .test_control_eval_dist import run_two
+    ranks = run_two(parts, val_root, tmp_path, worker=_round_worker)
     single = one_round(tiny_pipeline(parts), val_root, tmp_path / 'one' / 'iter_2')
     assert ranks[0]['num_pairs'] == ranks[1]['num_pairs'] == single['num_pairs'] > 0   # every rank: rank 0's report
     two, one = tmp_path / 'two' / 'iter_2', tmp_path / 'one' / 'iter_2'
