@@ -188,3 +188,15 @@ def test_model_mse_is_the_mean_of_the_model_errors_and_the_module_defaults_are_t
     for i in range(4):
         one = published_sigmoid(W_M[i:i + 1], L_M[i:i + 1], W_R[i:i + 1], L_R[i:i + 1], 100.0)
         assert weighted.losses[i].item() == pytest.approx(2 * one, abs=1e-12)
+
+
+def test_the_widest_error_dtype_is_kept():
+    """Mixed precisions promote over all four errors (not only the first): bfloat16 model errors with float64
+    reference errors give a float64 loss, equal to the float64 transcription on the same (rounded) values."""
+    w, l_ = (torch.tensor([0.30, 0.20], dtype=torch.bfloat16) for _ in range(2))
+    w_r = torch.tensor([0.31, 0.18], dtype=torch.float64)
+    l_r = torch.tensor([0.29, 0.21], dtype=torch.float64)
+    out = diffusion_dpo_loss(w, l_, w_r, l_r, beta=5000.0)
+    assert out.loss.dtype == torch.float64
+    z = -0.5 * ((w.double() - w_r) - (l_.double() - l_r))
+    torch.testing.assert_close(out.loss, -torch.nn.functional.logsigmoid(5000.0 * z).mean(), rtol=1e-12, atol=0)

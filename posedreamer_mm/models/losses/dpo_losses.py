@@ -108,7 +108,9 @@ def dpo_loss_from_errors(err_w_model: Tensor, err_l_model: Tensor, err_w_ref: Te
     if len(shapes) != 1 or len(next(iter(shapes))) != 1 or errs[0].shape[0] == 0:
         raise ValueError(f'DPO errors must be four (B,) tensors with B >= 1 (one error per pair), got shapes '
                          f'{[tuple(e.shape) for e in errs]}')
-    dtype = torch.promote_types(errs[0].dtype, torch.float32)
+    dtype = torch.float32   # at least float32, and the widest of the four (a float64 reference stays float64)
+    for e in errs:
+        dtype = torch.promote_types(dtype, e.dtype)
     w_m, l_m, w_r, l_r = (e.to(dtype) for e in errs)
     w_r, l_r = w_r.detach(), l_r.detach()
     reward_w = -0.5 * beta * (w_m - w_r)
