@@ -184,18 +184,27 @@ def evaluate(model, pairs: dict, repeats: int, seed: int, batch: int = 32) -> di
                 n=len(gap))
 
 
-def train_controlnet(model, pairs: dict, iters: int, batch: int, lr: float, seed: int) -> list[float]:
+def train_controlnet(model, pairs: dict, iters: int, batch: int, lr: float, seed: int, schedule=None,
+                     log: bool = False) -> list[float]:
+    """``model.train_step`` (what mmengine's Runner calls) for ``iters`` iterations of AdamW; ``schedule(opt, iters)``
+    builds a learning-rate scheduler stepped after each iteration (``None``: constant); ``log`` prints the loss
+    five times."""
     from mmengine.optim import OptimWrapper
-    optim = OptimWrapper(torch.optim.AdamW(model.controlnet.parameters(), lr=lr, weight_decay=1e-2),
-                         clip_grad=dict(max_norm=1.0))
+    opt = torch.optim.AdamW(model.controlnet.parameters(), lr=lr, weight_decay=1e-2)
+    sched = schedule(opt, iters) if schedule is not None else None
+    optim = OptimWrapper(opt, clip_grad=dict(max_norm=1.0))
     rng = np.random.default_rng(seed + 1)
     losses = []
     model.train()
-    for _ in range(iters):
+    for it in range(iters):
         idx = rng.choice(len(pairs['image']), batch, replace=False)
         data = dict(inputs=dict(image=list(pairs['image'][idx]), control=list(pairs['control'][idx])),
                     data_samples=dict(prompt=[pairs['prompt'][i] for i in idx]))
         losses.append(model.train_step(data, optim)['loss'].item())
+        if sched is not None:
+            sched.step()
+        if log and (it + 1) % max(1, iters // 5) == 0:
+            print(f'    ControlNet it {it + 1}: loss {np.mean(losses[-50:]):.4f}', flush=True)
     return losses
 
 

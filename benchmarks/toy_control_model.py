@@ -197,23 +197,10 @@ def pretrain_unet(folder: str, images: torch.Tensor, iters: int, batch: int, lr:
 
 def train_controlnet(model, pairs: dict, iters: int, batch: int, lr: float, seed: int) -> list[float]:
     """``ControlNetTrainer.train_step`` (what mmengine's Runner calls) for ``iters`` iterations, AdamW with a
-    one-cycle learning rate."""
-    from mmengine.optim import OptimWrapper
-    opt = torch.optim.AdamW(model.controlnet.parameters(), lr=lr, weight_decay=1e-2)
-    sched = warmup_cosine(opt, iters, 0.05)
-    optim = OptimWrapper(opt, clip_grad=dict(max_norm=1.0))
-    rng = np.random.default_rng(seed + 1)
-    losses = []
-    model.train()
-    for it in range(iters):
-        idx = rng.choice(len(pairs['image']), batch, replace=False)
-        data = dict(inputs=dict(image=list(pairs['image'][idx]), control=list(pairs['control'][idx])),
-                    data_samples=dict(prompt=[pairs['prompt'][i] for i in idx]))
-        losses.append(model.train_step(data, optim)['loss'].item())
-        sched.step()
-        if (it + 1) % max(1, iters // 5) == 0:
-            print(f'    ControlNet it {it + 1}: loss {np.mean(losses[-50:]):.4f}', flush=True)
-    return losses
+    one-cycle learning rate (bench_control_learning.py's loop with a warm-up + cosine schedule)."""
+    import bench_control_learning as bcl  # beside this file (benchmarks/ is on the path of the scripts using it)
+    return bcl.train_controlnet(model, pairs, iters, batch, lr, seed,
+                                schedule=lambda opt, n: warmup_cosine(opt, n, 0.05), log=True)
 
 
 def build_control_model(work: str, train: dict, *, size: int, tag: str, vae_widths=(16, 32, 64), vae_iters=400,
