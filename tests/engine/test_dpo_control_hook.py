@@ -3,6 +3,7 @@ base figures equal the plain policy's, the relative reduction is computed from t
 sheet has the base column, and every checkpoint gets its LoRA in diffusers format."""
 import json
 import shutil
+import uuid
 
 import cv2
 import numpy as np
@@ -244,7 +245,9 @@ def run_refresh(work_dir, parts, val_root, offline, refresh, max_iters=5, resume
         custom_hooks=[hook, recorder], randomness=dict(seed=7), resume=resume is not None, load_from=resume,
         visualizer=dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')],
                         name=f'vis_refresh_{id(recorder)}'),
-        default_scope='posedreamer_mm')
+        # a name of its own: mmengine keys its logger by experiment name (a timestamp to the second by default), and
+        # a second runner in the same second would write its log into the first runner's file
+        experiment_name=f'refresh_{uuid.uuid4().hex}', default_scope='posedreamer_mm')
     runner.train()
     return runner, recorder
 
