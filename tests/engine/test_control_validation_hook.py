@@ -1,6 +1,7 @@
 """ControlValidationHook in a real mmengine Runner: logged OKS equals the OKS of oks.py on the same detections, a
 contact sheet is written, and validation does not change the training losses."""
 import json
+import uuid
 
 import cv2
 import numpy as np
@@ -56,8 +57,8 @@ def run(tmp_path, parts, train_root, hooks, max_iters=4):
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=10 ** 6), logger=dict(
             type='LoggerHook', interval=1)),
         custom_hooks=[recorder] + hooks, randomness=dict(seed=7),
-        visualizer=dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')], name=f'vis_{id(recorder)}'),
-        default_scope='posedreamer_mm')
+        visualizer=dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')], name=f'vis_{uuid.uuid4().hex}'),
+        experiment_name=f'control_val_{uuid.uuid4().hex}', default_scope='posedreamer_mm')
     runner.train()
     return runner, recorder.losses
 

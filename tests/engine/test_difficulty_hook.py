@@ -1,5 +1,6 @@
 """DifficultyHook (posedreamer_mm/engine/hooks/difficulty_hook.py) and the HMR model's per-sample error it reads."""
 import json
+import uuid
 from types import SimpleNamespace
 
 import numpy as np
@@ -174,6 +175,7 @@ class ToyModel(BaseModel):
 
 def _toy_runner(work_dir, max_epochs, resume=False, seed=3):
     return Runner(model=ToyModel(), work_dir=str(work_dir), default_scope='posedreamer_mm',
+                  experiment_name=f'difficulty_{uuid.uuid4().hex}',
                   train_dataloader=dict(dataset=ToyDataset(6), batch_size=2, num_workers=0,
                                         collate_fn=dict(type='pseudo_collate'),
                                         sampler=dict(type='HardSampleSampler',

@@ -82,8 +82,9 @@ def run(tmp_path, parts, hooks, max_iters=4):
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
                            logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=hooks, randomness=dict(seed=7),
-        visualizer=dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')], name=f'vis_dpo_{id(hooks)}'),
-        default_scope='posedreamer_mm')
+        visualizer=dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')],
+                        name=f'vis_dpo_{uuid.uuid4().hex}'),
+        experiment_name=f'dpo_{uuid.uuid4().hex}', default_scope='posedreamer_mm')
     runner.train()
     return runner
 
@@ -244,7 +245,7 @@ def run_refresh(work_dir, parts, val_root, offline, refresh, max_iters=5, resume
                            logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=[hook, recorder], randomness=dict(seed=7), resume=resume is not None, load_from=resume,
         visualizer=dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')],
-                        name=f'vis_refresh_{id(recorder)}'),
+                        name=f'vis_refresh_{uuid.uuid4().hex}'),
         # a name of its own: mmengine keys its logger by experiment name (a timestamp to the second by default), and
         # a second runner in the same second would write its log into the first runner's file
         experiment_name=f'refresh_{uuid.uuid4().hex}', default_scope='posedreamer_mm')

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import cv2
@@ -141,6 +142,7 @@ def test_tiny_sdxl_config_trains_in_a_runner(tmp_path, tiny):
     cfg = load_config(str(ROOT / 'configs' / 'control' / 'tiny_sdxl_controlnet.py'),
                       dict(pretrained=str(tiny['sdxl']), data_root=str(tiny['pairs'])))
     cfg.work_dir = str(tmp_path)
+    cfg.experiment_name = f'tiny_sdxl_{uuid.uuid4().hex}'
     cfg.train_cfg.max_iters = 2
     runner = Runner.from_cfg(cfg)
     assert runner.model.sdxl
@@ -166,6 +168,7 @@ def test_real_configs_build_and_train_on_tiny_weights(tmp_path, tiny, name, base
     cfg.model.dtype = 'float32'
     cfg.train_dataloader.update(num_workers=0, persistent_workers=False)
     cfg.work_dir = str(tmp_path)
+    cfg.experiment_name = f'{base}_{uuid.uuid4().hex}'
     runner = Runner.from_cfg(cfg)
     assert runner.model.sdxl == (base == 'sdxl')
     assert runner.model.controlnet.is_gradient_checkpointing == (base == 'sdxl')
