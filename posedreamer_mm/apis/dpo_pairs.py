@@ -16,24 +16,33 @@ label ``match``). Per group (one control, one prompt, N seeds) :func:`pair_group
 5. otherwise one pair (``paired``).
 
 The pairs file holds references, never latents (one JSON object per line, :func:`pair_record`); the report is
-``<out>.report.json`` (counts per reason and per unscored cause, gap statistics) and ``<out>.report.png`` (the
-counts and the gap histogram).
+``<out>.report.json`` (counts per reason and per unscored cause, gap statistics, the sha256 of the pairs file and
+of the scores) and ``<out>.report.png`` (the counts and the gap histogram).
+
+Bad input is refused with one :class:`PairsFileError` naming the file: an empty scores file, an OKS outside
+``[0, 1]`` or not a number (NaN stays an unscored candidate, ``no_oks``), a group whose candidates do not share one
+label and prompt or repeat a candidate number, an output that is an input, or an output another run made with other
+settings (``overwrite=True`` replaces it).
 """
 from __future__ import annotations
 
 import collections
+import contextlib
+import hashlib
 import io
 import json
 import math
 import os
 import os.path as osp
+import uuid
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from posedreamer_mm.datasets.dpo_pairs import PairsFileError
 from posedreamer_mm.generation.reader import GeneratedDataReader
-from posedreamer_mm.utils.fileio import atomic_write_bytes, atomic_write_text, read_id_records
+from posedreamer_mm.generation.writer import MANIFEST, SHARDS_DIR, SUMMARY
+from posedreamer_mm.utils.fileio import TMP_MARKER, atomic_write_bytes, atomic_write_text, read_id_records
 
 #: Group outcomes, in the order the rule checks them.
 REASONS = ('paired', 'too_few_scored', 'tie', 'winner_below_min', 'gap_below_min')
@@ -41,6 +50,11 @@ REASONS = ('paired', 'too_few_scored', 'tie', 'winner_below_min', 'gap_below_min
 UNSCORED_CAUSES = ('error', 'no_match', 'no_oks', 'not_in_scores')
 PAIRS_FORMAT = 'posedreamer_mm.dpo_pairs'
 _TOL = 1e-9
+#: Label fields the candidates of one group share (one pose, one crop camera: one control).
+_LABEL_FIELDS = ('betas', 'global_orient', 'body_pose', 'left_hand_pose', 'right_hand_pose', 'jaw_pose', 'transl',
+                 'focal', 'princpt', 'img_size')
+#: Report keys that define a pairs file: a second run into the same output with other values is refused.
+_SETTINGS = ('min_gap', 'min_winner', 'no_match', 'candidates_fingerprint')
 
 
 def candidate_oks(record: dict | None, no_match: str = 'exclude') -> tuple[float | None, str | None]:
@@ -88,20 +102,44 @@ def read_scores(path: str) -> dict[str, dict]:
 
     Raises:
         PairsFileError: a line that is no JSON object with an ``id``, or an id twice (naming file and line;
-            :func:`~posedreamer_mm.utils.fileio.read_id_records`).
+            :func:`~posedreamer_mm.utils.fileio.read_id_records`); a ``scores.oks`` that is not a number in
+            ``[0, 1]`` (NaN is allowed: an unscored candidate); a file without any record.
     """
     if not osp.isfile(path):
         raise PairsFileError(f'scores file {path} does not exist: score the candidates first '
                              '(python tools/filter.py CANDIDATES_DIR [CONFIG], which writes CANDIDATES_DIR/filter/'
                              'scores.jsonl)')
-    return {rec['id']: rec for _, rec in read_id_records(path, error=PairsFileError)}
+    records = read_id_records(path, error=PairsFileError)
+    if not records:
+        raise PairsFileError(f'scores file {path} holds no record (empty): expected one JSON line per candidate of '
+                             'tools/filter.py; score the candidates again')
+    for n, rec in records:
+        _check_oks(path, n, rec)
+    return {rec['id']: rec for _, rec in records}
+
+
+def _check_oks(path: str, n: int, rec: dict) -> None:
+    scores = rec.get('scores')
+    if scores is None or 'error' in rec:
+        return
+    if not isinstance(scores, dict):
+        raise PairsFileError(f'{path}, line {n}: sample {rec["id"]!r} has "scores" {scores!r}; expected a JSON '
+                             'object (tools/filter.py\'s record)')
+    oks = scores.get('oks')
+    if oks is None or (isinstance(oks, float) and math.isnan(oks)):
+        return   # no OKS: an unscored candidate ('no_oks'), skipped and counted
+    if isinstance(oks, bool) or not isinstance(oks, (int, float)) or not 0.0 <= oks <= 1.0 + _TOL:
+        raise PairsFileError(f'{path}, line {n}: sample {rec["id"]!r} has scores.oks {oks!r}; expected a number in '
+                             '[0, 1] (OKS; NaN or no value for an unscored candidate): not the scores of '
+                             'tools/filter.py')
 
 
 def candidate_groups(reader: GeneratedDataReader) -> dict[str, list[int]]:
     """Rows of the candidates dataset by group (pose id), each in candidate order.
 
     Raises:
-        PairsFileError: a row without ``group``/``candidate`` (not written with ``candidates_per_sample``).
+        PairsFileError: a row without ``group``/``candidate`` (not written with ``candidates_per_sample``); a group
+            whose candidates repeat a candidate number, or differ in prompt or label (one group is one control).
     """
     groups: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
     for row in range(len(reader)):
@@ -110,8 +148,45 @@ def candidate_groups(reader: GeneratedDataReader) -> dict[str, list[int]]:
             raise PairsFileError(f'{reader.root}: row {row} (sample {meta.get("id")!r}) has no "group"/"candidate" '
                                  'in its meta.jsonl: not a candidates dataset; generate it with the generator\'s '
                                  'candidates_per_sample=N (configs/dpo/candidates/)')
-        groups[str(meta['group'])].append((int(meta['candidate']), row))
-    return {g: [row for _, row in sorted(rows)] for g, rows in groups.items()}
+        candidate = meta['candidate']
+        if isinstance(candidate, bool) or not isinstance(candidate, int):
+            raise PairsFileError(f'{reader.root}: row {row} (sample {meta["id"]!r}) has "candidate" {candidate!r} '
+                                 'in its meta.jsonl; expected an integer')
+        groups[str(meta['group'])].append((candidate, row))
+    out = {g: [row for _, row in sorted(rows)] for g, rows in groups.items()}
+    for g, rows in groups.items():
+        _check_group(reader, g, sorted(rows))
+    return out
+
+
+def _check_group(reader: GeneratedDataReader, group: str, rows: list[tuple[int, int]]) -> None:
+    """One control per group: distinct candidate numbers, one prompt, one label (pose and crop camera)."""
+    where = f'{reader.root}: group {group!r}'
+    for (j0, r0), (j1, r1) in zip(rows, rows[1:]):
+        if j0 == j1:
+            raise PairsFileError(f'{where}: candidate {j0} appears twice (rows {r0} and {r1}: {reader.ids[r0]!r}, '
+                                 f'{reader.ids[r1]!r}); a group holds candidates 0..N-1 of one control once each')
+    first = rows[0][1]
+    meta0, label0 = reader.meta(first), None
+    for _, row in rows[1:]:
+        meta = reader.meta(row)
+        for key in ('prompt', 'negative_prompt'):
+            if meta.get(key) != meta0.get(key):
+                raise PairsFileError(f'{where}: candidate {reader.ids[row]!r} (row {row}) has another {key} than '
+                                     f'candidate {reader.ids[first]!r} (row {first}): {meta.get(key)!r} vs '
+                                     f'{meta0.get(key)!r}; the candidates of one group share one control and caption')
+        label0 = reader.sample(first) if label0 is None else label0
+        label = reader.sample(row)
+        differ = [] if label.gender == label0.gender else ['gender']
+        for key in _LABEL_FIELDS:
+            a, b = np.asarray(getattr(label, key)), np.asarray(getattr(label0, key))
+            if a.shape != b.shape or not np.allclose(a, b, rtol=1e-5, atol=1e-6):
+                differ.append(key)
+        if differ:
+            raise PairsFileError(f'{where}: candidate {reader.ids[row]!r} (row {row}) has another label ({differ}) '
+                                 f'than candidate {reader.ids[first]!r} (row {first}); the candidates of one group '
+                                 'share one pose and crop camera (one control): a pair across two controls would '
+                                 'credit the winner\'s control with the loser\'s image')
 
 
 def _candidate(reader: GeneratedDataReader, row: int, oks: float) -> dict:
@@ -141,10 +216,16 @@ def build_pairs(reader: GeneratedDataReader, scores: dict[str, dict], min_gap: f
     best - worst OKS of every group with 2 or more scored candidates (paired or not, ties as 0).
 
     Raises:
-        PairsFileError: the scores name ids that are not in the candidates dataset (another dataset's scores).
+        PairsFileError: the scores name ids that are not in the candidates dataset (another dataset's scores); a
+            malformed group (:func:`candidate_groups`).
+        ValueError: ``min_gap`` or ``min_winner`` not a number in ``[0, 1]``; ``no_match`` not one of its values.
     """
     if no_match not in ('exclude', 'zero'):
         raise ValueError(f'no_match must be "exclude" or "zero", got {no_match!r}')
+    for name, value in (('min_gap', min_gap), ('min_winner', min_winner)):
+        # NaN compares False everywhere: a NaN threshold would pass every group
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ValueError(f'{name} must be a number in [0, 1] (an OKS), got {value!r}')
     unknown = sorted(set(scores) - set(reader.ids))
     if unknown:
         raise PairsFileError(f'the scores name {len(unknown)} ids that are not in {reader.root} (first: '
@@ -169,8 +250,10 @@ def build_pairs(reader: GeneratedDataReader, scores: dict[str, dict], min_gap: f
             pairs.append(pair_record(reader, group, rows[w], rows[lo], values[w], values[lo], len(rows),
                                      sum(v is not None for v in values)))
     gaps = np.array([p['gap'] for p in pairs], np.float64)
-    report = dict(format=PAIRS_FORMAT, candidates=reader.root, num_groups=len(groups), num_pairs=len(pairs),
-                  num_candidates=len(reader), groups_by_reason=dict(reasons), unscored_by_cause=dict(unscored),
+    report = dict(format=PAIRS_FORMAT, candidates=reader.root,
+                  candidates_fingerprint=reader.manifest.get('fingerprint'), num_groups=len(groups),
+                  num_pairs=len(pairs), num_candidates=len(reader), groups_by_reason=dict(reasons),
+                  unscored_by_cause=dict(unscored),
                   min_gap=float(min_gap), min_winner=float(min_winner), no_match=no_match,
                   gap=_stats(gaps), gap_all_groups=_stats(np.array(gaps_all, np.float64)),
                   winner_oks=_stats(np.array([p['winner']['oks'] for p in pairs], np.float64)),
@@ -214,21 +297,113 @@ def save_pairs_report_png(path: str, report: dict, gaps: Iterable[float], gaps_a
     return path
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _output_paths(out_path: str) -> tuple[str, str, str]:
+    stem = osp.splitext(out_path)[0]
+    return out_path, stem + '.report.json', stem + '.report.png'
+
+
+def check_outputs(reader: GeneratedDataReader, scores_path: str, out_path: str, settings: dict,
+                  overwrite: bool = False) -> dict | None:
+    """Refuses an output that is an input, or that another run made with other ``settings`` (:data:`_SETTINGS`);
+    returns the existing pairs file's report (``None`` when there is none, or with ``overwrite``).
+
+    Raises:
+        PairsFileError: an output path is the scores file, a file of the candidates dataset (``manifest.json``,
+            ``summary.json``, ``writer.lock``, anything under ``shards/``) or a directory (even with
+            ``overwrite``); the pairs file exists and its report is missing or names other settings (unless
+            ``overwrite``).
+    """
+    root = osp.realpath(reader.root)
+    inputs = {osp.realpath(scores_path): 'the scores file'}
+    inputs.update({osp.join(root, name): f'the candidates dataset\'s {name}'
+                   for name in (MANIFEST, SUMMARY, 'writer.lock')})
+    for path in _output_paths(out_path):
+        real = osp.realpath(path)
+        what = inputs.get(real)
+        if what is None and osp.commonpath([real, osp.join(root, SHARDS_DIR)]) == osp.join(root, SHARDS_DIR):
+            what = 'a file of the candidates dataset\'s shards'
+        if what is None and osp.isdir(real):
+            what = 'a directory'
+        if what is not None:
+            raise PairsFileError(f'--out {out_path}: writing {path} would overwrite {what}; choose another --out '
+                                 '(the default is CANDIDATES_DIR/dpo_pairs.jsonl)')
+    if overwrite or not osp.exists(out_path):
+        return None
+    report_path = _output_paths(out_path)[1]
+    hint = ('choose another --out, or pass --overwrite (make_pairs(..., overwrite=True)) to replace it and its '
+            'report')
+    try:
+        with open(report_path, encoding='utf-8') as f:
+            old = json.load(f)
+    except FileNotFoundError:
+        raise PairsFileError(f'{out_path} exists and has no {osp.basename(report_path)} beside it (not a pairs file '
+                             f'of this tool, or its report was deleted): {hint}') from None
+    except (OSError, ValueError) as err:
+        raise PairsFileError(f'{out_path} exists and its report {report_path} is unreadable ({err}): {hint}') from None
+    differ = [k for k in _SETTINGS if k in old and old.get(k) != settings[k]]
+    if differ:
+        shown = ', '.join(f'{k} {_show(old.get(k))} there, {_show(settings[k])} now' for k in differ)
+        raise PairsFileError(f'{out_path} was made with other settings ({shown}): a second run does not replace '
+                             f'another run\'s pairs (a training run resumed on this file would change data): {hint}')
+    return old
+
+
+def _show(value: object) -> str:
+    return f'{value:g}' if isinstance(value, float) else str(value)
+
+
 def make_pairs(candidates_dir: str, scores_path: str, out_path: str, min_gap: float = 0.05, min_winner: float = 0.5,
-               no_match: str = 'exclude') -> dict:
+               no_match: str = 'exclude', overwrite: bool = False) -> dict:
     """Reads the candidates and their scores, writes ``out_path`` (pairs), ``<stem>.report.json`` and
-    ``<stem>.report.png``; returns the report. Every file is written atomically."""
+    ``<stem>.report.png``; returns the report.
+
+    The three files are written to temporaries first and renamed in at the end, the pairs file last: a run killed
+    or failing before that leaves the previous three files as they were (the report's ``pairs_sha256`` names the
+    pairs file it describes). Into an existing pairs file made with other settings (thresholds, ``no_match``,
+    candidates dataset) only with ``overwrite=True`` (:func:`check_outputs`).
+    """
     reader = GeneratedDataReader(candidates_dir)
     scores = read_scores(scores_path)
     pairs, report, gaps_all = build_pairs(reader, scores, min_gap, min_winner, no_match)
-    report.update(scores=osp.abspath(scores_path), pairs=osp.abspath(out_path))
-    os.makedirs(osp.dirname(osp.abspath(out_path)), exist_ok=True)
-    atomic_write_text(out_path, ''.join(json.dumps(p, sort_keys=True) + '\n' for p in pairs))
-    stem = osp.splitext(out_path)[0]
-    report['report_png'] = save_pairs_report_png(stem + '.report.png', report, [p['gap'] for p in pairs], gaps_all)
-    atomic_write_text(stem + '.report.json', json.dumps(report, indent=1, sort_keys=True))
+    old = check_outputs(reader, scores_path, out_path, report, overwrite)
+    pairs_text = ''.join(json.dumps(p, sort_keys=True) + '\n' for p in pairs)
+    with open(scores_path, 'rb') as f:
+        scores_sha = _sha256(f.read())
+    report.update(scores=osp.abspath(scores_path), scores_sha256=scores_sha, pairs=osp.abspath(out_path),
+                  pairs_sha256=_sha256(pairs_text.encode('utf-8')))
+    if old is not None and old.get('pairs_sha256') != report['pairs_sha256']:
+        # the same settings on new candidates or scores (a resumed generation, a rescoring): said, not silent
+        report['replaced'] = dict(num_pairs=old.get('num_pairs'), pairs_sha256=old.get('pairs_sha256'),
+                                  scores_sha256=old.get('scores_sha256'))
+    out_path, json_path, png_path = _output_paths(out_path)
+    directory = osp.dirname(osp.abspath(out_path))
+    os.makedirs(directory, exist_ok=True)
+    mine = tuple(f'.{osp.basename(p)}{TMP_MARKER}' for p in (out_path, json_path, png_path))
+    for entry in os.scandir(directory):   # a killed run's temporaries (only ours: others may be writing here)
+        if entry.name.startswith(mine):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+    token = uuid.uuid4().hex[:12]
+    tmp = {p: osp.join(osp.dirname(osp.abspath(p)), f'.{osp.basename(p)}{TMP_MARKER}{token}')
+           for p in (out_path, json_path, png_path)}
+    try:
+        atomic_write_text(tmp[out_path], pairs_text)
+        report['report_png'] = png_path
+        save_pairs_report_png(tmp[png_path], report, [p['gap'] for p in pairs], gaps_all)
+        atomic_write_text(tmp[json_path], json.dumps(report, indent=1, sort_keys=True))
+        for path in (png_path, json_path, out_path):
+            os.replace(tmp[path], path)
+    finally:
+        for path in tmp.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
     return report
 
 
 __all__ = ['PAIRS_FORMAT', 'REASONS', 'UNSCORED_CAUSES', 'PairsFileError', 'build_pairs', 'candidate_groups',
-           'candidate_oks', 'make_pairs', 'pair_group', 'pair_record', 'read_scores', 'save_pairs_report_png']
+           'candidate_oks', 'check_outputs', 'make_pairs', 'pair_group', 'pair_record', 'read_scores',
+           'save_pairs_report_png']
