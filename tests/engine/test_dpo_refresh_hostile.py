@@ -75,3 +75,26 @@ def test_two_ranks_save_checkpoints_with_the_lora_export(tmp_path, parts, val_ro
         assert (tmp_path / 'work' / 'dpo_lora' / f'iter_{step}' / 'pytorch_lora_weights.safetensors').is_file()
         ckpt = torch.load(tmp_path / 'work' / f'iter_{step}.pth', map_location='cpu', weights_only=False)
         assert ckpt['meta']['dpo_lora'] == f'dpo_lora/iter_{step}'
+
+
+# --- TR-DPO: the base of a resumed run ---------------------------------------------------------------------------
+def test_a_resumed_tr_dpo_run_keeps_the_base_figures_and_the_reference(tmp_path, parts, val_root):
+    """With ``reference_adapter=True`` and TRDPOHook the reference moves; the hook's base figures are the model
+    before DPO in every run, a resumed one included (before: the resumed run's "base" was the moved reference),
+    and the resumed run ends with the uninterrupted run's reference and LoRA (the reference is checkpointed)."""
+    model = dict(dpo_cfg(parts), reference_adapter=True)
+    hooks = [hook_cfg(val_root, interval=2, sheet_rows=2), dict(type='TRDPOHook', interval=1, alpha=1.0)]
+    full = _runner(tmp_path / 'full', parts, hooks, max_iters=4, ckpt=2, model=model)
+    full.train()
+    resumed = _runner(tmp_path / 'full', parts, hooks, max_iters=4, ckpt=2, model=model,
+                      resume=str(tmp_path / 'full' / 'iter_2.pth'))
+    resumed.train()
+    a, b = (next(h for h in r.hooks if type(h).__name__ == 'DPOControlHook') for r in (full, resumed))
+    # the reference had moved by iteration 2: its images differ from the base's
+    assert max(abs(x.astype(int) - y.astype(int)).max() for x, y in zip(a.last_result.images, a.base_result.images))
+    torch.testing.assert_close(torch.as_tensor(b.base_result.oks), torch.as_tensor(a.base_result.oks), rtol=0, atol=0)
+    for x, y in zip(b.base_result.images, a.base_result.images):
+        assert (x == y).all()
+    for key, value in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=1e-5, atol=1e-7, msg=key)
+    assert any(k.startswith('ref_layers.') for k in full.model.state_dict())

@@ -3,12 +3,14 @@ exported at every checkpoint, and optionally on-line pair refresh (docs/dpo.md, 
 its figures")."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import os.path as osp
 import shutil
 import time
 
+import torch
 from mmengine.dist import get_rank
 from mmengine.model import is_model_wrapper
 from mmengine.runner.loops import _InfiniteDataloaderIterator
@@ -40,7 +42,8 @@ class DPOControlHook(ControlValidationHook):
 
     Before training the hook generates the held-out set (fixed controls, prompts and seeds: the rows of
     ``data_root``, ``apis/control_eval.py``) with the **base model** (the DPO adapter switched off,
-    ``model.reference()``) and scores it; every ``interval`` iterations it does the same with the current LoRA and
+    ``model.reference()``; a TR-DPO reference adapter zeroed meanwhile, so a resumed run does not take the moved
+    reference for the base) and scores it; every ``interval`` iterations it does the same with the current LoRA and
     logs to ``runner.visualizer``:
 
     - ``{prefix}mean_oks``, ``{prefix}oks_error``, ``{prefix}frac_unmatched``: the current LoRA's;
@@ -114,7 +117,7 @@ class DPOControlHook(ControlValidationHook):
     def _evaluate(self, model, base: bool) -> ControlEvalResult:
         with preserved_training_state(model):
             if base:
-                with model.reference():
+                with _before_dpo(model):
                     pipeline = model.build_pipeline()
                     return self._generate_and_score(pipeline)
             pipeline = model.build_pipeline()
@@ -314,6 +317,26 @@ class DPOControlHook(ControlValidationHook):
                                     'copy its refresh folder along')
         self.refresh_state = dict(state)
         self._install(runner, skip=int(state['iter']))
+
+
+@contextlib.contextmanager
+def _before_dpo(model):
+    """Inside, ``model`` is the network before DPO: ``model.reference()``, with a TR-DPO reference adapter
+    (``reference_adapter=True``, moved by ``TRDPOHook``) zeroed meanwhile (its ``lora_B``: the adapter then adds
+    exactly nothing, as a fresh one). Otherwise a resumed TR-DPO run would take the moved reference for the base."""
+    saved = []
+    if getattr(model, 'ref_adapter_name', None) is not None:
+        saved = [(m.weight, m.weight.detach().clone()) for k, m in model.ref_layers.items() if k.endswith('lora_B')]
+    try:
+        with torch.no_grad():
+            for weight, _ in saved:
+                weight.zero_()
+        with model.reference():
+            yield model
+    finally:
+        with torch.no_grad():
+            for weight, value in saved:
+                weight.copy_(value)
 
 
 class _SkippingIterator(_InfiniteDataloaderIterator):
