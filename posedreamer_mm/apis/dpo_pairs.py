@@ -142,6 +142,7 @@ def candidate_groups(reader: GeneratedDataReader) -> dict[str, list[int]]:
             whose candidates repeat a candidate number, or differ in prompt or label (one group is one control).
     """
     groups: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
+    captions = []
     for row in range(len(reader)):
         meta = reader.meta(row)
         if 'group' not in meta or 'candidate' not in meta:
@@ -153,13 +154,42 @@ def candidate_groups(reader: GeneratedDataReader) -> dict[str, list[int]]:
             raise PairsFileError(f'{reader.root}: row {row} (sample {meta["id"]!r}) has "candidate" {candidate!r} '
                                  'in its meta.jsonl; expected an integer')
         groups[str(meta['group'])].append((candidate, row))
+        captions.append((meta.get('prompt'), meta.get('negative_prompt')))
     out = {g: [row for _, row in sorted(rows)] for g, rows in groups.items()}
+    labels = _LabelRows(reader)
     for g, rows in groups.items():
-        _check_group(reader, g, sorted(rows))
+        _check_group(reader, labels, captions, g, sorted(rows))
     return out
 
 
-def _check_group(reader: GeneratedDataReader, group: str, rows: list[tuple[int, int]]) -> None:
+class _LabelRows:
+    """Row ``i``'s label fields (:data:`_LABEL_FIELDS`) as one float64 vector and its gender; one shard's matrix
+    kept (a group's rows are neighbours), so checking a million candidates costs seconds, not a ``BodySample`` each."""
+
+    def __init__(self, reader: GeneratedDataReader) -> None:
+        self.reader, self.pos, self.matrix, self.gender = reader, None, None, None
+        self.slices: dict[str, slice] = {}
+
+    def __call__(self, i: int) -> tuple[np.ndarray, str]:
+        pos, row = self.reader._loc[i]
+        if pos != self.pos:
+            labels = self.reader._shard_labels(pos)
+            n = len(labels['id'])
+            parts = [np.asarray(labels[k], np.float64).reshape(n, -1) for k in _LABEL_FIELDS]
+            ends = np.cumsum([p.shape[1] for p in parts]).tolist()
+            self.slices = {k: slice(e - p.shape[1], e) for k, p, e in zip(_LABEL_FIELDS, parts, ends)}
+            self.matrix = np.concatenate(parts, axis=1)
+            self.gender, self.pos = np.asarray(labels['gender']), pos
+        return self.matrix[row], str(self.gender[row])
+
+    def differing(self, a: np.ndarray, b: np.ndarray, gender_a: str, gender_b: str) -> list[str]:
+        """The label fields in which two rows' vectors differ."""
+        return (['gender'] if gender_a != gender_b else []) + [
+            k for k, sl in self.slices.items() if not np.allclose(a[sl], b[sl], rtol=1e-5, atol=1e-6)]
+
+
+def _check_group(reader: GeneratedDataReader, labels: _LabelRows, captions: list[tuple], group: str,
+                 rows: list[tuple[int, int]]) -> None:
     """One control per group: distinct candidate numbers, one prompt, one label (pose and crop camera)."""
     where = f'{reader.root}: group {group!r}'
     for (j0, r0), (j1, r1) in zip(rows, rows[1:]):
@@ -167,23 +197,18 @@ def _check_group(reader: GeneratedDataReader, group: str, rows: list[tuple[int, 
             raise PairsFileError(f'{where}: candidate {j0} appears twice (rows {r0} and {r1}: {reader.ids[r0]!r}, '
                                  f'{reader.ids[r1]!r}); a group holds candidates 0..N-1 of one control once each')
     first = rows[0][1]
-    meta0, label0 = reader.meta(first), None
+    label0, gender0 = labels(first)
+    label0 = label0.copy()
     for _, row in rows[1:]:
-        meta = reader.meta(row)
-        for key in ('prompt', 'negative_prompt'):
-            if meta.get(key) != meta0.get(key):
+        for key, mine, theirs in zip(('prompt', 'negative_prompt'), captions[row], captions[first]):
+            if mine != theirs:
                 raise PairsFileError(f'{where}: candidate {reader.ids[row]!r} (row {row}) has another {key} than '
-                                     f'candidate {reader.ids[first]!r} (row {first}): {meta.get(key)!r} vs '
-                                     f'{meta0.get(key)!r}; the candidates of one group share one control and caption')
-        label0 = reader.sample(first) if label0 is None else label0
-        label = reader.sample(row)
-        differ = [] if label.gender == label0.gender else ['gender']
-        for key in _LABEL_FIELDS:
-            a, b = np.asarray(getattr(label, key)), np.asarray(getattr(label0, key))
-            if a.shape != b.shape or not np.allclose(a, b, rtol=1e-5, atol=1e-6):
-                differ.append(key)
-        if differ:
-            raise PairsFileError(f'{where}: candidate {reader.ids[row]!r} (row {row}) has another label ({differ}) '
+                                     f'candidate {reader.ids[first]!r} (row {first}): {mine!r} vs {theirs!r}; the '
+                                     'candidates of one group share one control and caption')
+        label, gender = labels(row)
+        if gender != gender0 or label.shape != label0.shape or not np.allclose(label, label0, rtol=1e-5, atol=1e-6):
+            differ = labels.differing(label, label0, gender, gender0) if label.shape == label0.shape else 'shape'
+            raise PairsFileError(f'{where}: candidate {reader.ids[row]!r} (row {row}) has another label {differ} '
                                  f'than candidate {reader.ids[first]!r} (row {first}); the candidates of one group '
                                  'share one pose and crop camera (one control): a pair across two controls would '
                                  'credit the winner\'s control with the loser\'s image')
