@@ -266,9 +266,12 @@ class DiffusionDPO(BaseDiffusionTrainer):
         cond = self.encode_prompts(list(prompts), train=train, generator=gen)
         control = self.encode_controls(inputs['control'], train=train, generator=gen)
         # the VAE posterior draw is shared too: identical winner and loser images give identical latents
-        state = None if gen is None else gen.get_state()
-        lat_w = self.encode_images(img_w, generator=gen)
-        if state is not None:
+        if gen is None:  # noise_seed=None: the policy draws from torch's global RNG; replay its state for the loser
+            with torch.random.fork_rng(devices=_cuda_devices()):
+                lat_w = self.encode_images(img_w, generator=None)
+        else:
+            state = gen.get_state()
+            lat_w = self.encode_images(img_w, generator=gen)
             gen.set_state(state)
         lat_l = self.encode_images(img_l, generator=gen)
         noise = self.sample_noise(lat_w, gen)
@@ -296,8 +299,11 @@ class DiffusionDPO(BaseDiffusionTrainer):
         out: DPOOutput = self.loss(err_w, err_l, ref_w, ref_l)
         if mode == 'tensor':
             return out
-        if not torch.isfinite(out.losses).all():
-            self.policy._non_finite(out.losses, t, data_samples)
+        # every error too: an infinite model error on a loser gives a finite loss (sigmoid, hinge: 0) and NaN
+        # gradients, an infinite reference error a finite loss and a meaningless margin
+        finite = torch.isfinite(torch.stack([e.float() for e in (err_w, err_l, ref_w, ref_l, out.losses)])).all(0)
+        if not finite.all():
+            self.policy._non_finite(out.losses.detach().masked_fill(~finite, float('nan')), t, data_samples)
         metrics = dict(out.metrics(), ref_mse=(0.5 * (ref_w + ref_l)).mean().detach(),
                        err_w_diff=(err_w - ref_w).mean().detach(), err_l_diff=(err_l - ref_l).mean().detach())
         self.last_metrics = {k: float(v) for k, v in metrics.items()}
@@ -374,6 +380,11 @@ class DiffusionDPO(BaseDiffusionTrainer):
         return dict(policy=type(self.policy).__name__, prediction_type=self.prediction_type, beta=self.loss.beta,
                     loss_type=self.loss.loss_type, r=self.lora_config.r, lora_alpha=self.lora_config.lora_alpha,
                     targets=sorted(self.lora_config.target_modules), parts=list(self.parts))
+
+
+def _cuda_devices() -> list[int]:
+    """The CUDA device whose RNG a global-RNG draw uses (the current one), none on a CPU-only run."""
+    return [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
 
 
 def _load_policy_checkpoint(policy: BaseDiffusionTrainer, path: str | os.PathLike) -> None:

@@ -1,0 +1,74 @@
+"""DiffusionDPO under hostile settings: the global-RNG draws and non-finite errors. Tiny models of
+posedreamer_mm/testing/diffusion.py, as tests/models/editors/test_dpo.py."""
+import math
+
+import pytest
+import torch
+from mmengine.logging import MessageHub
+
+from posedreamer_mm.models.losses.dpo_losses import dpo_loss_from_errors
+from posedreamer_mm.registry import MODELS
+from posedreamer_mm.testing.diffusion import write_tiny_controlnet, write_tiny_sd15
+from tests.models.editors.test_dpo import build, pairs, policy_cfg, randomise_lora
+
+LOG2_F32 = torch.tensor(math.log(2.0), dtype=torch.float32)
+
+
+@pytest.fixture(scope='module')
+def w(tmp_path_factory):
+    """test_dpo.py's tiny SD1.5 and trained-like ControlNet folders."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp('tiny_dpo_hostile')
+    return dict(sd15=write_tiny_sd15(root / 'sd15'), cn=write_tiny_controlnet(root / 'cn'), root=root)
+
+
+def test_without_a_noise_seed_winner_equals_loser_still_gives_log_2_and_a_zero_margin(w):
+    """noise_seed=None: the policy draws from torch's global RNG, also the VAE posterior sample. Winner and loser
+    must share that draw as they share the noise: with identical images the four errors cancel pairwise, whatever
+    the LoRA, so every per-pair loss is -logsigmoid(0) = log 2 and the margin is exactly 0. (The posterior was drawn
+    twice before: losses 1.84 and 0.53.)"""
+    model = randomise_lora(MODELS.build(dict(type='DiffusionDPO', policy=dict(policy_cfg(w), noise_seed=None),
+                                             lora=dict(r=4, lora_alpha=8)))).eval()
+    inputs, samples = pairs(2)
+    torch.manual_seed(0)
+    tie = model(dict(inputs, image_l=inputs['image_w']), samples, mode='tensor')
+    torch.testing.assert_close(tie.losses, LOG2_F32.expand(2), rtol=0, atol=1e-7)
+    assert tie.reward_margin.item() == 0.0 and tie.implicit_acc.item() == 0.5
+    assert torch.equal(tie.reward_w, tie.reward_l)
+    # the global RNG still moves on: the next call draws other numbers (other errors on distinct pairs)
+    first = model(inputs, samples, mode='tensor').losses
+    assert not torch.equal(first, model(inputs, samples, mode='tensor').losses)
+
+
+def test_a_non_finite_error_stops_the_step_even_when_the_loss_is_finite(w, monkeypatch):
+    """An infinite model error on a loser (a LoRA overflowing on one image) makes z = +inf: the sigmoid loss is
+    -logsigmoid(inf) = 0, finite, and the backward through the squared error gives inf * 0 = NaN gradients. The
+    step must stop before the optimiser, naming the iteration and the pair, as the trainers do for a NaN loss."""
+    model = randomise_lora(build(w)).train()
+    calls = []
+    predict = model.policy.predict
+
+    def overflowing(noisy, t, cond, control):
+        out = predict(noisy, t, cond, control)
+        calls.append(1)
+        if len(calls) == 2:  # the model's loser pass: one value of pair 0 overflows
+            hit = torch.zeros(out.shape, dtype=torch.bool)
+            hit[0, 0, 0, 0] = True
+            out = torch.where(hit, out * math.inf, out)
+        return out
+
+    monkeypatch.setattr(model.policy, 'predict', overflowing)
+    inputs, samples = pairs(2)
+    hub = MessageHub.get_current_instance()
+    hub.update_info('iter', 6)
+    out = model(inputs, samples, mode='tensor')   # the hazard: a finite loss ...
+    assert torch.isfinite(out.loss) and out.losses[0].item() == 0.0
+    assert torch.isfinite(dpo_loss_from_errors(torch.tensor([0.1]), torch.tensor([math.inf]), torch.tensor([0.1]),
+                                               torch.tensor([0.1]), 5000.0).loss)
+    out.loss.backward()                           # ... and NaN gradients in the LoRA
+    assert any(p.grad.isnan().any() for p in model.parameters())
+    model.zero_grad()
+    calls.clear()
+    hub.update_info('iter', 6)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at iteration 7 for samples \['p0'\]"):
+        model(inputs, samples)
