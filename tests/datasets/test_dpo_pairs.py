@@ -217,3 +217,47 @@ def test_refreshed_dataset_cfg_replaces_or_mixes_the_pairs(tmp_path):
         refreshed_dataset_cfg(ds, str(tmp_path))
     with pytest.raises(ValueError, match='mode must be "replace" or "mix"'):
         refreshed_dataset_cfg(cfg, str(tmp_path), mode='append')
+
+
+# --- what training reads: complete images, RGB in every tensor ----------------------------------------------------
+def test_a_truncated_jpeg_candidate_is_an_error_naming_the_file(tmp_path):
+    # cv2 decodes a truncated JPEG without an error (grey below the cut, a libjpeg warning on stderr); the shipped
+    # SD / FLUX candidates configs write JPEG, so an interrupted copy trained on half-grey images without a word
+    reader = write_candidates(tmp_path / 'cand', [('p0', 3), ('p1', 2)])
+    path = _pairs_file(tmp_path, reader)
+    loser = tmp_path / 'cand' / json.loads(path.read_text().splitlines()[0])['loser']['image']
+    ok, buf = cv2.imencode('.jpg', np.random.default_rng(0).integers(0, 255, (16, 16, 3), np.uint8))
+    loser.write_bytes(buf.tobytes()[:-200])   # JPEG bytes under the .png name: the content decides, not the name
+    assert cv2.imread(str(loser)) is not None   # the fact the check exists for
+    ds = DATASETS.build(dict(type='DPOPairDataset', data_root=str(tmp_path / 'cand'), pipeline=PIPELINE))
+    with pytest.raises(FileNotFoundError, match=f"loser image {loser} of sample 'p0' is truncated"):
+        ds[0]
+    loser.write_bytes(buf.tobytes())   # the complete file is read
+    assert tuple(ds[0]['inputs']['image_l'].shape) == (3, 16, 16)
+    winner = tmp_path / 'cand' / json.loads(path.read_text().splitlines()[1])['winner']['image']
+    winner.write_bytes(buf.tobytes()[:-200])
+    with pytest.raises(FileNotFoundError, match=f"image {winner} of sample 'p1' is truncated"):
+        ds[1]
+
+
+def test_winner_loser_and_control_are_rgb(tmp_path):
+    # one known pixel per image, given to the writer as RGB (it stores BGR files through cv2): the packed tensors
+    # must hold R, G, B in channels 0, 1, 2 for all three, with and without the resize
+    def img(r, g, b):
+        return np.broadcast_to(np.array([r, g, b], np.uint8), (8, 8, 3)).copy()
+
+    extra = {'p0_c000': dict(img=img(200, 100, 10), controls=dict(pncc=img(7, 77, 177))),
+             'p0_c001': dict(img=img(30, 60, 250), controls=dict(pncc=img(7, 77, 177)))}
+    reader = write_candidates(tmp_path / 'cand', [('p0', 2)], size=8, extra=extra)
+    assert cv2.imread(reader.image_path(0))[0, 0].tolist() == [10, 100, 200]   # the file: a BGR-stored image
+    scores = {'p0_c000': dict(id='p0_c000', scores=dict(oks=0.9)), 'p0_c001': dict(id='p0_c001', scores=dict(oks=0.1))}
+    pairs, _, _ = build_pairs(reader, scores)
+    (tmp_path / 'cand' / 'dpo_pairs.jsonl').write_text(json.dumps(pairs[0]) + '\n')
+    resize = [dict(type='LoadDPOPair'), dict(type='ResizeDPOPair', size=4), dict(type='PackDPOPair')]
+    for pipeline in (PIPELINE, resize):
+        inputs = DATASETS.build(dict(type='DPOPairDataset', data_root=str(tmp_path / 'cand'),
+                                     pipeline=pipeline))[0]['inputs']
+        assert inputs['image_w'][:, 0, 0].tolist() == [200, 100, 10]
+        assert inputs['image_l'][:, 0, 0].tolist() == [30, 60, 250]
+        assert inputs['control'][:, 0, 0].tolist() == [7, 77, 177]
+        assert {v.dtype for v in inputs.values()} == {torch.uint8}

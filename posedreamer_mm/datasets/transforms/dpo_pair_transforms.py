@@ -19,6 +19,33 @@ from posedreamer_mm.registry import TRANSFORMS
 
 from .control_pair_transforms import LoadControlPair, PackControlPair, ResizeControlPair, _read_rgb
 
+_JPEG_START, _JPEG_END = b'\xff\xd8', b'\xff\xd9'
+
+
+def check_complete(path: str, what: str, sample_id: str) -> None:
+    """Refuses a truncated JPEG (starts with the start-of-image marker, does not end with the end-of-image one).
+
+    OpenCV decodes such a file without an error (the missing rows grey, a libjpeg warning on stderr), so a JPEG
+    cut by an interrupted write or copy would be trained on; a truncated PNG already fails to decode. A missing
+    file is left to the read that follows.
+
+    Raises:
+        FileNotFoundError: naming the file and the sample (the read errors' type).
+    """
+    try:
+        with open(path, 'rb') as f:
+            if f.read(2) != _JPEG_START:
+                return
+            size = f.seek(0, 2)
+            f.seek(max(0, size - 64))
+            tail = f.read()
+    except OSError:
+        return
+    if not tail.rstrip(b'\x00').endswith(_JPEG_END):
+        raise FileNotFoundError(f'{what} {path} of sample {sample_id!r} is truncated (a JPEG without its end-of-image '
+                                'marker: an interrupted write or copy; tools/verify_dataset.py checks every file '
+                                'against its sha256)')
+
 
 @TRANSFORMS.register_module()
 class LoadDPOPair(LoadControlPair):
@@ -36,11 +63,14 @@ class LoadDPOPair(LoadControlPair):
         - controls: list of ``(H, W, 3)`` uint8 RGB
 
     Raises:
-        FileNotFoundError: naming the file and the pair, for a missing or unreadable image.
+        FileNotFoundError: naming the file and the pair, for a missing, unreadable or truncated image
+            (:func:`check_complete`).
         ValueError: a loser or control whose size differs from the winner's (a group shares one crop camera).
     """
 
     def transform(self, results: dict) -> dict:
+        check_complete(results['img_path'], 'winner image', results['sample_id'])
+        check_complete(results['img_l_path'], 'loser image', results['sample_id'])
         results = super().transform(results)
         img_l = _read_rgb(results['img_l_path'], 'loser image', results['sample_id'])
         if img_l.shape != results['img'].shape:
@@ -103,4 +133,4 @@ class PackDPOPair(PackControlPair):
         return packed
 
 
-__all__ = ['LoadDPOPair', 'ResizeDPOPair', 'PackDPOPair']
+__all__ = ['LoadDPOPair', 'ResizeDPOPair', 'PackDPOPair', 'check_complete']
