@@ -1,5 +1,5 @@
-"""DiffusionDPO under hostile settings: the global-RNG draws and non-finite errors. Tiny models of
-posedreamer_mm/testing/diffusion.py, as tests/models/editors/test_dpo.py."""
+"""DiffusionDPO under hostile settings: the global-RNG draws, non-finite errors, LoRA and loss config errors.
+Tiny models of posedreamer_mm/testing/diffusion.py, as tests/models/editors/test_dpo.py."""
 import math
 
 import pytest
@@ -72,3 +72,33 @@ def test_a_non_finite_error_stops_the_step_even_when_the_loss_is_finite(w, monke
     hub.update_info('iter', 6)
     with pytest.raises(FloatingPointError, match=r"non-finite loss at iteration 7 for samples \['p0'\]"):
         model(inputs, samples)
+
+
+@pytest.mark.parametrize('lora, match', [
+    (dict(r=0), r'lora r \(the rank\) must be a whole number >= 1, got 0'),
+    (dict(r=2.5), r'r \(the rank\).*got 2.5'),
+    (dict(r=True), r'r \(the rank\).*got True'),
+    (dict(lora_alpha=0), r'lora_alpha must be a finite number > 0.*got 0'),
+    (dict(lora_alpha=float('nan')), r'lora_alpha must be a finite number > 0'),
+    (dict(lora_dropout=0.1), r'lora_dropout must be 0, got 0.1: .*eval mode'),
+    (dict(target_modules=['to_q', 'to_qq']), r"target_modules \['to_qq'\] matched no layer of the policy's unet"),
+    (dict(target_modules=['attn1', 'to_q']), r"peft cannot add the LoRA .*attn1"),
+    (dict(target_modules=[]), r'target_modules must be a non-empty list'),
+])
+def test_lora_settings_peft_would_bend_are_refused_naming_the_key(w, lora, match):
+    """peft truncates r=2.5 to 2, takes True as rank 1 and lora_alpha=0 (a LoRA scaled by 0 never trains), adds the
+    LoRA where any target matches and drops a misspelt one; lora_dropout never applies (the policy stays in eval);
+    r=0 was reported as 'matched no layer'."""
+    with pytest.raises(ValueError, match=match):
+        build(w, lora=lora)
+
+
+def test_a_string_target_is_one_module_name_and_the_loss_may_name_its_type(w):
+    """target_modules='to_q' is the module name (list('to_q') was four one-letter targets); the loss dict may carry
+    type='DiffusionDPOLoss' as docs/dpo.md writes it (it was a TypeError: 'type' given twice); another loss type is
+    refused."""
+    model = build(w, lora=dict(target_modules='to_q'), loss=dict(type='DiffusionDPOLoss', beta=2500, loss_type='ipo'))
+    assert {n.split('/')[-2] for n, _ in model.named_parameters()} == {'to_q'}
+    assert model.loss.beta == 2500.0 and model.loss.loss_type == 'ipo'
+    with pytest.raises(TypeError, match="loss type must be DiffusionDPOLoss.*'BetasPriorLoss'"):
+        build(w, loss=dict(type='BetasPriorLoss'))

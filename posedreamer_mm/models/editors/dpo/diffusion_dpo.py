@@ -12,6 +12,8 @@ control LoRA) stay on in both the policy and the reference.
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +21,7 @@ from typing import Any, Sequence
 import torch
 
 from posedreamer_mm.models.editors.base_diffusion import BaseDiffusionTrainer
-from posedreamer_mm.models.losses.dpo_losses import DIFFUSION_DPO_BETA, FLOW_DPO_BETA, DPOOutput
+from posedreamer_mm.models.losses.dpo_losses import DIFFUSION_DPO_BETA, FLOW_DPO_BETA, DiffusionDPOLoss, DPOOutput
 from posedreamer_mm.registry import MODELS
 
 #: The attention projections of diffusers' UNet / ControlNet / FLUX blocks (the Diffusion-DPO LoRA targets).
@@ -94,9 +96,14 @@ class DiffusionDPO(BaseDiffusionTrainer):
 
     # --- building -----------------------------------------------------------------------------------------------
     def _build_loss(self, loss: dict | None):
-        cfg = dict(type='DiffusionDPOLoss', **dict(loss or {}))
+        cfg = dict(loss or {})
+        cfg.setdefault('type', 'DiffusionDPOLoss')  # the registered loss, named or not (docs/dpo.md writes both)
         if 'form' in cfg:  # the issue's spelling
             cfg['loss_type'] = cfg.pop('form')
+        cls = cfg['type'] if isinstance(cfg['type'], type) else MODELS.get(cfg['type'])
+        if not (isinstance(cls, type) and issubclass(cls, DiffusionDPOLoss)):
+            raise TypeError(f'DiffusionDPO: loss type must be DiffusionDPOLoss (it returns the DPOOutput the training '
+                            f'step logs), got {cfg["type"]!r}')
         if cfg.get('beta') is None:
             cfg['beta'] = FLOW_DPO_BETA if self.prediction_type == 'flow' else DIFFUSION_DPO_BETA
         return MODELS.build(cfg)
@@ -107,12 +114,38 @@ class DiffusionDPO(BaseDiffusionTrainer):
                 return name
         raise ValueError(f'DiffusionDPO: the policy {type(self.policy).__name__} has neither a unet nor a transformer')
 
-    def _add_adapters(self, lora: dict):
+    def _lora_config(self, lora: dict):
+        """peft's ``LoraConfig`` from the ``lora`` dict and the target names as given, every value checked here (one
+        error naming the key; peft would truncate ``r=2.5``, split a string target into letters, accept
+        ``lora_alpha=0``)."""
         from peft import LoraConfig
         unknown = set(lora) - {'r', 'lora_alpha', 'target_modules', 'on', 'lora_dropout'}
         if unknown:
             raise ValueError(f'DiffusionDPO: lora takes r, lora_alpha, target_modules, on, lora_dropout; unknown '
                              f'{sorted(unknown)}')
+        r = lora.get('r', 8)
+        if isinstance(r, bool) or not isinstance(r, numbers.Real) or not float(r).is_integer() or r < 1:
+            raise ValueError(f'DiffusionDPO: lora r (the rank) must be a whole number >= 1, got {r!r}')
+        r = int(r)
+        alpha = lora.get('lora_alpha', r)
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) or alpha <= 0:
+            raise ValueError(f'DiffusionDPO: lora lora_alpha must be a finite number > 0 (the LoRA output is scaled '
+                             f'by lora_alpha / r: 0 would make an adapter that never trains), got {alpha!r}')
+        dropout = lora.get('lora_dropout', 0.0)
+        if dropout != 0:
+            raise ValueError(f'DiffusionDPO: lora lora_dropout must be 0, got {dropout!r}: the policy\'s modules stay '
+                             'in eval mode, so peft would never apply it (and winner, loser and reference must pass '
+                             'through one network)')
+        targets = lora.get('target_modules', ATTENTION_TARGETS)
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        if not targets or not all(isinstance(t, str) and t for t in targets):
+            raise ValueError(f'DiffusionDPO: lora target_modules must be a non-empty list of module names (matched as '
+                             f'name suffixes, e.g. {list(ATTENTION_TARGETS)}), got {targets!r}')
+        return LoraConfig(r=r, lora_alpha=float(alpha), init_lora_weights=True, lora_dropout=0.0,
+                          target_modules=targets), targets
+
+    def _add_adapters(self, lora: dict):
+        config, targets = self._lora_config(lora)
         on = lora.get('on', 'denoiser')
         if on not in LORA_PLACES:
             raise ValueError(f'DiffusionDPO: lora on must be one of {LORA_PLACES}, got {on!r}')
@@ -124,10 +157,6 @@ class DiffusionDPO(BaseDiffusionTrainer):
                 raise ValueError(f"DiffusionDPO: lora on={on!r} but the policy {type(self.policy).__name__} has no "
                                  'ControlNet')
             names.append('controlnet')
-        r = int(lora.get('r', 8))
-        config = LoraConfig(r=r, lora_alpha=float(lora.get('lora_alpha', r)), init_lora_weights=True,
-                            lora_dropout=float(lora.get('lora_dropout', 0.0)),
-                            target_modules=list(lora.get('target_modules', ATTENTION_TARGETS)))
         parts = {}
         for name in names:
             part = getattr(self.policy, name)
@@ -137,15 +166,26 @@ class DiffusionDPO(BaseDiffusionTrainer):
                                  f'{self.adapter_name!r}: choose another adapter_name')
             try:
                 part.add_adapter(config, adapter_name=self.adapter_name)
-            except ValueError as err:  # peft: "Target modules {...} not found in the base model"
-                raise ValueError(f'DiffusionDPO: lora target_modules {list(config.target_modules)} matched no layer '
-                                 f"of the policy's {name} ({type(part).__name__}): {err}") from err
+            except ValueError as err:
+                if 'not found' in str(err):  # peft: "Target modules {...} not found in the base model"
+                    raise ValueError(f'DiffusionDPO: lora target_modules {targets} matched no layer of the policy\'s '
+                                     f'{name} ({type(part).__name__}): {err}') from err
+                raise ValueError(f'DiffusionDPO: peft cannot add the LoRA (target_modules {targets}) to the policy\'s '
+                                 f'{name} ({type(part).__name__}): {err}') from err
             if self.ref_adapter_name is not None:
                 part.add_adapter(config, adapter_name=self.ref_adapter_name)  # inactive outside reference()
             if before or self.ref_adapter_name is not None:
                 # add_adapter activates only the new adapter: keep the policy's own (a control LoRA) on
                 part.set_adapters(before + [self.adapter_name])
             parts[name] = part
+        adapted = [key for part in parts.values() for key, module in part.named_modules()
+                   if isinstance(getattr(module, 'lora_A', None), torch.nn.ModuleDict)
+                   and self.adapter_name in module.lora_A]
+        unmatched = [t for t in targets if not any(k == t or k.endswith(f'.{t}') for k in adapted)]
+        if unmatched:  # peft adds the LoRA where any target matches and ignores the others (a typo trains less)
+            raise ValueError(f'DiffusionDPO: lora target_modules {unmatched} matched no layer of the policy\'s '
+                             f'{" or ".join(names)} (the others of {targets} did; a target matches a module whose '
+                             'name is it or ends with ".<target>")')
         return config, tuple(parts)
 
     @property
