@@ -1,11 +1,14 @@
-"""DiffusionDPO under hostile settings: the global-RNG draws, non-finite errors, LoRA and loss config errors.
-Tiny models of posedreamer_mm/testing/diffusion.py, as tests/models/editors/test_dpo.py."""
+"""DiffusionDPO under hostile settings: the global-RNG draws, non-finite errors, LoRA and loss config errors, a resume
+with another LoRA scale. Tiny models of posedreamer_mm/testing/diffusion.py, as
+tests/models/editors/test_dpo.py."""
 import math
 
 import pytest
 import torch
 from mmengine.logging import MessageHub
 
+from posedreamer_mm.apis.checkpoint import CheckpointMismatchError
+from posedreamer_mm.models.editors.base_diffusion import OBJECTIVE_INFO_KEY
 from posedreamer_mm.models.losses.dpo_losses import dpo_loss_from_errors
 from posedreamer_mm.registry import MODELS
 from posedreamer_mm.testing.diffusion import write_tiny_controlnet, write_tiny_sd15
@@ -102,3 +105,26 @@ def test_a_string_target_is_one_module_name_and_the_loss_may_name_its_type(w):
     assert model.loss.beta == 2500.0 and model.loss.loss_type == 'ipo'
     with pytest.raises(TypeError, match="loss type must be DiffusionDPOLoss.*'BetasPriorLoss'"):
         build(w, loss=dict(type='BetasPriorLoss'))
+
+
+def test_a_resume_with_another_lora_alpha_is_refused(w):
+    """Same rank and targets, other lora_alpha: the checkpoint's tensors fit exactly and load, but the LoRA's scale
+    alpha / r differs, so the resumed model is not the saved one. The objective a checkpoint records names it."""
+    hub = MessageHub.get_current_instance()
+    saved = randomise_lora(build(w, lora=dict(lora_alpha=8))).train()
+    hub.update_info('iter', 0)
+    saved(*pairs(2))  # records its objective, as the first step of a run does
+    restored = dict(hub.get_info(OBJECTIVE_INFO_KEY))   # what mmengine's resume puts back in the hub
+    assert restored['lora_alpha'] == 8.0
+    try:
+        hub.update_info(OBJECTIVE_INFO_KEY, restored)
+        resumed = build(w, lora=dict(lora_alpha=16)).train()
+        resumed.load_state_dict(saved.state_dict())  # the shapes fit
+        with pytest.raises(CheckpointMismatchError, match=r'lora_alpha: checkpoint 8.0, config 16.0'):
+            resumed(*pairs(2))
+        hub.update_info(OBJECTIVE_INFO_KEY, dict(restored))
+        same = build(w, lora=dict(lora_alpha=8)).train()
+        same.load_state_dict(saved.state_dict())
+        same(*pairs(2))
+    finally:
+        hub.pop_info(OBJECTIVE_INFO_KEY)

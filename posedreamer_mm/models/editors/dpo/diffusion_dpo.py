@@ -411,9 +411,11 @@ class DiffusionDPO(BaseDiffusionTrainer):
         return specs
 
     def training_objective(self) -> dict[str, Any]:
-        """The policy's objective (its dropouts draw the pairs' captions and controls) and the DPO loss's."""
+        """The policy's objective (its dropouts draw the pairs' captions and controls), the DPO loss's and the LoRA's
+        ``lora_alpha`` (the LoRA's scale ``alpha / r``: a checkpoint of another alpha has the same shapes and would
+        load into a different model; rank and targets change the shapes and the strict load refuses them)."""
         return dict(self.policy.training_objective(), beta=self.loss.beta, loss_type=self.loss.loss_type,
-                    loss_weight=self.loss.loss_weight)
+                    loss_weight=self.loss.loss_weight, lora_alpha=float(self.lora_config.lora_alpha))
 
     def record(self) -> dict[str, Any]:
         """The settings that decide the LoRA (for logs and docs)."""
