@@ -1,6 +1,7 @@
 """DiffusionDPO under hostile settings: the global-RNG draws, non-finite errors, LoRA and loss config errors, a resume
-with another LoRA scale. Tiny models of posedreamer_mm/testing/diffusion.py, as
-tests/models/editors/test_dpo.py."""
+with another LoRA scale, the reference after real training steps (SD1.5 ControlNet and FLUX control LoRA), other
+target modules on load, and gradient checkpointing that really recomputes. Tiny models of
+posedreamer_mm/testing/diffusion.py, as tests/models/editors/test_dpo.py."""
 import math
 
 import pytest
@@ -11,8 +12,8 @@ from posedreamer_mm.apis.checkpoint import CheckpointMismatchError
 from posedreamer_mm.models.editors.base_diffusion import OBJECTIVE_INFO_KEY
 from posedreamer_mm.models.losses.dpo_losses import dpo_loss_from_errors
 from posedreamer_mm.registry import MODELS
-from posedreamer_mm.testing.diffusion import write_tiny_controlnet, write_tiny_sd15
-from tests.models.editors.test_dpo import build, pairs, policy_cfg, randomise_lora
+from posedreamer_mm.testing.diffusion import write_tiny_controlnet, write_tiny_flux, write_tiny_sd15
+from tests.models.editors.test_dpo import build, fixed_inputs, pairs, policy_cfg, randomise_lora
 
 LOG2_F32 = torch.tensor(math.log(2.0), dtype=torch.float32)
 
@@ -128,3 +129,92 @@ def test_a_resume_with_another_lora_alpha_is_refused(w):
         same(*pairs(2))
     finally:
         hub.pop_info(OBJECTIVE_INFO_KEY)
+
+
+def test_a_checkpoint_of_other_target_modules_is_refused(w):
+    a = build(w)
+    with pytest.raises(CheckpointMismatchError, match=r'does not fit.*missing.*to_'):
+        build(w, lora=dict(target_modules=['to_q', 'to_k'])).load_state_dict(a.state_dict())
+    with pytest.raises(CheckpointMismatchError, match='does not fit'):
+        build(w, lora=dict(target_modules=['to_q', 'to_k', 'to_v', 'to_out.0', 'proj_in'])).load_state_dict(
+            a.state_dict())
+
+
+def _train(model, inputs, samples, steps=3):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    hub = MessageHub.get_current_instance()
+    for it in range(steps):
+        hub.update_info('iter', it)
+        loss = model(inputs, samples)['loss']
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def test_after_training_steps_the_reference_is_still_an_independent_base_bit_for_bit(w):
+    """Three AdamW steps (weight decay on) through forward, whose reference passes switch the adapter off and on:
+    the base weights do not move, the reference equals a policy built separately from the same folders exactly, and
+    the trained LoRA changes the output."""
+    base = MODELS.build(policy_cfg(w)).eval()
+    model = build(w, lora=dict(on='both')).train()
+    _train(model, *pairs(2))
+    model.eval()
+    lat, t, cond, control = fixed_inputs(model)
+    noise = torch.randn(lat.shape, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want = base.predict(base.noisy_latents(lat, noise, t), t, cond, control)
+        with model.reference():
+            ref = model.predict(model.noisy_latents(lat, noise, t), t, cond, control)
+        on = model.predict(model.noisy_latents(lat, noise, t), t, cond, control)
+    assert torch.equal(ref, want)
+    assert (on - want).abs().max() > 1e-4
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == [n for n, _ in model.named_parameters()]
+
+
+def test_flux_after_training_steps_the_reference_keeps_the_control_lora_and_drops_only_dpo(tmp_path):
+    """FLUX control LoRA policy (adapter 'control' on the same attention projections as 'dpo'): after DPO steps the
+    reference equals the control policy built separately from its checkpoint (control LoRA on, DPO off), and
+    differs from the FLUX base without the control LoRA; the control LoRA did not train."""
+    flux = write_tiny_flux(tmp_path / 'flux')
+    pol = dict(type='FluxControlLoRATrainer', pretrained=str(flux), rank=4, max_sequence_length=16, noise_seed=0)
+    control = randomise_lora(MODELS.build(pol), seed=2).eval()
+    ckpt = tmp_path / 'control.pth'
+    torch.save(dict(state_dict=control.state_dict()), ckpt)
+    model = MODELS.build(dict(type='DiffusionDPO', policy=pol, policy_checkpoint=str(ckpt), lora=dict(r=4))).train()
+    control_before = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    _train(model, *pairs(2), steps=2)
+    model.eval()
+    g = torch.Generator().manual_seed(0)
+    lat, cn = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 4, 16, 16, generator=g)
+    t = torch.tensor([0.4])
+    with torch.no_grad():
+        cond = control.encode_prompts(['a person'], train=False)
+        want = control.predict(lat, t, cond, cn)
+        control.transformer.disable_lora()
+        no_control = control.predict(lat, t, cond, cn)
+        control.transformer.enable_lora()
+        with model.reference():
+            ref = model.predict(lat, t, cond, cn)
+        on = model.predict(lat, t, cond, cn)
+    assert torch.equal(ref, want)
+    assert (want - no_control).abs().max() > 1e-4 and (on - want).abs().max() > 1e-4
+    for k, v in model.policy.state_dict().items():
+        assert torch.equal(v, control_before[k]), k
+
+
+def test_gradient_checkpointing_recomputes_the_blocks_and_the_lora_still_gets_gradients(w):
+    """With the policy's gradient_checkpointing the UNet's attention blocks run again in the backward (the memory
+    saving is real, not a flag nobody reads) and the LoRA gradients are non-zero."""
+    model = randomise_lora(build(w, gradient_checkpointing=True)).train()
+    # a LoRA-wrapped projection early in the first attention block (a forward hook on the whole block would not
+    # fire again: the non-reentrant recomputation stops once the tensors the backward needs are back)
+    to_q = next(m for n, m in model.policy.unet.named_modules() if n.endswith('transformer_blocks.0.attn1.to_q'))
+    calls = []
+    to_q.register_forward_hook(lambda *a: calls.append(1))
+    MessageHub.get_current_instance().update_info('iter', 1)
+    loss = model(*pairs(2))['loss']
+    forward_calls = len(calls)   # model winner, model loser, reference winner, reference loser
+    loss.backward()
+    assert forward_calls == 4 and len(calls) == 6   # the two model passes recomputed in the backward
+    assert all(p.grad is not None for p in model.parameters())
+    assert sum(p.grad.abs().sum() for p in model.parameters()) > 0
