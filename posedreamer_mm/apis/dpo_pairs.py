@@ -226,13 +226,16 @@ def pair_record(reader: GeneratedDataReader, group: str, w_row: int, l_row: int,
 
     ``winner``/``loser``: ``id``, ``row``, ``candidate``, ``seed``, ``image``, ``oks``; ``controls``: control type
     -> path (the group's shared controls, from the winner's row); ``prompt``, ``negative_prompt``, ``gap``,
-    ``num_candidates``, ``num_scored``.
+    ``num_candidates``, ``num_scored``; ``candidates_fingerprint``: the candidates dataset's config fingerprint
+    (its ``manifest.json``), which :class:`~posedreamer_mm.datasets.dpo_pairs.DPOPairDataset` compares with its
+    ``data_root``'s (another run of the same poses has the same paths, not the same images).
     """
     meta = reader.meta(w_row)
     return dict(group=group, winner=_candidate(reader, w_row, w_oks), loser=_candidate(reader, l_row, l_oks),
                 controls=dict(meta.get('controls', {})), prompt=str(meta.get('prompt') or ''),
                 negative_prompt=str(meta.get('negative_prompt') or ''), gap=round(float(w_oks - l_oks), 6),
-                num_candidates=num_candidates, num_scored=num_scored)
+                num_candidates=num_candidates, num_scored=num_scored,
+                candidates_fingerprint=reader.manifest.get('fingerprint'))
 
 
 def build_pairs(reader: GeneratedDataReader, scores: dict[str, dict], min_gap: float = 0.05,

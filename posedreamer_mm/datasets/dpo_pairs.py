@@ -48,8 +48,11 @@ class DPOPairDataset(BaseDataset):
 
     Raises:
         FileNotFoundError: ``data_root`` is not a directory.
-        PairsFileError: a line of the pairs file is no pair (not JSON, a key missing), misses a requested control
-            type, or references a file that does not exist: names the pairs file, the line and the key or path.
+        PairsFileError: a line of the pairs file is no pair (not JSON, a key missing, ``controls`` no object,
+            ``gap`` no number, winner and loser the same file), misses a requested control type, references a file
+            that does not exist, or was made from another candidates dataset than ``data_root`` (its
+            ``candidates_fingerprint`` is not the ``manifest.json`` fingerprint of ``data_root``): names the pairs
+            file, the line and the key or path.
         ValueError: ``control_types`` is empty or repeats a type, or the pairs file holds no pair.
     """
     METAINFO = dict(dataset_name='dpo_pairs')
@@ -77,10 +80,20 @@ class DPOPairDataset(BaseDataset):
                                  'candidates dataset, or the dataset was moved or damaged)')
         return path
 
+    def _fingerprint(self) -> str | None:
+        """The candidates dataset's config fingerprint (``manifest.json``), ``None`` when it has none."""
+        try:
+            with open(osp.join(self.data_root, 'manifest.json'), encoding='utf-8') as f:
+                fingerprint = json.load(f).get('fingerprint')
+        except (OSError, ValueError, AttributeError):
+            return None
+        return fingerprint if isinstance(fingerprint, str) else None
+
     def load_data_list(self) -> list[dict]:
         if not osp.isfile(self.ann_file):
             raise FileNotFoundError(f'DPOPairDataset: pairs file {self.ann_file} does not exist (write it with '
                                     'python tools/make_dpo_pairs.py CANDIDATES_DIR)')
+        fingerprint = self._fingerprint()
         data_list = []
         with open(self.ann_file) as f:
             for n, line in enumerate(f, 1):
@@ -97,17 +110,33 @@ class DPOPairDataset(BaseDataset):
                 except (KeyError, TypeError) as err:
                     raise PairsFileError(f'{where}: no {err} key; expected a pair of tools/make_dpo_pairs.py '
                                          '(group, winner.image, loser.image, controls, prompt)') from None
+                if not isinstance(controls, dict):
+                    raise PairsFileError(f'{where}: "controls" is {controls!r}; expected an object (control type -> '
+                                         'path)')
+                made_from = pair.get('candidates_fingerprint')
+                if made_from is not None and fingerprint is not None and made_from != fingerprint:
+                    # two runs of one pose config share ids and paths: every file would be found
+                    raise PairsFileError(f'{where}: the pair was made from candidates {made_from!r} but the '
+                                         f'data_root {self.data_root} is {fingerprint!r} (manifest.json '
+                                         'fingerprint): another candidates run of the same poses, whose images '
+                                         'these OKS did not rank. Point data_root at the pairs\' own candidates')
+                gap = pair.get('gap', float('nan'))
+                if isinstance(gap, bool) or not isinstance(gap, (int, float)):
+                    raise PairsFileError(f'{where}: "gap" is {gap!r}; expected a number (winner - loser OKS)')
                 missing = [t for t in self.control_types if t not in controls]
                 if missing:
                     raise PairsFileError(f'{where}: no {missing} control; the pair has {sorted(controls)}. Choose '
                                          'control_types among those')
+                img_path = self._path(w_image, where, 'winner.image')
+                img_l_path = self._path(l_image, where, 'loser.image')
+                if img_path == img_l_path:
+                    raise PairsFileError(f'{where}: winner.image and loser.image are the same file {img_path}; a '
+                                         'pair compares two candidates')
                 data_list.append(dict(
-                    img_path=self._path(w_image, where, 'winner.image'),
-                    img_l_path=self._path(l_image, where, 'loser.image'),
-                    control_types=list(self.control_types),
+                    img_path=img_path, img_l_path=img_l_path, control_types=list(self.control_types),
                     control_paths=[self._path(controls[t], where, f'controls.{t}') for t in self.control_types],
                     prompt=str(pair.get('prompt') or ''), sample_id=str(group), winner_id=str(winner.get('id', '')),
-                    loser_id=str(loser.get('id', '')), gap=float(pair.get('gap', float('nan'))), line=n))
+                    loser_id=str(loser.get('id', '')), gap=float(gap), line=n))
         if not data_list:
             raise ValueError(f'DPOPairDataset: {self.ann_file} holds no pair (see its .report.json: groups by '
                              'reason)')

@@ -261,3 +261,42 @@ def test_winner_loser_and_control_are_rgb(tmp_path):
         assert inputs['image_l'][:, 0, 0].tolist() == [30, 60, 250]
         assert inputs['control'][:, 0, 0].tolist() == [7, 77, 177]
         assert {v.dtype for v in inputs.values()} == {torch.uint8}
+
+
+# --- a pairs file and the dataset it refers to ----------------------------------------------------------------------
+def test_pairs_of_another_candidates_dataset_with_the_same_paths_are_refused(tmp_path):
+    # two candidates runs of one pose config (say SD1.5 and FLUX) share ids and relative paths: a pairs file pointed
+    # at the other run found every file and trained on images its OKS never ranked
+    first = write_candidates(tmp_path / 'sd15', [('p0', 3), ('p1', 2)])
+    (tmp_path / 'cand').mkdir()
+    path = _pairs_file(tmp_path, first)   # written into tmp_path/cand, outside both datasets
+    assert json.loads(path.read_text().splitlines()[0])['candidates_fingerprint'] == 'dpo-pairs-test'
+    other = tmp_path / 'flux'
+    write_candidates(other, [('p0', 3), ('p1', 2)])
+    manifest = json.loads((other / 'manifest.json').read_text())
+    (other / 'manifest.json').write_text(json.dumps(dict(manifest, fingerprint='another-config')))
+    with pytest.raises(PairsFileError, match=r"dpo_pairs.jsonl, line 1: the pair was made from candidates "
+                                             r"'dpo-pairs-test' but .*flux is 'another-config'"):
+        DATASETS.build(dict(type='DPOPairDataset', data_root=str(other), ann_file=str(path), pipeline=PIPELINE))
+    # the same dataset copied elsewhere: relative paths and fingerprint travel with it
+    import shutil
+    shutil.copytree(tmp_path / 'sd15', tmp_path / 'moved')
+    shutil.rmtree(tmp_path / 'sd15')
+    ds = DATASETS.build(dict(type='DPOPairDataset', data_root=str(tmp_path / 'moved'), ann_file=str(path),
+                             pipeline=PIPELINE))
+    assert (ds[0]['inputs']['image_w'] == 40).all() and (ds[0]['inputs']['image_l'] == 120).all()
+
+
+@pytest.mark.parametrize('edit, message', [
+    (lambda p: p['loser'].update(image=p['winner']['image']), r'line 1: winner.image and loser.image are the same'),
+    (lambda p: p.update(gap='big'), r'line 1: "gap" .*expected a number'),
+    (lambda p: p.update(controls=['pncc']), r'line 1: "controls" .*expected an object'),
+])
+def test_a_malformed_pair_line_is_one_error_naming_the_line(tmp_path, edit, message):
+    reader = write_candidates(tmp_path / 'cand', [('p0', 3), ('p1', 2)])
+    path = _pairs_file(tmp_path, reader)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    edit(lines[0])
+    path.write_text(''.join(json.dumps(p) + '\n' for p in lines))
+    with pytest.raises(PairsFileError, match=message):
+        DATASETS.build(dict(type='DPOPairDataset', data_root=str(tmp_path / 'cand'), pipeline=PIPELINE))
