@@ -200,3 +200,24 @@ def test_the_widest_error_dtype_is_kept():
     assert out.loss.dtype == torch.float64
     z = -0.5 * ((w.double() - w_r) - (l_.double() - l_r))
     torch.testing.assert_close(out.loss, -torch.nn.functional.logsigmoid(5000.0 * z).mean(), rtol=1e-12, atol=0)
+
+
+def test_numpy_betas_are_numbers_and_a_bad_loss_weight_is_refused():
+    """A beta from numpy (a sweep's np.float32 / np.int64) is a number like any other (it was refused as 'not a
+    finite number > 0'). loss_weight scales the one loss DiffusionDPO trains: NaN or inf made every step's loss
+    non-finite (reported as a float16 overflow), a negative weight ascends the loss (trains towards the losers) and
+    0 trains nothing, all without a word; a string was converted."""
+    import numpy as np
+    want = published_sigmoid(W_M, L_M, W_R, L_R, 5000.0)
+    for beta in (np.float32(5000.0), np.int64(5000), np.float64(5000.0)):
+        assert diffusion_dpo_loss(t(W_M), t(L_M), t(W_R), t(L_R), beta=beta).loss.item() == pytest.approx(want,
+                                                                                                        abs=1e-9)
+        assert type(DiffusionDPOLoss(beta=beta).beta) is float
+    for bad in (np.float32('nan'), np.int64(0)):
+        with pytest.raises(ValueError, match='beta must be a finite number > 0'):
+            DiffusionDPOLoss(beta=bad)
+    for bad in (float('nan'), float('inf'), -1.0, 0, True, '2'):
+        with pytest.raises(ValueError, match=r'loss_weight must be a finite number > 0, got'):
+            DiffusionDPOLoss(loss_weight=bad)
+    assert DiffusionDPOLoss(loss_weight=np.float32(2.0))(t(W_M), t(L_M), t(W_R), t(L_R)).loss.item() == \
+        pytest.approx(2 * want, abs=1e-9)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -80,11 +81,17 @@ class DPOOutput:
                 f'{prefix}reward_margin': self.reward_margin.detach(), f'{prefix}model_mse': self.model_mse.detach()}
 
 
+def _positive(value, what: str) -> float:
+    """``value`` as a float; raises unless it is a finite positive real number (numpy scalars included; ``bool``
+    and strings refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f'{what} must be a finite number > 0, got {value!r}')
+    return float(value)
+
+
 def check_beta(beta: float) -> float:
     """``beta`` as a float; raises unless it is a finite positive number (``bool`` refused)."""
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
-        raise ValueError(f'DPO beta must be a finite number > 0, got {beta!r}')
-    return float(beta)
+    return _positive(beta, 'DPO beta')
 
 
 def dpo_loss_from_errors(err_w_model: Tensor, err_l_model: Tensor, err_w_ref: Tensor, err_l_ref: Tensor,
@@ -161,7 +168,7 @@ class DiffusionDPOLoss(nn.Module):
     Args:
         beta: DPO temperature (5000 for SD1.5/SDXL Diffusion-DPO, 100 for FLUX Flow-DPO).
         loss_type: ``'sigmoid'``, ``'hinge'`` or ``'ipo'``.
-        loss_weight: multiplies ``loss`` and ``losses``.
+        loss_weight: multiplies ``loss`` and ``losses``; a finite number > 0.
     """
 
     def __init__(self, beta: float = DIFFUSION_DPO_BETA, loss_type: str = 'sigmoid', loss_weight: float = 1.0) -> None:
@@ -169,7 +176,8 @@ class DiffusionDPOLoss(nn.Module):
         self.beta = check_beta(beta)
         if loss_type not in DPO_LOSS_TYPES:
             raise ValueError(f'DiffusionDPOLoss: loss_type must be one of {DPO_LOSS_TYPES}, got {loss_type!r}')
-        self.loss_type, self.loss_weight = loss_type, float(loss_weight)
+        # a NaN weight makes every loss non-finite, a negative one trains towards the losers, 0 trains nothing
+        self.loss_type, self.loss_weight = loss_type, _positive(loss_weight, 'DiffusionDPOLoss: loss_weight')
 
     def forward(self, err_w_model: Tensor, err_l_model: Tensor, err_w_ref: Tensor, err_l_ref: Tensor) -> DPOOutput:
         out = dpo_loss_from_errors(err_w_model, err_l_model, err_w_ref, err_l_ref, self.beta, self.loss_type)
