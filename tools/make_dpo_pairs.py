@@ -51,6 +51,11 @@ def main(argv=None):
                 if 'replaced' in report else '')
     print(f'[make_dpo_pairs] {report["num_pairs"]} pairs of {report["num_groups"]} controls; {skipped} -> '
           f'{out}{replaced}')
+    if report.get('candidates_status') != 'complete':
+        # a generation still running (or killed) has written only some shards: say that the pairs cover those
+        print(f'[make_dpo_pairs] WARNING: the candidates dataset is {report.get("candidates_status")!r}, not '
+              f'complete: these pairs cover its {report["num_candidates"]} written candidates only; run the '
+              'generate command to completion and remake the pairs for all of them')
     return report
 
 

@@ -279,7 +279,8 @@ def build_pairs(reader: GeneratedDataReader, scores: dict[str, dict], min_gap: f
                                      sum(v is not None for v in values)))
     gaps = np.array([p['gap'] for p in pairs], np.float64)
     report = dict(format=PAIRS_FORMAT, candidates=reader.root,
-                  candidates_fingerprint=reader.manifest.get('fingerprint'), num_groups=len(groups),
+                  candidates_fingerprint=reader.manifest.get('fingerprint'),
+                  candidates_status=reader.manifest.get('status'), num_groups=len(groups),
                   num_pairs=len(pairs), num_candidates=len(reader), groups_by_reason=dict(reasons),
                   unscored_by_cause=dict(unscored),
                   min_gap=float(min_gap), min_winner=float(min_winner), no_match=no_match,

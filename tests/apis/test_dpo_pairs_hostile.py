@@ -200,6 +200,12 @@ def test_the_tool_says_how_many_candidates_it_skipped(scored, capsys):
     make_dpo_pairs.main([str(root)])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert '1 pairs of 2 controls' in last and '1 candidates unscored (not_in_scores 1)' in last
+    # a candidates run still in progress (or killed): the pairs cover what it wrote, and the tool says so
+    manifest = json.loads((root / 'manifest.json').read_text())
+    (root / 'manifest.json').write_text(json.dumps(dict(manifest, status='in_progress')))
+    report = make_dpo_pairs.main([str(root)])
+    assert report['candidates_status'] == 'in_progress'
+    assert "WARNING: the candidates dataset is 'in_progress'" in capsys.readouterr().out.strip().splitlines()[-1]
 
 
 def _run_and_hang_after_the_figure(root, scores, flag):
