@@ -218,3 +218,40 @@ def test_gradient_checkpointing_recomputes_the_blocks_and_the_lora_still_gets_gr
     assert forward_calls == 4 and len(calls) == 6   # the two model passes recomputed in the backward
     assert all(p.grad is not None for p in model.parameters())
     assert sum(p.grad.abs().sum() for p in model.parameters()) > 0
+
+
+def test_a_bfloat16_policy_gives_float32_errors_and_loss_and_an_exact_tie(w):
+    """dtype='bfloat16' for the frozen UNet: the LoRA stays float32, the errors and the loss are float32 (a bfloat16
+    logit beta * z would keep ~3 digits), identical images give exactly -logsigmoid(0), and the LoRA gets finite,
+    non-zero float32 gradients."""
+    model = randomise_lora(build(w, dtype='bfloat16')).train()
+    assert model.policy.unet.dtype == torch.bfloat16
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    inputs, samples = pairs(2)
+    hub = MessageHub.get_current_instance()
+    hub.update_info('iter', 2)
+    tie = model(dict(inputs, image_l=inputs['image_w']), samples, mode='tensor')
+    assert tie.loss.dtype == torch.float32 and tie.reward_margin.item() == 0.0
+    torch.testing.assert_close(tie.losses, LOG2_F32.expand(2), rtol=0, atol=1e-7)
+    hub.update_info('iter', 2)
+    model(inputs, samples)['loss'].backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+
+
+def test_flow_dpo_at_sigma_0_and_1_is_finite_and_a_tie_is_log_2(tmp_path, monkeypatch):
+    """The logit-normal density never gives sigma 0 or 1 in practice (sigmoid of a float32 normal saturates only
+    past 16 standard deviations), but a shifted or wide density can: at both ends x_t and the target noise - x0
+    stay finite (no division by sigma), so the four errors are finite and identical images still tie."""
+    flux = write_tiny_flux(tmp_path / 'flux')
+    pol = dict(type='FluxControlLoRATrainer', pretrained=str(flux), rank=4, max_sequence_length=16, noise_seed=0)
+    model = randomise_lora(MODELS.build(dict(type='DiffusionDPO', policy=pol, lora=dict(r=4)))).eval()
+    monkeypatch.setattr(model.policy, 'sample_timesteps', lambda n, device, generator=None: torch.tensor([0.0, 1.0]))
+    inputs, samples = pairs(2)
+    MessageHub.get_current_instance().update_info('iter', 3)
+    errs = model.dpo_errors(inputs, samples['prompt'], train=False)
+    assert torch.equal(errs[4], torch.tensor([0.0, 1.0])) and all(torch.isfinite(e).all() for e in errs[:4])
+    MessageHub.get_current_instance().update_info('iter', 3)
+    tie = model(dict(inputs, image_l=inputs['image_w']), samples, mode='tensor')
+    torch.testing.assert_close(tie.losses, LOG2_F32.expand(2), rtol=0, atol=1e-7)
