@@ -22,6 +22,7 @@ returns rank 0's report. A failure on any rank is gathered and raised on every r
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import os.path as osp
@@ -85,9 +86,9 @@ def refresh_settings(cfg: dict) -> dict:
                                                             integer('sheet_rows', 0))
     if s['num_controls'] is not None:
         s['num_controls'] = integer('num_controls', 1)
-    for key in ('min_gap', 'min_winner'):
-        if isinstance(s[key], bool) or not isinstance(s[key], (int, float)) or not np.isfinite(s[key]):
-            raise ValueError(f'DPOControlHook: refresh.{key} must be a finite number, got {s[key]!r}')
+    for key in ('min_gap', 'min_winner'):  # the pairing rule's range (apis/dpo_pairs.py), checked before training
+        if isinstance(s[key], bool) or not isinstance(s[key], (int, float)) or not 0.0 <= s[key] <= 1.0:
+            raise ValueError(f'DPOControlHook: refresh.{key} must be a number in [0, 1] (an OKS), got {s[key]!r}')
         s[key] = float(s[key])
     choices = dict(no_match=('exclude', 'zero'), mode=REFRESH_MODES, image_format=('png', 'jpg'))
     for key, allowed in choices.items():
@@ -149,6 +150,15 @@ def load_controls(root: str, control_types: Sequence[str], num_controls: int | N
     view = _Rows(reader, rows)
     out = load_held_out(view, len(rows), control_types)
     return [dataclasses.replace(s, sample_id=str(view.meta(i).get('group', s.sample_id))) for i, s in enumerate(out)]
+
+
+def file_sha256(path: str) -> str:
+    """The hex SHA-256 of a file's bytes (a round's pairs file: ``report['refresh']['pairs_sha256']``)."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def candidate_seed(seed: int, step: int, cid: str) -> int:
@@ -232,7 +242,7 @@ def refresh_round(generator: Any, controls: Sequence[HeldOutSample], scorer: Any
         ``apis/dpo_pairs.py``'s report (``num_pairs``, ``groups_by_reason``, ``unscored_by_cause``, gap
         statistics, ``pairs``: the pairs file) with ``refresh``: ``iter``, ``num_controls``,
         ``candidates_per_control``, ``mean_oks`` (every candidate, one without a matched person counting 0),
-        ``num_unmatched``, ``seed``.
+        ``num_unmatched``, ``seed``, ``pairs_sha256`` (of the pairs file: a resume checks it, :func:`file_sha256`).
     """
     from mmengine.dist import get_dist_info
     rank, world = get_dist_info()
@@ -302,7 +312,9 @@ def _pair_and_publish(writer: ShardedDatasetWriter, tmp: str, root: str, step: i
                   refresh=dict(iter=int(step), controls=s['controls'], num_controls=len(controls),
                                candidates_per_control=n, seed=s['seed'], mean_oks=float(oks.mean()),
                                num_unmatched=int(unmatched), seed_rule="stable_seed(seed, 'dpo_refresh', iter, id)"))
-    atomic_write_text(osp.join(tmp, PAIRS_NAME), ''.join(json.dumps(p, sort_keys=True) + '\n' for p in pairs))
+    text = ''.join(json.dumps(p, sort_keys=True) + '\n' for p in pairs)
+    report['refresh']['pairs_sha256'] = hashlib.sha256(text.encode()).hexdigest()
+    atomic_write_text(osp.join(tmp, PAIRS_NAME), text)
     save_pairs_report_png(osp.join(tmp, 'dpo_pairs.report.png'), report, [p['gap'] for p in pairs], gaps_all)
     atomic_write_text(osp.join(tmp, 'dpo_pairs.report.json'), json.dumps(report, indent=1, sort_keys=True))
     writer.release_output(tmp)
@@ -342,5 +354,5 @@ def refresh_contact_sheet(root: str, s: dict, max_rows: int = 4, tile: int = 128
     return tile_sheet(rows, columns, captions, tile)
 
 
-__all__ = ['PAIRS_NAME', 'REFRESH_DEFAULTS', 'REFRESH_MODES', 'candidate_seed', 'load_controls',
+__all__ = ['PAIRS_NAME', 'REFRESH_DEFAULTS', 'REFRESH_MODES', 'candidate_seed', 'file_sha256', 'load_controls',
            'refresh_contact_sheet', 'refresh_round', 'refresh_settings']

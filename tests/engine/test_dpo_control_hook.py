@@ -1,6 +1,7 @@
 """DPOControlHook in a real mmengine Runner training DiffusionDPO (tiny SD1.5 ControlNet policy) on in-memory pairs:
 base figures equal the plain policy's, the relative reduction is computed from the logged errors, the contact
 sheet has the base column, and every checkpoint gets its LoRA in diffusers format."""
+import hashlib
 import json
 import shutil
 import uuid
@@ -360,8 +361,10 @@ def test_train_dataloader_switches_to_the_refreshed_pairs(uninterrupted, offline
     # persistent workers of the replaced dataloaders (and their copies of the old pairs) are gone
     assert recorder.workers and recorder.alive_after_refresh == [False] * len(recorder.workers)
     ckpt = torch.load(work / 'iter_3.pth', map_location='cpu', weights_only=False)
+    pairs_file = work / 'dpo_refresh' / 'iter_2' / 'dpo_pairs.jsonl'
     assert ckpt['meta']['dpo_refresh'] == dict(iter=2, data_root='dpo_refresh/iter_2', ann_file='dpo_pairs.jsonl',
-                                               mode='replace', num_pairs=len(groups['iter_2']))
+                                               mode='replace', num_pairs=len(groups['iter_2']),
+                                               sha256=hashlib.sha256(pairs_file.read_bytes()).hexdigest())
 
 
 def test_resume_after_a_refresh_trains_on_the_same_pairs(tmp_path, uninterrupted, parts, val_root, offline):
@@ -386,11 +389,11 @@ def test_resume_after_a_refresh_trains_on_the_same_pairs(tmp_path, uninterrupted
 
 
 def test_a_round_without_pairs_keeps_the_pairs_in_use(tmp_path, parts, val_root, offline):
-    runner, recorder = run_refresh(tmp_path, parts, val_root, offline, dict(min_winner=1.5), max_iters=3)
+    # a pair needs a winner of OKS 1 and a loser of OKS 0: none here
+    runner, recorder = run_refresh(tmp_path, parts, val_root, offline, dict(min_winner=1.0, min_gap=1.0), max_iters=3)
     report = json.loads((tmp_path / 'dpo_refresh' / 'iter_2' / 'dpo_pairs.report.json').read_text())
     assert report['num_pairs'] == 0 and (tmp_path / 'dpo_refresh' / 'iter_2' / 'dpo_pairs.jsonl').read_text() == ''
-    assert report['groups_by_reason']['winner_below_min'] + report['groups_by_reason']['too_few_scored'] \
-        + report['groups_by_reason']['tie'] == 4
+    assert sum(n for reason, n in report['groups_by_reason'].items() if reason != 'paired') == 4
     assert all(set(ids) <= {'orig_0', 'orig_1', 'orig_2'} for ids in recorder.ids.values()) and 2 in recorder.ids
     assert runner.train_dataloader.dataset.data_root == str(offline)
     log = next(tmp_path.glob('*/*.log')).read_text()
@@ -439,6 +442,10 @@ def test_refresh_settings_errors_name_the_key(tmp_path, val_root):
         build(interval=2)
     with pytest.raises(ValueError, match='refresh.candidates must be an integer >= 2'):
         build(interval=2, controls=str(val_root), candidates=1)
+    with pytest.raises(ValueError, match=r'refresh.min_winner must be a number in \[0, 1\] \(an OKS\), got 1.5'):
+        build(interval=2, controls=str(val_root), min_winner=1.5)   # at build, not at the first round
+    with pytest.raises(ValueError, match=r'refresh.min_gap must be a number in \[0, 1\] \(an OKS\), got -0.1'):
+        build(interval=2, controls=str(val_root), min_gap=-0.1)
     with pytest.raises(ValueError, match="refresh.mode must be one of \\['replace', 'mix'\\]"):
         build(interval=2, controls=str(val_root), mode='append')
     hook = build(interval=2, controls=str(tmp_path / 'nowhere'))

@@ -98,3 +98,25 @@ def test_a_resumed_tr_dpo_run_keeps_the_base_figures_and_the_reference(tmp_path,
     for key, value in full.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=1e-5, atol=1e-7, msg=key)
     assert any(k.startswith('ref_layers.') for k in full.model.state_dict())
+
+
+# --- resume onto pairs another run wrote -------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def offline(tmp_path_factory):
+    from .test_dpo_control_hook import write_offline_pairs
+    return write_offline_pairs(tmp_path_factory.mktemp('hostile_offline') / 'cands')
+
+
+def test_resume_refuses_the_pairs_of_a_second_run_in_the_same_work_dir(tmp_path, parts, val_root, offline):
+    """Run A refreshes at 2 and checkpoints at 3; a second run B (not a resume) into the same work dir remakes
+    ``dpo_refresh/iter_2`` with its own seeds. Resuming A from its checkpoint must not train on B's pairs as if A
+    had made them (before: it did, silently)."""
+    from .test_dpo_control_hook import read_jsonl, run_refresh
+    run_refresh(tmp_path, parts, val_root, offline, {}, max_iters=3)
+    mine = read_jsonl(tmp_path / 'dpo_refresh' / 'iter_2' / 'dpo_pairs.jsonl')
+    os.replace(tmp_path / 'iter_3.pth', tmp_path / 'run_a_iter_3.pth')
+    run_refresh(tmp_path, parts, val_root, offline, dict(seed=5), max_iters=3)
+    assert read_jsonl(tmp_path / 'dpo_refresh' / 'iter_2' / 'dpo_pairs.jsonl') != mine
+    with pytest.raises(ValueError, match=r"pairs file .*dpo_refresh/iter_2/dpo_pairs.jsonl is not the one the "
+                                         r"checkpoint trained on \(sha256 \w+, checkpoint's \w+, meta"):
+        run_refresh(tmp_path, parts, val_root, offline, {}, max_iters=4, resume=str(tmp_path / 'run_a_iter_3.pth'))

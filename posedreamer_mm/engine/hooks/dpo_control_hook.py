@@ -23,6 +23,7 @@ from posedreamer_mm.apis.control_eval import (
 )
 from posedreamer_mm.apis.dpo_refresh import (
     PAIRS_NAME,
+    file_sha256,
     load_controls,
     refresh_contact_sheet,
     refresh_round,
@@ -93,7 +94,8 @@ class DPOControlHook(ControlValidationHook):
         self.refresh = None if refresh is None else refresh_settings(refresh)
         self.refresh_controls = None
         #: The refreshed pairs in use (``None``: the configured ones): ``iter``, ``data_root`` (relative to the
-        #: work dir), ``ann_file``, ``mode``, ``num_pairs``; saved as the checkpoint's ``meta['dpo_refresh']``.
+        #: work dir), ``ann_file``, ``mode``, ``num_pairs``, ``sha256`` (of the pairs file); saved as the
+        #: checkpoint's ``meta['dpo_refresh']``.
         self.refresh_state: dict | None = None
         #: The last round's report (every rank), ``None`` before the first round.
         self.last_refresh: dict | None = None
@@ -244,7 +246,8 @@ class DPOControlHook(ControlValidationHook):
         if report['num_pairs'] > 0:
             self.refresh_state = dict(iter=int(step), data_root=osp.relpath(root, runner.work_dir),
                                       ann_file=PAIRS_NAME, mode=self.refresh['mode'],
-                                      num_pairs=int(report['num_pairs']))
+                                      num_pairs=int(report['num_pairs']),
+                                      sha256=report['refresh']['pairs_sha256'])
             self._install(runner, skip=0)
         else:
             using = 'the configured pairs' if self.refresh_state is None else \
@@ -315,6 +318,12 @@ class DPOControlHook(ControlValidationHook):
             raise FileNotFoundError(f'DPOControlHook: the resumed checkpoint trained on the pairs file {path} '
                                     "(meta['dpo_refresh']), which does not exist: resume in the run's work dir, or "
                                     'copy its refresh folder along')
+        if state.get('sha256') is not None and file_sha256(path) != state['sha256']:
+            # the round's folder was rewritten after the checkpoint: a second run into this work dir (not a resume)
+            # or a round redone from another checkpoint; its pairs are not the ones this checkpoint trained on
+            raise ValueError(f'DPOControlHook: the pairs file {path} is not the one the checkpoint trained on (sha256 '
+                             f"{file_sha256(path)}, checkpoint's {state['sha256']}, meta['dpo_refresh']): another run "
+                             'rewrote the round; resume in a work dir of its own, or start a new run with load_from')
         self.refresh_state = dict(state)
         self._install(runner, skip=int(state['iter']))
 
