@@ -343,8 +343,8 @@ def check_outputs(reader: GeneratedDataReader, scores_path: str, out_path: str, 
     Raises:
         PairsFileError: an output path is the scores file, a file of the candidates dataset (``manifest.json``,
             ``summary.json``, ``writer.lock``, anything under ``shards/``) or a directory (even with
-            ``overwrite``); the pairs file exists and its report is missing or names other settings (unless
-            ``overwrite``).
+            ``overwrite``); the pairs file exists and its report is missing, names other settings or another
+            pairs file (``pairs_sha256``: the file was edited since) (unless ``overwrite``).
     """
     root = osp.realpath(reader.root)
     inputs = {osp.realpath(scores_path): 'the scores file'}
@@ -378,6 +378,11 @@ def check_outputs(reader: GeneratedDataReader, scores_path: str, out_path: str, 
         shown = ', '.join(f'{k} {_show(old.get(k))} there, {_show(settings[k])} now' for k in differ)
         raise PairsFileError(f'{out_path} was made with other settings ({shown}): a second run does not replace '
                              f'another run\'s pairs (a training run resumed on this file would change data): {hint}')
+    if 'pairs_sha256' in old:
+        with open(out_path, 'rb') as f:
+            if _sha256(f.read()) != old['pairs_sha256']:
+                raise PairsFileError(f'{out_path} is not the file its report {report_path} describes (pairs_sha256 '
+                                     f'differs: edited by hand since it was made?): {hint}')
     return old
 
 

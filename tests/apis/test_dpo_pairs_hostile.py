@@ -141,15 +141,26 @@ def test_a_second_run_with_other_settings_does_not_clobber_the_pairs(scored):
     report = make_pairs(str(root), str(scores), str(out), min_gap=0.3, overwrite=True)
     assert [p['group'] for p in read_lines(out)] == ['p0'] and report['num_pairs'] == 1
     assert json.loads((root / 'dpo_pairs.report.json').read_text())['min_gap'] == 0.3
+    # the same settings on new scores (a rescoring): replaced, and the report says what it replaced
+    write_scores(scores, dict(OKS, p1_c001=0.1))
+    report = make_pairs(str(root), str(scores), str(out), min_gap=0.3)
+    assert report['num_pairs'] == 2 and report['replaced']['num_pairs'] == 1
 
 
-def test_a_pairs_file_without_its_report_is_not_replaced(scored):
+def test_a_pairs_file_without_its_report_or_edited_since_is_not_replaced(scored):
     root, scores = scored
     out = root / 'my_pairs.jsonl'
     out.write_text('{"hand": "made"}\n')
     with pytest.raises(PairsFileError, match=r'my_pairs.jsonl exists and has no my_pairs.report.json'):
         make_pairs(str(root), str(scores), str(out))
     assert out.read_text() == '{"hand": "made"}\n'
+    # made by the tool, then one pair removed by hand: the same command again would silently undo the edit
+    make_pairs(str(root), str(scores), str(out), overwrite=True)
+    edited = out.read_text().splitlines()[0] + '\n'
+    out.write_text(edited)
+    with pytest.raises(PairsFileError, match=r'my_pairs.jsonl is not the file its report .* describes'):
+        make_pairs(str(root), str(scores), str(out))
+    assert out.read_text() == edited
 
 
 @pytest.mark.parametrize('target', ['filter/scores.jsonl', 'manifest.json', 'summary.json',
