@@ -243,9 +243,13 @@ def test_a_bfloat16_policy_gives_float32_errors_and_loss_and_an_exact_tie(w):
 def test_flow_dpo_at_sigma_0_and_1_is_finite_and_a_tie_is_log_2(tmp_path, monkeypatch):
     """The logit-normal density never gives sigma 0 or 1 in practice (sigmoid of a float32 normal saturates only
     past 16 standard deviations), but a shifted or wide density can: at both ends x_t and the target noise - x0
-    stay finite (no division by sigma), so the four errors are finite and identical images still tie."""
+    stay finite (no division by sigma), so the four errors are finite and identical images still tie. (And
+    lora on='controlnet' / 'both' is refused: the policy has no ControlNet.)"""
     flux = write_tiny_flux(tmp_path / 'flux')
     pol = dict(type='FluxControlLoRATrainer', pretrained=str(flux), rank=4, max_sequence_length=16, noise_seed=0)
+    for on in ('controlnet', 'both'):   # a FLUX control LoRA policy has no ControlNet to put a LoRA on
+        with pytest.raises(ValueError, match=f"on='{on}' but the policy FluxControlLoRATrainer has no ControlNet"):
+            MODELS.build(dict(type='DiffusionDPO', policy=pol, lora=dict(r=4, on=on)))
     model = randomise_lora(MODELS.build(dict(type='DiffusionDPO', policy=pol, lora=dict(r=4)))).eval()
     monkeypatch.setattr(model.policy, 'sample_timesteps', lambda n, device, generator=None: torch.tensor([0.0, 1.0]))
     inputs, samples = pairs(2)
