@@ -1,7 +1,7 @@
 """DiffusionDPO under hostile settings: the global-RNG draws, non-finite errors, LoRA and loss config errors, a resume
 with another LoRA scale, the reference after real training steps (SD1.5 ControlNet and FLUX control LoRA), other
-target modules on load, and gradient checkpointing that really recomputes. Tiny models of
-posedreamer_mm/testing/diffusion.py, as tests/models/editors/test_dpo.py."""
+target modules on load, gradient checkpointing that really recomputes, a bfloat16 policy and Flow-DPO at sigma 0
+and 1. Tiny models of posedreamer_mm/testing/diffusion.py, as tests/models/editors/test_dpo.py."""
 import math
 
 import pytest
