@@ -42,7 +42,7 @@ import numpy as np
 from posedreamer_mm.datasets.dpo_pairs import PairsFileError
 from posedreamer_mm.generation.reader import GeneratedDataReader
 from posedreamer_mm.generation.writer import MANIFEST, SHARDS_DIR, SUMMARY
-from posedreamer_mm.utils.fileio import TMP_MARKER, atomic_write_bytes, atomic_write_text, read_id_records
+from posedreamer_mm.utils.fileio import TMP_MARKER, atomic_write_bytes, atomic_write_text
 
 #: Group outcomes, in the order the rule checks them.
 REASONS = ('paired', 'too_few_scored', 'tie', 'winner_below_min', 'gap_below_min')
@@ -98,24 +98,67 @@ def pair_group(oks: Sequence[float | None], min_gap: float = 0.05, min_winner: f
 
 
 def read_scores(path: str) -> dict[str, dict]:
-    """``scores.jsonl`` (``tools/filter.py``) by sample id.
+    """``scores.jsonl`` (``tools/filter.py``) by sample id, each record cut to what pairing reads (``id``,
+    ``error``, ``scores.oks``, ``match.index``: :func:`candidate_oks`).
+
+    The file is streamed: its records carry every detection's keypoints (~1.3 kB a line), and holding them all took
+    about nine times the file's size (12 GB for a million candidates).
 
     Raises:
-        PairsFileError: a line that is no JSON object with an ``id``, or an id twice (naming file and line;
-            :func:`~posedreamer_mm.utils.fileio.read_id_records`); a ``scores.oks`` that is not a number in
-            ``[0, 1]`` (NaN is allowed: an unscored candidate); a file without any record.
+        PairsFileError: a line that is no JSON object with a string ``id``, or an id twice (naming file and line;
+            the messages of :func:`~posedreamer_mm.utils.fileio.read_id_records`); a ``scores.oks`` that is not a
+            number in ``[0, 1]`` (NaN is allowed: an unscored candidate); a file without any record.
     """
     if not osp.isfile(path):
         raise PairsFileError(f'scores file {path} does not exist: score the candidates first '
                              '(python tools/filter.py CANDIDATES_DIR [CONFIG], which writes CANDIDATES_DIR/filter/'
                              'scores.jsonl)')
-    records = read_id_records(path, error=PairsFileError)
-    if not records:
+    out: dict[str, dict] = {}
+    first: dict[str, int] = {}
+    try:
+        with open(path, encoding='utf-8') as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise PairsFileError(f'{path}, line {n}: not valid JSON ({err.msg}); expected one JSON object '
+                                         'per line') from None
+                if not isinstance(rec, dict) or not isinstance(rec.get('id'), str):
+                    raise PairsFileError(f'{path}, line {n}: expected a JSON object with a string "id", got '
+                                         f'{line.rstrip()[:80]!r}')
+                sid = rec['id']
+                if sid in first:
+                    raise PairsFileError(f'{path}, line {n}: sample id {sid!r} appears twice (first on line '
+                                         f'{first[sid]})')
+                first[sid] = n
+                _check_oks(path, n, rec)
+                out[sid] = _slim(rec)
+    except (OSError, UnicodeDecodeError) as err:
+        raise PairsFileError(f'cannot read {path} ({type(err).__name__}: {err})') from err
+    if not out:
         raise PairsFileError(f'scores file {path} holds no record (empty): expected one JSON line per candidate of '
                              'tools/filter.py; score the candidates again')
-    for n, rec in records:
-        _check_oks(path, n, rec)
-    return {rec['id']: rec for _, rec in records}
+    return out
+
+
+def _slim(rec: dict) -> dict:
+    """The part of a scores record :func:`candidate_oks` reads."""
+    out = dict(id=rec['id'])
+    if 'error' in rec:
+        out['error'] = rec['error']
+    scores = rec.get('scores')
+    if isinstance(scores, dict) and 'oks' in scores:
+        out['scores'] = dict(oks=scores['oks'])
+    elif scores is not None:
+        out['scores'] = {}
+    match = rec.get('match')
+    if isinstance(match, dict):
+        out['match'] = dict(index=match.get('index'))
+    elif 'match' in rec:
+        out['match'] = match
+    return out
 
 
 def _check_oks(path: str, n: int, rec: dict) -> None:
