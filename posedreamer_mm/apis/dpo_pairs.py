@@ -249,7 +249,9 @@ def _check_group(reader: GeneratedDataReader, labels: _LabelRows, captions: list
                                      f'candidate {reader.ids[first]!r} (row {first}): {mine!r} vs {theirs!r}; the '
                                      'candidates of one group share one control and caption')
         label, gender = labels(row)
-        if gender != gender0 or label.shape != label0.shape or not np.allclose(label, label0, rtol=1e-5, atol=1e-6):
+        same = label.shape == label0.shape and (np.array_equal(label, label0)   # the usual case, 15x cheaper
+                                                or np.allclose(label, label0, rtol=1e-5, atol=1e-6))
+        if gender != gender0 or not same:
             differ = labels.differing(label, label0, gender, gender0) if label.shape == label0.shape else 'shape'
             raise PairsFileError(f'{where}: candidate {reader.ids[row]!r} (row {row}) has another label {differ} '
                                  f'than candidate {reader.ids[first]!r} (row {first}); the candidates of one group '
