@@ -4,6 +4,7 @@ import json
 import os
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import torch
@@ -39,42 +40,64 @@ def _runner(work_dir, parts, hooks, max_iters, ckpt, model=None, resume=None, na
         experiment_name=name or f'hostile_{uuid.uuid4().hex}', default_scope='posedreamer_mm')
 
 
-# --- two ranks: the LoRA export at a checkpoint ------------------------------------------------------------------
-def _checkpoint_worker(rank, port, parts, val_root, out):
-    """Both ranks train 2 iterations with a held-out validation (a gather) and a checkpoint at every iteration.
-
+# --- two ranks: the LoRA export at a checkpoint, a refresh that fails after its round on one rank ----------------
+def _two_rank_worker(rank, port, parts, val_root, out):
+    """Two runs on both ranks. 1: 2 iterations with a held-out validation (a gather) and a checkpoint at each.
     mmengine calls ``before_save_checkpoint`` on rank 0 only (``Runner.save_checkpoint`` is ``master_only``): a
-    collective there would pair with rank 1's next one (the validation's gather) and leave the ranks waiting.
-    """
+    collective there pairs with rank 1's next one and leaves the ranks waiting. 2: a refresh round at 2 whose
+    dataloader rebuild fails on rank 1 only (as a rank whose view of a shared file system lags would)."""
     import torch.distributed as dist
 
     from posedreamer_mm.utils import register_all_modules
+
+    from .test_dpo_control_hook import run_refresh, write_offline_pairs
     torch.set_num_threads(1)
     register_all_modules()
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     dist.init_process_group('gloo', rank=rank, world_size=2, timeout=timedelta(seconds=20))
-    result = dict(error=None)
+    result = dict(error=None, refresh_error=None)
     try:
-        runner = _runner(os.path.join(out, 'work'), parts, [hook_cfg(val_root, interval=1, sheet_rows=0)],
-                         max_iters=2, ckpt=1, name='two_ranks')
-        runner.train()
-        result['iter'] = runner.iter
-    except Exception as err:
-        result['error'] = f'{type(err).__name__}: {err}'
+        try:
+            runner = _runner(os.path.join(out, 'work'), parts, [hook_cfg(val_root, interval=1, sheet_rows=0)],
+                             max_iters=2, ckpt=1, name='two_ranks')
+            runner.train()
+            result['iter'] = runner.iter
+        except Exception as err:
+            result['error'] = f'{type(err).__name__}: {err}'
+        if rank == 0:
+            write_offline_pairs(Path(out) / 'offline')
+        dist.barrier()
+        build = Runner.build_dataloader
+
+        def failing_build(dataloader, *args, **kwargs):
+            if rank == 1 and 'dpo_refresh' in str(dataloader['dataset']):
+                raise OSError('stale file handle (simulated)')
+            return build(dataloader, *args, **kwargs)
+
+        Runner.build_dataloader = staticmethod(failing_build)
+        try:
+            run_refresh(Path(out) / 'refresh', parts, val_root, Path(out) / 'offline', {}, max_iters=3, ckpt=10)
+        except Exception as err:
+            result['refresh_error'] = f'{type(err).__name__}: {err}'
+        finally:
+            Runner.build_dataloader = staticmethod(build)
     finally:
         with open(os.path.join(out, f'rank{rank}.json'), 'w') as f:
             json.dump(result, f)
         dist.destroy_process_group()
 
 
-def test_two_ranks_save_checkpoints_with_the_lora_export(tmp_path, parts, val_root):
+def test_two_ranks_checkpoint_and_fail_a_refresh_together(tmp_path, parts, val_root):
     from .test_control_eval_dist import run_two
-    ranks = run_two(parts, val_root, tmp_path, worker=_checkpoint_worker)
-    assert ranks == [dict(error=None, iter=2)] * 2
+    ranks = run_two(parts, val_root, tmp_path, worker=_two_rank_worker)
+    assert [(r['error'], r['iter']) for r in ranks] == [(None, 2)] * 2
     for step in (1, 2):
         assert (tmp_path / 'work' / 'dpo_lora' / f'iter_{step}' / 'pytorch_lora_weights.safetensors').is_file()
         ckpt = torch.load(tmp_path / 'work' / f'iter_{step}.pth', map_location='cpu', weights_only=False)
         assert ckpt['meta']['dpo_lora'] == f'dpo_lora/iter_{step}'
+    for r in ranks:   # the rebuild failed on rank 1: both ranks stop (before: rank 0 trained on alone)
+        assert r['refresh_error'] == ('RuntimeError: DPO pair refresh failed (switching the train dataloader to the '
+                                      "round's pairs) on rank 1: OSError: stale file handle (simulated)")
 
 
 # --- TR-DPO: the base of a resumed run ---------------------------------------------------------------------------

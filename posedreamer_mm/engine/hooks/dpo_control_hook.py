@@ -11,7 +11,7 @@ import shutil
 import time
 
 import torch
-from mmengine.dist import get_rank
+from mmengine.dist import all_gather_object, get_rank
 from mmengine.model import is_model_wrapper
 from mmengine.runner.loops import _InfiniteDataloaderIterator
 
@@ -242,18 +242,29 @@ class DPOControlHook(ControlValidationHook):
                                    min_keypoints=self.min_keypoints)
             del pipeline
         self.last_refresh = report
-        self._log_round(runner, step, report, root, time.perf_counter() - start)
-        if report['num_pairs'] > 0:
-            self.refresh_state = dict(iter=int(step), data_root=osp.relpath(root, runner.work_dir),
-                                      ann_file=PAIRS_NAME, mode=self.refresh['mode'],
-                                      num_pairs=int(report['num_pairs']),
-                                      sha256=report['refresh']['pairs_sha256'])
-            self._install(runner, skip=0)
-        else:
-            using = 'the configured pairs' if self.refresh_state is None else \
-                f'the pairs of {self.refresh_state["data_root"]}'
-            runner.logger.warning(f'DPO pair refresh at iteration {step} made no pair (groups by reason '
-                                  f'{report["groups_by_reason"]}): training keeps {using}')
+        # what follows the round can fail on one rank only (the sheet is rank 0's; a rank whose view of the round's
+        # folder lags fails its dataloader rebuild): gathered, so that every rank raises instead of training on
+        failure = None
+        try:
+            self._log_round(runner, step, report, root, time.perf_counter() - start)
+            if report['num_pairs'] > 0:
+                self.refresh_state = dict(iter=int(step), data_root=osp.relpath(root, runner.work_dir),
+                                          ann_file=PAIRS_NAME, mode=self.refresh['mode'],
+                                          num_pairs=int(report['num_pairs']),
+                                          sha256=report['refresh']['pairs_sha256'])
+                self._install(runner, skip=0)
+            else:
+                using = 'the configured pairs' if self.refresh_state is None else \
+                    f'the pairs of {self.refresh_state["data_root"]}'
+                runner.logger.warning(f'DPO pair refresh at iteration {step} made no pair (groups by reason '
+                                      f'{report["groups_by_reason"]}): training keeps {using}')
+        except Exception as err:
+            failure = err
+        errors = [f'rank {r}: {e}' for r, e in enumerate(all_gather_object(
+            None if failure is None else f'{type(failure).__name__}: {failure}')) if e]
+        if errors:
+            raise RuntimeError("DPO pair refresh failed (switching the train dataloader to the round's pairs) on "
+                               + '; '.join(errors)) from failure
         return report
 
     def _log_round(self, runner, step: int, report: dict, root: str, seconds: float) -> None:
