@@ -171,10 +171,12 @@ def _gather(obj: Any) -> list:
     return all_gather_object(obj)
 
 
-def _raise_failed(gathered: list[dict], what: str) -> None:
+def _raise_failed(gathered: list[dict], what: str, cause: BaseException | None = None) -> None:
+    """Raises on every rank when a gathered payload has an error; ``cause``: this rank's own exception (chained,
+    so that its traceback is shown where it happened)."""
     errors = [f'rank {r}: {p["error"]}' for r, p in enumerate(gathered) if p.get('error')]
     if errors:
-        raise RuntimeError(f'DPO pair refresh failed ({what}) on ' + '; '.join(errors))
+        raise RuntimeError(f'DPO pair refresh failed ({what}) on ' + '; '.join(errors)) from cause
 
 
 def _write_shard(generator: Any, writer: ShardedDatasetWriter, tmp: str, shard: int, num_rows: int,
@@ -209,6 +211,16 @@ def _write_shard(generator: Any, writer: ShardedDatasetWriter, tmp: str, shard: 
         builder.abort()
         raise
     return records
+
+
+def _remove_killed(root: str) -> None:
+    """Deletes what a killed attempt at the round ``root`` left: its temporary folder, and the previous folder a
+    kill between :func:`_publish`'s two renames left moved aside (``.iter_<K>.tmp-*``; the final folder is not
+    touched)."""
+    prefix = f'.{osp.basename(root)}{TMP_MARKER}'
+    for name in os.listdir(osp.dirname(root)):
+        if name.startswith(prefix):
+            shutil.rmtree(osp.join(osp.dirname(root), name), ignore_errors=True)
 
 
 def _publish(tmp: str, final: str) -> None:
@@ -254,15 +266,15 @@ def refresh_round(generator: Any, controls: Sequence[HeldOutSample], scorer: Any
     header = dict(fingerprint=f'dpo-refresh-{step}-{stable_seed(s["seed"], *[c.sample_id for c in controls])}',
                   config=dict(dpo_refresh=dict(iter=int(step), controls=s['controls'], candidates=n,
                                                seed=s['seed'])), num_samples=num_rows)
-    state = dict(error=None)
+    state, failure = dict(error=None), None
     if rank == 0:
         try:
             os.makedirs(osp.dirname(root), exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)  # left by a killed round
+            _remove_killed(root)
             writer.prepare_output(tmp, header)
         except Exception as err:
-            state['error'] = f'{type(err).__name__}: {err}'
-    _raise_failed(_gather(state), f'preparing {tmp}')
+            state['error'], failure = f'{type(err).__name__}: {err}', err
+    _raise_failed(_gather(state), f'preparing {tmp}', failure)
 
     eval_kwargs = dict(scorer=scorer, control_types=list(control_types), backend=backend, batch_size=batch_size,
                        keypoint_thr=keypoint_thr, min_keypoints=min_keypoints)
@@ -271,10 +283,10 @@ def refresh_round(generator: Any, controls: Sequence[HeldOutSample], scorer: Any
         for shard in shards_of_rank(writer.num_shards(num_rows), rank, world):
             payload['records'] += _write_shard(generator, writer, tmp, shard, num_rows, controls, step, s, eval_kwargs)
     except Exception as err:  # gathered so that the other ranks raise too instead of waiting
-        payload = dict(error=f'{type(err).__name__}: {err}', records=[])
+        payload, failure = dict(error=f'{type(err).__name__}: {err}', records=[]), err
     gathered = _gather(payload)
     try:
-        _raise_failed(gathered, 'generating and scoring the candidates')
+        _raise_failed(gathered, 'generating and scoring the candidates', failure)
     except RuntimeError:
         if rank == 0:
             writer.release_output(tmp)
@@ -288,11 +300,11 @@ def refresh_round(generator: Any, controls: Sequence[HeldOutSample], scorer: Any
                                                   sorted((r for p in gathered for r in p['records']),
                                                          key=lambda r: r['index']))
         except Exception as err:
-            outcome['error'] = f'{type(err).__name__}: {err}'
+            outcome['error'], failure = f'{type(err).__name__}: {err}', err
             writer.release_output(tmp)
             shutil.rmtree(tmp, ignore_errors=True)
     final = _gather(outcome)
-    _raise_failed(final, 'pairing')
+    _raise_failed(final, 'pairing', failure)
     return final[0]['report']
 
 

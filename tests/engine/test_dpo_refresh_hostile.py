@@ -143,3 +143,36 @@ def test_resume_refuses_the_pairs_of_a_second_run_in_the_same_work_dir(tmp_path,
     with pytest.raises(ValueError, match=r"pairs file .*dpo_refresh/iter_2/dpo_pairs.jsonl is not the one the "
                                          r"checkpoint trained on \(sha256 \w+, checkpoint's \w+, meta"):
         run_refresh(tmp_path, parts, val_root, offline, {}, max_iters=4, resume=str(tmp_path / 'run_a_iter_3.pth'))
+
+
+# --- a round on its own: what a failure and a kill leave ---------------------------------------------------------
+class BrokenScorer:
+    """A scorer that fails on its first image (a corrupt model file, a CUDA error)."""
+
+    name = 'broken'
+
+    def predict_batch(self, images):
+        raise KeyError('keypoint head weights (simulated)')
+
+
+def test_a_failed_round_keeps_its_traceback_and_leaves_nothing(tmp_path, parts, val_root):
+    from .test_dpo_control_hook import one_round, tiny_pipeline
+    with pytest.raises(RuntimeError, match=r"\(generating and scoring the candidates\) on rank 0: KeyError: "
+                                           r"'keypoint head weights \(simulated\)'") as info:
+        one_round(tiny_pipeline(parts), val_root, tmp_path / 'iter_2', BrokenScorer())
+    # the scorer's own exception, with its traceback, is chained (before: only its message, no traceback)
+    assert isinstance(info.value.__cause__, KeyError)
+    assert info.value.__cause__.__traceback__ is not None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_round_removes_what_a_kill_between_the_renames_left(tmp_path, parts, val_root):
+    """``_publish`` moves an existing ``iter_K`` aside, renames the new one in and deletes the old: a kill between
+    the renames leaves the old folder under a temporary name (a round's candidate images); the next attempt at the
+    round deletes it (before: it stayed forever)."""
+    from .test_dpo_control_hook import one_round, tiny_pipeline
+    (tmp_path / '.iter_2.tmp-old-0123abcd' / 'shards').mkdir(parents=True)
+    (tmp_path / '.iter_2.tmp-refresh').mkdir()
+    (tmp_path / '.iter_20.tmp-refresh').mkdir()   # another round's, being written: not touched
+    one_round(tiny_pipeline(parts), val_root, tmp_path / 'iter_2')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['.iter_20.tmp-refresh', 'iter_2']
