@@ -284,13 +284,15 @@ def pair_record(reader: GeneratedDataReader, group: str, w_row: int, l_row: int,
 
 
 def build_pairs(reader: GeneratedDataReader, scores: dict[str, dict], min_gap: float = 0.05,
-                min_winner: float = 0.5, no_match: str = 'exclude') -> tuple[list[dict], dict, list[float]]:
+                min_winner: float = 0.5, no_match: str = 'exclude', scores_path: str | None = None
+                ) -> tuple[list[dict], dict, list[float]]:
     """Pairs of every group and the counts: ``(pairs, report, gaps)`` (module docstring, the rule); ``gaps``:
-    best - worst OKS of every group with 2 or more scored candidates (paired or not, ties as 0).
+    best - worst OKS of every group with 2 or more scored candidates (paired or not, ties as 0). ``scores_path``
+    only names the scores in errors.
 
     Raises:
-        PairsFileError: the scores name ids that are not in the candidates dataset (another dataset's scores); a
-            malformed group (:func:`candidate_groups`).
+        PairsFileError: the scores name ids that are not in the candidates dataset (another dataset's scores, or
+            rows the dataset lost since scoring); a malformed group (:func:`candidate_groups`).
         ValueError: ``min_gap`` or ``min_winner`` not a number in ``[0, 1]``; ``no_match`` not one of its values.
     """
     if no_match not in ('exclude', 'zero'):
@@ -301,8 +303,10 @@ def build_pairs(reader: GeneratedDataReader, scores: dict[str, dict], min_gap: f
             raise ValueError(f'{name} must be a number in [0, 1] (an OKS), got {value!r}')
     unknown = sorted(set(scores) - set(reader.ids))
     if unknown:
-        raise PairsFileError(f'the scores name {len(unknown)} ids that are not in {reader.root} (first: '
-                             f'{unknown[:3]}): they score another dataset')
+        raise PairsFileError(f'{scores_path or "the scores"} names {len(unknown)} ids that are not in {reader.root} '
+                             f'(first: {unknown[:3]}; {len(scores) - len(unknown)} are): the scores of another '
+                             'dataset, or the dataset lost rows since it was scored (a shard folder without '
+                             'shard.json is skipped: see the warning above; the generate command regenerates it)')
     groups = candidate_groups(reader)
     reasons: collections.Counter = collections.Counter({r: 0 for r in REASONS})
     unscored: collections.Counter = collections.Counter({c: 0 for c in UNSCORED_CAUSES})
@@ -447,7 +451,7 @@ def make_pairs(candidates_dir: str, scores_path: str, out_path: str, min_gap: fl
     """
     reader = GeneratedDataReader(candidates_dir)
     scores = read_scores(scores_path)
-    pairs, report, gaps_all = build_pairs(reader, scores, min_gap, min_winner, no_match)
+    pairs, report, gaps_all = build_pairs(reader, scores, min_gap, min_winner, no_match, scores_path)
     old = check_outputs(reader, scores_path, out_path, report, overwrite)
     pairs_text = ''.join(json.dumps(p, sort_keys=True) + '\n' for p in pairs)
     with open(scores_path, 'rb') as f:

@@ -94,6 +94,16 @@ def test_reading_scores_keeps_only_what_pairing_needs(tmp_path):
     assert dp.candidate_oks(scores['p1_c001']) == (None, 'no_match')
 
 
+def test_scored_ids_missing_from_the_dataset_name_the_scores_file_and_both_causes(scored):
+    # before: 'the scores name 1 ids that are not in <root>: they score another dataset', without the file, and
+    # wrong when the dataset lost a shard since scoring (a folder without shard.json is skipped by the reader)
+    root, scores = scored
+    write_scores(scores, dict(OKS, p9_c000=0.5))
+    with pytest.raises(PairsFileError, match=r"scores.jsonl names 1 ids that are not in .*cand \(first: \['p9_c000'\]; "
+                                             r'5 are\): the scores of another dataset, or .* lost rows'):
+        make_pairs(str(root), str(scores), str(root / 'dpo_pairs.jsonl'))
+
+
 @pytest.mark.parametrize('kw, key', [(dict(min_gap=float('nan')), 'min_gap'), (dict(min_gap=-0.1), 'min_gap'),
                                      (dict(min_gap=1.5), 'min_gap'), (dict(min_winner=float('nan')), 'min_winner'),
                                      (dict(min_winner=2.0), 'min_winner')])
