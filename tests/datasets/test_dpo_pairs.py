@@ -238,6 +238,9 @@ def test_a_truncated_jpeg_candidate_is_an_error_naming_the_file(tmp_path):
     winner.write_bytes(buf.tobytes()[:-200])
     with pytest.raises(FileNotFoundError, match=f"image {winner} of sample 'p1' is truncated"):
         ds[1]
+    winner.write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(40))   # a corrupt PNG: the decoder's own error, named
+    with pytest.raises(FileNotFoundError, match=f"image {winner} of sample 'p1' is missing or unreadable"):
+        ds[1]
 
 
 def test_winner_loser_and_control_are_rgb(tmp_path):
