@@ -56,6 +56,18 @@ def test_an_oks_that_is_no_oks_is_refused_naming_file_line_and_value(tmp_path, v
         read_scores(str(path))
 
 
+def test_the_ends_of_the_oks_range_and_of_the_thresholds_are_accepted(tmp_path):
+    path = tmp_path / 'scores.jsonl'
+    path.write_text('{"id": "p0_c000", "scores": {"oks": 0}}\n{"id": "p0_c001", "scores": {"oks": 1}}\n'
+                    '{"id": "p0_c002", "error": "cannot read image"}\n')
+    scores = read_scores(str(path))
+    assert [dp.candidate_oks(scores[k]) for k in ('p0_c000', 'p0_c001', 'p0_c002')] == [
+        (0.0, None), (1.0, None), (None, 'error')]
+    reader = write_candidates(tmp_path / 'cand', [('p0', 3)])
+    assert build_pairs(reader, scores, min_gap=1.0, min_winner=1.0)[1]['num_pairs'] == 1   # 1 - 0 >= 1
+    assert build_pairs(reader, scores, min_gap=0, min_winner=0)[1]['num_pairs'] == 1
+
+
 def test_nan_oks_and_a_missing_oks_stay_unscored_and_counted(tmp_path):
     # NaN is what the OKS formula gives a label with NaN keypoints: that candidate is skipped and counted
     reader = write_candidates(tmp_path / 'cand', [('p0', 3)])
