@@ -176,3 +176,60 @@ def test_a_round_removes_what_a_kill_between_the_renames_left(tmp_path, parts, v
     (tmp_path / '.iter_20.tmp-refresh').mkdir()   # another round's, being written: not touched
     one_round(tiny_pipeline(parts), val_root, tmp_path / 'iter_2')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['.iter_20.tmp-refresh', 'iter_2']
+
+
+# --- the checkpoint's LoRA in the generation backend -------------------------------------------------------------
+def test_the_checkpoint_lora_in_the_backend_gives_the_hook_images(tmp_path, parts, val_root):
+    """The LoRA the hook wrote at iteration 4 (rank 4, alpha 16: its scale 4 must travel with it), loaded by
+    SD15ControlNetBackend(loras=[...]) from the file alone, regenerates the hook's 'current' held-out images at
+    iteration 4 (same rows, prompts, seeds); the backend without it regenerates the hook's base images."""
+    from posedreamer_mm.apis.control_eval import evaluate_control
+    from posedreamer_mm.registry import BACKENDS
+    model = dict(dpo_cfg(parts), lora=dict(r=4, lora_alpha=16))
+    runner = _runner(tmp_path, parts, [hook_cfg(val_root, interval=2, sheet_rows=3)], max_iters=4, ckpt=2,
+                     model=model)
+    runner.train()
+    hook = next(h for h in runner.hooks if type(h).__name__ == 'DPOControlHook')
+    runner.model.policy.controlnet.save_pretrained(tmp_path / 'controlnet')   # frozen by DPO: the trained one
+    ckpt = torch.load(tmp_path / 'iter_4.pth', map_location='cpu', weights_only=False)
+    cpu = dict(type='SD15ControlNetBackend', weights=str(parts['sd15']), device='cpu', dtype='float32',
+               num_inference_steps=2, guidance_scale=1.0,
+               controlnets=dict(weights=str(tmp_path / 'controlnet'), control_type='pncc'))
+    lora = BACKENDS.build(dict(cpu, loras=[dict(path=str(tmp_path / ckpt['meta']['dpo_lora']), name='dpo')]))
+    got = evaluate_control(lora, hook.held_out, hook.scorer)
+    base = evaluate_control(BACKENDS.build(cpu), hook.held_out, hook.scorer)
+    for g, want, b, want_b in zip(got.images, hook.last_result.images, base.images, hook.base_result.images):
+        assert abs(g.astype(int) - want.astype(int)).max() <= 1   # float32 rounding to uint8
+        assert abs(b.astype(int) - want_b.astype(int)).max() <= 1
+    assert max(abs(g.astype(int) - b.astype(int)).max() for g, b in zip(got.images, base.images)) > 8
+
+
+def test_tr_dpo_update_by_hand(parts):
+    """``TRDPOHook``: ``ref <- (1 - a) ref + a policy`` on every factor, checked against the hand computation from
+    copies taken before; ``a = 1`` copies the policy's factors exactly; ``a = 0`` (no update) is refused."""
+    from types import SimpleNamespace
+
+    from posedreamer_mm.engine.hooks.tr_dpo_hook import TRDPOHook
+    from posedreamer_mm.registry import MODELS
+    model = MODELS.build(dict(dpo_cfg(parts), reference_adapter=True))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in [*model.lora_layers.parameters(), *model.ref_layers.parameters()]:
+            p.copy_(torch.randn(p.shape, generator=gen))
+    ref0 = {k: m.weight.detach().clone() for k, m in model.ref_layers.items()}
+    pol = {k: m.weight.detach().clone() for k, m in model.lora_layers.items()}
+    assert ref0.keys() == pol.keys() and {k.rsplit('/', 1)[1] for k in pol} == {'lora_A', 'lora_B'}
+    runner = SimpleNamespace(model=model, iter=2)   # iteration 3: updated every 3
+    TRDPOHook(interval=3, alpha=0.25).after_train_iter(runner, 2)
+    for k, m in model.ref_layers.items():
+        torch.testing.assert_close(m.weight, 0.75 * ref0[k] + 0.25 * pol[k], rtol=1e-6, atol=1e-6)
+        assert torch.equal(model.lora_layers[k].weight, pol[k])   # the policy is untouched
+    runner.iter = 3                                 # iteration 4: no update
+    TRDPOHook(interval=3, alpha=1.0).after_train_iter(runner, 3)
+    for k, m in model.ref_layers.items():
+        torch.testing.assert_close(m.weight, 0.75 * ref0[k] + 0.25 * pol[k], rtol=1e-6, atol=1e-6)
+    runner.iter = 5
+    TRDPOHook(interval=3, alpha=1.0).after_train_iter(runner, 5)
+    assert all(torch.equal(m.weight, pol[k]) for k, m in model.ref_layers.items())
+    with pytest.raises(ValueError, match=r'alpha must lie in \(0, 1\], got 0'):
+        TRDPOHook(alpha=0)
