@@ -233,3 +233,17 @@ def test_tr_dpo_update_by_hand(parts):
     assert all(torch.equal(m.weight, pol[k]) for k, m in model.ref_layers.items())
     with pytest.raises(ValueError, match=r'alpha must lie in \(0, 1\], got 0'):
         TRDPOHook(alpha=0)
+
+
+def test_a_resume_without_its_pairs_stops_before_generating_the_base(tmp_path, parts, val_root, offline, monkeypatch):
+    """The checkpoint's refreshed pairs are gone: the resume stops naming the file before it generates and scores
+    the held-out set with the base model (minutes at full size; before: after it)."""
+    from .test_dpo_control_hook import PixelScorer, run_refresh
+    run_refresh(tmp_path, parts, val_root, offline, {}, max_iters=3)
+    os.rename(tmp_path / 'dpo_refresh', tmp_path / 'elsewhere')
+    scored, score = [], PixelScorer.predict_batch
+    monkeypatch.setattr(PixelScorer, 'predict_batch', lambda self, images: scored.append(len(images)) or
+                        score(self, images))
+    with pytest.raises(FileNotFoundError, match=r'dpo_refresh/iter_2/dpo_pairs.jsonl'):
+        run_refresh(tmp_path, parts, val_root, offline, {}, max_iters=4, resume=str(tmp_path / 'iter_3.pth'))
+    assert scored == []

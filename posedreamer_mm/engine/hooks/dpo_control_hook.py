@@ -136,11 +136,11 @@ class DPOControlHook(ControlValidationHook):
         model = self._model(runner)
         if self.refresh is not None:
             self._check_train_dataloader(runner)
+        self._restore_refresh(runner)  # a resume that cannot train on its pairs stops before the base generation
         self.base_result = self._evaluate(model, base=True)
         runner.visualizer.add_scalars(self._base_scalars(), step=runner.iter)
         runner.logger.info(f'DPO control validation, base model: mean OKS {self.base_result.mean_oks:.4f}, OKS error '
                            f'{self.base_result.oks_error:.4f} ({len(self.base_result.oks)} held-out samples)')
-        self._restore_refresh(runner)
 
     def _base_scalars(self) -> dict[str, float]:
         return {f'{self.prefix}base_mean_oks': self.base_result.mean_oks,
