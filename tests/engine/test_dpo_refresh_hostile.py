@@ -247,3 +247,20 @@ def test_a_resume_without_its_pairs_stops_before_generating_the_base(tmp_path, p
     with pytest.raises(FileNotFoundError, match=r'dpo_refresh/iter_2/dpo_pairs.jsonl'):
         run_refresh(tmp_path, parts, val_root, offline, {}, max_iters=4, resume=str(tmp_path / 'iter_3.pth'))
     assert scored == []
+
+
+def test_resume_of_a_run_without_rounds_into_a_refresh_config(tmp_path, parts, val_root, offline):
+    """A checkpoint without ``meta['dpo_refresh']`` (no round made pairs, as a run without refresh) resumed with
+    refresh on and other settings (2 candidates, a round every 2): the resumed run replays the configured pairs
+    in the uninterrupted order, then its first round (2 candidates per control) switches the data."""
+    from .test_dpo_control_hook import read_jsonl, run_refresh
+    _, first = run_refresh(tmp_path, parts, val_root, offline, dict(interval=100), max_iters=4)
+    ckpt = torch.load(tmp_path / 'iter_3.pth', map_location='cpu', weights_only=False)
+    assert 'dpo_refresh' not in ckpt['meta']
+    _, resumed = run_refresh(tmp_path, parts, val_root, offline, dict(interval=2, candidates=2), max_iters=6,
+                             resume=str(tmp_path / 'iter_3.pth'))
+    assert sorted(resumed.ids) == [3, 4, 5] and resumed.ids[3] == first.ids[3]
+    pairs = read_jsonl(tmp_path / 'dpo_refresh' / 'iter_4' / 'dpo_pairs.jsonl')
+    assert pairs and set(resumed.ids[4] + resumed.ids[5]) <= {p['group'] for p in pairs}
+    report = json.loads((tmp_path / 'dpo_refresh' / 'iter_4' / 'dpo_pairs.report.json').read_text())
+    assert report['refresh']['candidates_per_control'] == 2 and report['refresh']['iter'] == 4
