@@ -46,6 +46,7 @@ from posedreamer_mm.body.sources.base import stable_seed
 from posedreamer_mm.generation.generator import candidate_id
 from posedreamer_mm.generation.reader import GeneratedDataReader
 from posedreamer_mm.generation.writer import ShardedDatasetWriter, shards_of_rank
+from posedreamer_mm.utils import output_lock
 from posedreamer_mm.utils.fileio import TMP_MARKER, atomic_write_text
 from posedreamer_mm.visualization.contact_sheet import tile_sheet
 
@@ -213,14 +214,26 @@ def _write_shard(generator: Any, writer: ShardedDatasetWriter, tmp: str, shard: 
     return records
 
 
-def _remove_killed(root: str) -> None:
+def _remove_killed(root: str, writer: ShardedDatasetWriter) -> None:
     """Deletes what a killed attempt at the round ``root`` left: its temporary folder, and the previous folder a
     kill between :func:`_publish`'s two renames left moved aside (``.iter_<K>.tmp-*``; the final folder is not
-    touched)."""
+    touched). A temporary folder whose writer lock another live run holds (a second run in the same work dir at
+    the same round) is left alone and named in a ``LockHeldError``; the lock of a killed run is stale and taken
+    over (``utils/output_lock.py``: at once on the same host, after ``lock_stale_s`` without a heartbeat from
+    another)."""
     prefix = f'.{osp.basename(root)}{TMP_MARKER}'
-    for name in os.listdir(osp.dirname(root)):
-        if name.startswith(prefix):
-            shutil.rmtree(osp.join(osp.dirname(root), name), ignore_errors=True)
+    for name in sorted(os.listdir(osp.dirname(root))):
+        if not name.startswith(prefix):
+            continue
+        path = osp.join(osp.dirname(root), name)
+        if osp.isfile(osp.join(path, output_lock.LOCK_NAME)):
+            try:
+                output_lock.acquire(path, writer.lock_stale_s, writer.lock_heartbeat_s)
+            except output_lock.LockHeldError as err:
+                raise output_lock.LockHeldError(f'another live run writes the round {root} in {path} ({err}): two '
+                                                'runs in one work dir; stop one, or give each its own') from None
+            output_lock.release(path)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _publish(tmp: str, final: str) -> None:
@@ -270,7 +283,7 @@ def refresh_round(generator: Any, controls: Sequence[HeldOutSample], scorer: Any
     if rank == 0:
         try:
             os.makedirs(osp.dirname(root), exist_ok=True)
-            _remove_killed(root)
+            _remove_killed(root, writer)
             writer.prepare_output(tmp, header)
         except Exception as err:
             state['error'], failure = f'{type(err).__name__}: {err}', err

@@ -264,3 +264,32 @@ def test_resume_of_a_run_without_rounds_into_a_refresh_config(tmp_path, parts, v
     assert pairs and set(resumed.ids[4] + resumed.ids[5]) <= {p['group'] for p in pairs}
     report = json.loads((tmp_path / 'dpo_refresh' / 'iter_4' / 'dpo_pairs.report.json').read_text())
     assert report['refresh']['candidates_per_control'] == 2 and report['refresh']['iter'] == 4
+
+
+def test_a_round_does_not_delete_a_live_run_writing_it_and_takes_over_a_killed_one(tmp_path, parts, val_root):
+    """A second run in the same work dir reaches round 2 while the first still writes it: the round's temporary
+    folder holds the first run's live lock; the second run stops naming it (before: it deleted the folder under the
+    live writer). Once that run is SIGKILLed, its lock is stale and the next attempt replaces the folder."""
+    import signal
+    import subprocess
+    import sys
+
+    from .test_dpo_control_hook import one_round, tiny_pipeline
+    live = tmp_path / '.iter_2.tmp-refresh'
+    live.mkdir()
+    (live / 'shard_being_written').write_text('x')
+    holder = subprocess.Popen(
+        [sys.executable, '-c', 'import sys, time\nfrom posedreamer_mm.utils import output_lock\n'
+         f'output_lock.acquire({str(live)!r})\nprint("held", flush=True)\ntime.sleep(120)'],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'held'
+        with pytest.raises(RuntimeError, match=r'\(preparing .*\.iter_2\.tmp-refresh\) on rank 0: .*another live run '
+                                               r'writes the round .*iter_2.*pid ' + str(holder.pid)):
+            one_round(tiny_pipeline(parts), val_root, tmp_path / 'iter_2')
+        assert (live / 'shard_being_written').is_file()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    one_round(tiny_pipeline(parts), val_root, tmp_path / 'iter_2')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['iter_2']
