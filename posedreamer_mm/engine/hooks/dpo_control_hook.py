@@ -333,8 +333,10 @@ class DPOControlHook(ControlValidationHook):
             # the round's folder was rewritten after the checkpoint: a second run into this work dir (not a resume)
             # or a round redone from another checkpoint; its pairs are not the ones this checkpoint trained on
             raise ValueError(f'DPOControlHook: the pairs file {path} is not the one the checkpoint trained on (sha256 '
-                             f"{file_sha256(path)}, checkpoint's {state['sha256']}, meta['dpo_refresh']): another run "
-                             'rewrote the round; resume in a work dir of its own, or start a new run with load_from')
+                             f"{file_sha256(path)}, checkpoint's {state['sha256']}, meta['dpo_refresh']): the round "
+                             'was rewritten after this checkpoint (a second run in this work dir, or the round redone '
+                             'from an earlier checkpoint); resume from the latest checkpoint of the run that wrote it, '
+                             'or start a new run with load_from')
         self.refresh_state = dict(state)
         self._install(runner, skip=int(state['iter']))
 
