@@ -148,16 +148,11 @@ def _slim(rec: dict) -> dict:
     out = dict(id=rec['id'])
     if 'error' in rec:
         out['error'] = rec['error']
-    scores = rec.get('scores')
+    scores, match = rec.get('scores'), rec.get('match')
     if isinstance(scores, dict) and 'oks' in scores:
         out['scores'] = dict(oks=scores['oks'])
-    elif scores is not None:
-        out['scores'] = {}
-    match = rec.get('match')
     if isinstance(match, dict):
         out['match'] = dict(index=match.get('index'))
-    elif 'match' in rec:
-        out['match'] = match
     return out
 
 

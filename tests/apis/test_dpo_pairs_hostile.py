@@ -95,6 +95,8 @@ def test_reading_scores_keeps_only_what_pairing_needs(tmp_path):
             match = dict(index=None if i == 5 else 0, oks=0.5, distance=3.0, reason='best')
             f.write(json.dumps(dict(id=f'p{i // 4}_c{i % 4:03d}', index=i, kept=True, stage=None, drop_reason=None,
                                     scores=dict(oks=0.5, num_detections=2.0), detections=det, match=match)) + '\n')
+    with open(path, 'a') as f:   # a blank line between records is skipped, not the end of the file
+        f.write('\n' + json.dumps(dict(id='late', scores=dict(oks=0.25), match=None)) + '\n')
     tracemalloc.start()
     try:
         scores = read_scores(str(path))
@@ -104,6 +106,7 @@ def test_reading_scores_keeps_only_what_pairing_needs(tmp_path):
     assert peak < path.stat().st_size, (peak, path.stat().st_size)
     assert scores['p0_c001'] == dict(id='p0_c001', scores=dict(oks=0.5), match=dict(index=0))
     assert dp.candidate_oks(scores['p1_c001']) == (None, 'no_match')
+    assert len(scores) == 2001 and dp.candidate_oks(scores['late']) == (0.25, None)
 
 
 def test_scored_ids_missing_from_the_dataset_name_the_scores_file_and_both_causes(scored):

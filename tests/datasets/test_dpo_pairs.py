@@ -107,7 +107,7 @@ def test_scores_file_errors_name_the_line(tmp_path):
     with pytest.raises(PairsFileError, match='scores.jsonl, line 2: expected a JSON object'):
         read_scores(str(path))
     path.write_text('{"id": "a"}\n{"id": "a"}\n')
-    with pytest.raises(PairsFileError, match="line 2: sample id 'a' appears twice"):
+    with pytest.raises(PairsFileError, match=r"line 2: sample id 'a' appears twice \(first on line 1\)"):
         read_scores(str(path))
     with pytest.raises(PairsFileError, match='tools/filter.py'):
         read_scores(str(tmp_path / 'none.jsonl'))
