@@ -21,7 +21,9 @@ One command runs the whole chain on CPU (results and their reading in docs/dpo_m
 5. **Pairs**: ``apis/dpo_pairs.py``'s pairing rule (``pair_group``: best vs worst OKS of each control's group, a
    minimum gap and a minimum winner OKS).
 6. **DPO**: ``DiffusionDPO`` (``models/editors/dpo/``, LoRA over the trained ControlNet trainer, reference = adapter
-   off) for ``--dpo-iters`` iterations of ``model.train_step``.
+   off) for ``--dpo-iters`` iterations of ``model.train_step``; ``--rounds R`` adds R - 1 on-line rounds (the
+   policy's own new candidates of the same controls, paired by the same rule, ``--dpo-iters`` more iterations on
+   them), the held-out figures measured after each.
 7. **Held-out figures**: ``--eval`` controls (``test``: the held-out split; ``val``: the validation split settings
    were chosen on), each at ``--eval-seeds`` fixed seeds (seed 0 = the row's own), generated with the base (adapter
    off) and after DPO and scored by the same scorer: OKS error (1 - mean OKS, unmatched = 0), unmatched share,
@@ -95,6 +97,10 @@ def parse_args():
     p.add_argument('--beta', type=float, default=5000.0)
     p.add_argument('--rank', type=int, default=8)
     p.add_argument('--lora-on', choices=['denoiser', 'controlnet', 'both'], default='both')
+    p.add_argument('--rounds', type=int, default=1,
+                   help='DPO rounds: round r > 1 trains on pairs of the policy\'s own new candidates')
+    p.add_argument('--round-pairs', choices=['replace', 'mix'], default='replace',
+                   help='round r > 1 trains on its new pairs only, or on them and all earlier ones')
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--seed', type=int, default=0)
     return p.parse_args()
@@ -217,6 +223,35 @@ def implicit_accuracy(model, pairs: list, repeats: int = 4, batch: int = 16) -> 
     model.train(was)
     accs, margins = torch.cat(accs), torch.cat(margins)
     return dict(implicit_acc=float(accs.mean()), reward_margin=float(margins.mean()), n=len(accs))
+
+
+def train_dpo(model, optim, pairs: list, folder: str, settings: dict, iters: int, batch: int, seed: int) -> list:
+    """``iters`` DPO iterations of ``model.train_step`` on batches drawn from ``pairs``; the LoRA and the logs are
+    kept in ``folder`` and loaded instead when ``settings`` match. Returns the per-iteration logs."""
+    if settings_match(folder, settings):
+        model.lora_layers.load_state_dict(torch.load(osp.join(folder, 'lora.pt')))
+        print(f'DPO: reusing {folder}', flush=True)
+        with open(osp.join(folder, 'logs.json')) as f:
+            return json.load(f)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    rng = np.random.default_rng(seed)
+    model.train()
+    logs = []
+    for it in range(iters):
+        idx = rng.choice(len(pairs), min(batch, len(pairs)), replace=False)
+        out = model.train_step(to_batch([pairs[i] for i in idx]), optim)
+        logs.append({k: float(torch.as_tensor(v).detach()) for k, v in out.items()})
+        if (it + 1) % max(1, iters // 10) == 0:
+            w = logs[-max(1, iters // 10):]
+            print(f'  DPO it {it + 1}: loss {np.mean([x["loss"] for x in w]):.4f}, implicit acc '
+                  f'{np.mean([x["implicit_acc"] for x in w]):.3f}, margin '
+                  f'{np.mean([x["reward_margin"] for x in w]):+.3f}', flush=True)
+    torch.save(model.lora_layers.state_dict(), osp.join(folder, 'lora.pt'))
+    with open(osp.join(folder, 'logs.json'), 'w') as f:
+        json.dump(logs, f)
+    tcm._finish(folder, settings)
+    return logs
 
 
 # --- figures ------------------------------------------------------------------------------------------------------
@@ -416,51 +451,67 @@ def main() -> None:
     else:
         acc_before = implicit_accuracy(model, test_pairs)
         acc_train_before = implicit_accuracy(model, train_pairs[:64])
-        # 6. DPO (the LoRA is kept in the work dir and reused when the settings match)
-        dpo_dir = osp.join(work, 'dpo')
+        # 6. DPO rounds (each round's LoRA is kept in the work dir and reused when the settings match). Round 1
+        # trains on the base's candidates; round r > 1 draws new candidates of the same training controls from the
+        # current policy (adapter on) under round-specific seeds, pairs them by the same rule and trains on
+        # (``--round-pairs replace``) or also on (``mix``) them: the on-line refresh of ``DPOControlHook(refresh=)``
+        # (docs/dpo.md), the reference staying the adapter-off base.
         dpo_key = dict(stage_key, controls=args.cand_controls, k=args.candidates, min_gap=args.min_gap,
                        min_winner=args.min_winner, iters=args.dpo_iters, batch=args.dpo_batch, lr=args.dpo_lr,
                        beta=args.beta, rank=args.rank, on=args.lora_on, seed=args.seed)
-        if settings_match(dpo_dir, dpo_key):
-            model.lora_layers.load_state_dict(torch.load(osp.join(dpo_dir, 'lora.pt')))
-            logs = json.load(open(osp.join(dpo_dir, 'logs.json')))
-            print(f'DPO: reusing {dpo_dir}', flush=True)
-        else:
-            shutil.rmtree(dpo_dir, ignore_errors=True)
-            os.makedirs(dpo_dir)
+        logs, rounds, round_pairs, last = [], [], train_pairs, None
+        for r in range(1, args.rounds + 1):
+            if r > 1:
+                model.eval()
+                pipe = model.build_pipeline()
+                imgs_r, oks_r = cached_generate(
+                    osp.join(work, f'cand_train_round{r}'), dict(dpo_key, round=r, mode=args.round_pairs),
+                    pipe, cand_held, args.candidates, scorer, args.steps, 10_000 + args.seed + 100_000 * r, False)
+                new_pairs, new_reasons = make_dpo_pairs(cand_held, imgs_r, oks_r, args.min_gap, args.min_winner)
+                round_pairs = new_pairs + (round_pairs if args.round_pairs == 'mix' else [])
+                rounds[-1].update(next_candidates_mean_oks=float(oks_r.mean()), next_pairs=len(new_pairs),
+                                  next_reasons=new_reasons)
+                print(f'round {r}: candidates of the policy: mean OKS {oks_r.mean():.3f} (base {oks_c.mean():.3f}); '
+                      f'{len(new_pairs)} new pairs {new_reasons}; training on {len(round_pairs)}', flush=True)
+                clock.lap(f'candidates (round {r})')
+                if not round_pairs:
+                    print(f'round {r}: no pair: the rounds stop here', flush=True)
+                    break
+            key = dpo_key if r == 1 else dict(dpo_key, round=r, rounds_mode=args.round_pairs)
+            # a fresh optimiser each round: a round reused from its folder and one just trained go on alike
             optim = OptimWrapper(torch.optim.AdamW(model.lora_layers.parameters(), lr=args.dpo_lr, weight_decay=0.0),
                                  clip_grad=dict(max_norm=1.0))
-            rng = np.random.default_rng(args.seed + 2)
-            model.train()
-            logs = []
-            for it in range(args.dpo_iters):
-                idx = rng.choice(len(train_pairs), min(args.dpo_batch, len(train_pairs)), replace=False)
-                out = model.train_step(to_batch([train_pairs[i] for i in idx]), optim)
-                logs.append({k: float(torch.as_tensor(v).detach()) for k, v in out.items()})
-                if (it + 1) % max(1, args.dpo_iters // 10) == 0:
-                    w = logs[-max(1, args.dpo_iters // 10):]
-                    print(f'  DPO it {it + 1}: loss {np.mean([x["loss"] for x in w]):.4f}, implicit acc '
-                          f'{np.mean([x["implicit_acc"] for x in w]):.3f}, margin '
-                          f'{np.mean([x["reward_margin"] for x in w]):+.3f}', flush=True)
-            torch.save(model.lora_layers.state_dict(), osp.join(dpo_dir, 'lora.pt'))
-            with open(osp.join(dpo_dir, 'logs.json'), 'w') as f:
-                json.dump(logs, f)
-            tcm._finish(dpo_dir, dpo_key)
-        clock.lap('DPO')
+            logs += train_dpo(model, optim, round_pairs, osp.join(work, 'dpo' if r == 1 else f'dpo_round{r}'), key,
+                              args.dpo_iters, args.dpo_batch, args.seed + 2 + 7 * (r - 1))
+            clock.lap('DPO' if args.rounds == 1 else f'DPO (round {r})')
+            if args.rounds > 1:
+                model.eval()
+                pipe = model.build_pipeline()
+                last = generate(pipe, test_held, args.eval_seeds, scorer, args.steps, 50_000 + args.seed, True)
+                oks_e = last[1]
+                rounds.append(dict(round=r, pairs=len(round_pairs), it=len(logs), **oks_row(oks_e)))
+                print(f'after round {r}: held-out OKS error {rounds[-1]["oks_error"]:.4f} (base '
+                      f'{before["oks_error"]:.4f})', flush=True)
+                clock.lap(f'held-out (round {r})')
+        result['rounds'] = rounds
         k = max(1, args.dpo_iters // 5)
         result['dpo_loss'] = [float(np.mean([x['loss'] for x in logs[:k]])),
                               float(np.mean([x['loss'] for x in logs[-k:]]))]
         result['acc_train'] = [acc_train_before, implicit_accuracy(model, train_pairs[:64])]
         # 7. after: the same held-out controls and seeds, adapter on
         model.eval()
-        pipe = model.build_pipeline()
-        imgs_a, oks_a = generate(pipe, test_held, args.eval_seeds, scorer, args.steps, 50_000 + args.seed, True)
+        if last is None:   # (rounds > 1: the last round's held-out images are these)
+            pipe = model.build_pipeline()
+            last = generate(pipe, test_held, args.eval_seeds, scorer, args.steps, 50_000 + args.seed, True)
+        imgs_a, oks_a = last
         after = oks_row(oks_a)
         held_out_sheet(osp.join(work, 'held_out_base_vs_dpo.png'), test_held, imgs_b[:, 0], imgs_a[:, 0],
                        oks_b[:, 0], oks_a[:, 0])
         acc_after = implicit_accuracy(model, test_pairs)
         curve_plot(osp.join(work, 'dpo_curve.png'), logs,
-                   [dict(it=0, oks_error=before['oks_error']), dict(it=args.dpo_iters, oks_error=after['oks_error'])])
+                   [dict(it=0, oks_error=before['oks_error'])]
+                   + ([dict(it=x['it'], oks_error=x['oks_error']) for x in rounds]
+                      or [dict(it=len(logs), oks_error=after['oks_error'])]))
         clock.lap('held-out after')
         rel = (before['oks_error'] - after['oks_error']) / max(before['oks_error'], 1e-12)
         stats = paired_stats(oks_b, oks_a, args.seed)
