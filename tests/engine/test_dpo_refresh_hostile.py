@@ -42,10 +42,11 @@ def _runner(work_dir, parts, hooks, max_iters, ckpt, model=None, resume=None, na
 
 # --- two ranks: the LoRA export at a checkpoint, a refresh that fails after its round on one rank ----------------
 def _two_rank_worker(rank, port, parts, val_root, out):
-    """Two runs on both ranks. 1: 2 iterations with a held-out validation (a gather) and a checkpoint at each.
+    """Three runs on both ranks. 1: 2 iterations, a checkpoint at each, a held-out validation (a gather) at 2.
     mmengine calls ``before_save_checkpoint`` on rank 0 only (``Runner.save_checkpoint`` is ``master_only``): a
-    collective there pairs with rank 1's next one and leaves the ranks waiting. 2: a refresh round at 2 whose
-    dataloader rebuild fails on rank 1 only (as a rank whose view of a shared file system lags would)."""
+    collective there pairs with rank 1's next one and leaves the ranks waiting. 2: refresh rounds at 2 (then a
+    checkpoint) and 4, whose dataloader rebuild fails on rank 1 only (as on a rank whose view of a shared file
+    system lags). 3: a resume from that checkpoint whose rebuild on the round-2 pairs fails on rank 1 only."""
     import torch.distributed as dist
 
     from posedreamer_mm.utils import register_all_modules
@@ -55,10 +56,10 @@ def _two_rank_worker(rank, port, parts, val_root, out):
     register_all_modules()
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     dist.init_process_group('gloo', rank=rank, world_size=2, timeout=timedelta(seconds=20))
-    result = dict(error=None, refresh_error=None)
+    result = dict(error=None, refresh_error=None, resume_error=None)
     try:
         try:
-            runner = _runner(os.path.join(out, 'work'), parts, [hook_cfg(val_root, interval=1, sheet_rows=0)],
+            runner = _runner(os.path.join(out, 'work'), parts, [hook_cfg(val_root, interval=2, sheet_rows=0)],
                              max_iters=2, ckpt=1, name='two_ranks')
             runner.train()
             result['iter'] = runner.iter
@@ -67,18 +68,25 @@ def _two_rank_worker(rank, port, parts, val_root, out):
         if rank == 0:
             write_offline_pairs(Path(out) / 'offline')
         dist.barrier()
-        build = Runner.build_dataloader
+        build, failing = Runner.build_dataloader, ['iter_4']
 
         def failing_build(dataloader, *args, **kwargs):
-            if rank == 1 and 'dpo_refresh' in str(dataloader['dataset']):
+            if rank == 1 and any(f'dpo_refresh/{name}' in str(dataloader['dataset']) for name in failing):
                 raise OSError('stale file handle (simulated)')
             return build(dataloader, *args, **kwargs)
 
         Runner.build_dataloader = staticmethod(failing_build)
+        work, offline, small = Path(out) / 'refresh', Path(out) / 'offline', dict(num_controls=2, candidates=2)
         try:
-            run_refresh(Path(out) / 'refresh', parts, val_root, Path(out) / 'offline', {}, max_iters=3, ckpt=10)
-        except Exception as err:
-            result['refresh_error'] = f'{type(err).__name__}: {err}'
+            try:
+                run_refresh(work, parts, val_root, offline, small, max_iters=5, ckpt=2)
+            except Exception as err:
+                result['refresh_error'] = f'{type(err).__name__}: {err}'
+            failing.append('iter_2')
+            try:
+                run_refresh(work, parts, val_root, offline, small, max_iters=5, resume=str(work / 'iter_2.pth'))
+            except Exception as err:
+                result['resume_error'] = f'{type(err).__name__}: {err}'
         finally:
             Runner.build_dataloader = staticmethod(build)
     finally:
@@ -98,6 +106,11 @@ def test_two_ranks_checkpoint_and_fail_a_refresh_together(tmp_path, parts, val_r
     for r in ranks:   # the rebuild failed on rank 1: both ranks stop (before: rank 0 trained on alone)
         assert r['refresh_error'] == ('RuntimeError: DPO pair refresh failed (switching the train dataloader to the '
                                       "round's pairs) on rank 1: OSError: stale file handle (simulated)")
+    # the resume's rebuild failed on rank 1: rank 1 raises its error, rank 0 names it (before: rank 0 went on into
+    # the base generation's gather alone)
+    assert ranks[1]['resume_error'] == 'OSError: stale file handle (simulated)'
+    assert ranks[0]['resume_error'] == ("RuntimeError: DPOControlHook: restoring the checkpoint's refreshed pairs "
+                                        'failed on rank 1: OSError: stale file handle (simulated)')
 
 
 # --- TR-DPO: the base of a resumed run ---------------------------------------------------------------------------

@@ -136,7 +136,20 @@ class DPOControlHook(ControlValidationHook):
         model = self._model(runner)
         if self.refresh is not None:
             self._check_train_dataloader(runner)
-        self._restore_refresh(runner)  # a resume that cannot train on its pairs stops before the base generation
+        # a resume that cannot train on its pairs stops before the base generation, on every rank (a rank whose view
+        # of the shared file system lags would otherwise fail alone and leave the others in the base's gather)
+        failure = None
+        try:
+            self._restore_refresh(runner)
+        except Exception as err:
+            failure = err
+        failed = [f'rank {r}: {e}' for r, e in enumerate(all_gather_object(
+            None if failure is None else f'{type(failure).__name__}: {failure}')) if e]
+        if failure is not None:
+            raise failure
+        if failed:
+            raise RuntimeError("DPOControlHook: restoring the checkpoint's refreshed pairs failed on "
+                               + '; '.join(failed))
         self.base_result = self._evaluate(model, base=True)
         runner.visualizer.add_scalars(self._base_scalars(), step=runner.iter)
         runner.logger.info(f'DPO control validation, base model: mean OKS {self.base_result.mean_oks:.4f}, OKS error '
