@@ -15,6 +15,7 @@ from posedreamer_mm.apis import dpo_pairs as dp
 from posedreamer_mm.apis.dpo_pairs import build_pairs, make_pairs, read_scores
 from posedreamer_mm.body.sample import BodySample
 from posedreamer_mm.datasets.dpo_pairs import PairsFileError
+from posedreamer_mm.generation.reader import GeneratedDataReader
 from tests.datasets.test_dpo_pairs import write_candidates
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,18 +137,31 @@ def test_a_group_whose_candidates_have_other_labels_or_prompts_is_refused(tmp_pa
     # another pose would teach the model that the winner's control produced it
     other = BodySample(id='p0_c002', img_size=np.array([16, 16]), body_pose=np.full(63, 0.3, np.float32))
     reader = write_candidates(tmp_path / 'a', [('p0', 3), ('p1', 2)], extra={'p0_c002': dict(sample=other)})
-    with pytest.raises(PairsFileError, match=r"group 'p0'.*p0_c002.*label.*p0_c000"):
+    with pytest.raises(PairsFileError, match=r"group 'p0': candidate 'p0_c002' \(row 2\) has another label "
+                                             r"\['body_pose'\] than candidate 'p0_c000' \(row 0\)"):
+        build_pairs(reader, {})
+    female = BodySample(id='p1_c001', img_size=np.array([16, 16]), gender='female')
+    reader = write_candidates(tmp_path / 'g', [('p0', 2), ('p1', 2)], extra={'p1_c001': dict(sample=female)})
+    with pytest.raises(PairsFileError, match=r"group 'p1': .*'p1_c001' \(row 3\) has another label \['gender'\]"):
         build_pairs(reader, {})
     reader = write_candidates(tmp_path / 'b', [('p0', 2), ('p1', 2)], extra={'p1_c001': dict(prompt='a dog')})
     with pytest.raises(PairsFileError, match=r"group 'p1'.*p1_c001.*prompt"):
         build_pairs(reader, {})
 
 
-def test_a_candidate_number_twice_in_a_group_is_refused(tmp_path):
+def test_a_candidate_number_twice_or_not_an_integer_is_refused(tmp_path):
     # two rows claiming to be candidate 0 of p0: a merged or hand-edited dataset, not the generator's
     reader = write_candidates(tmp_path / 'a', [('p0', 3)], extra={'p0_c001': dict(candidate=0)})
     with pytest.raises(PairsFileError, match=r"group 'p0'.*candidate 0 .*twice"):
         build_pairs(reader, {})
+    reader = write_candidates(tmp_path / 'b', [('p0', 2)], extra={'p0_c001': dict(candidate='1')})
+    with pytest.raises(PairsFileError, match=r"row 1 \(sample 'p0_c001'\) has \"candidate\" '1' .*expected an integer"):
+        build_pairs(reader, {})
+    reader = write_candidates(tmp_path / 'c', [('p0', 2)])
+    for f in (tmp_path / 'c').rglob('meta.jsonl'):   # a row with its group but without its candidate number
+        f.write_text(f.read_text().replace('"candidate": 1', '"cand": 1'))
+    with pytest.raises(PairsFileError, match=r'row 1 .* has no "group"/"candidate"'):
+        build_pairs(GeneratedDataReader(str(tmp_path / 'c')), {})
 
 
 def test_a_group_of_one_and_equal_oks_are_counted_not_paired(tmp_path):
