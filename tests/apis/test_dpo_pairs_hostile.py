@@ -122,7 +122,8 @@ def test_scored_ids_missing_from_the_dataset_name_the_scores_file_and_both_cause
 
 @pytest.mark.parametrize('kw, key', [(dict(min_gap=float('nan')), 'min_gap'), (dict(min_gap=-0.1), 'min_gap'),
                                      (dict(min_gap=1.5), 'min_gap'), (dict(min_winner=float('nan')), 'min_winner'),
-                                     (dict(min_winner=2.0), 'min_winner')])
+                                     (dict(min_winner=2.0), 'min_winner'), (dict(min_gap='0.1'), 'min_gap'),
+                                     (dict(min_winner=True), 'min_winner')])
 def test_thresholds_outside_0_1_are_refused(tmp_path, kw, key):
     # before: --min-gap nan compared False everywhere, so every group that was no tie was paired
     reader = write_candidates(tmp_path / 'cand', [('p0', 2)])
@@ -147,6 +148,15 @@ def test_a_group_whose_candidates_have_other_labels_or_prompts_is_refused(tmp_pa
     reader = write_candidates(tmp_path / 'b', [('p0', 2), ('p1', 2)], extra={'p1_c001': dict(prompt='a dog')})
     with pytest.raises(PairsFileError, match=r"group 'p1'.*p1_c001.*prompt"):
         build_pairs(reader, {})
+
+
+def test_labels_equal_to_float_rounding_are_one_control(tmp_path):
+    # a pose split between two shards is prepared once per shard, possibly on another machine: the last bits of
+    # the crop camera may differ, and that is still one control
+    near = BodySample(id='p0_c001', img_size=np.array([16, 16]), body_pose=np.full(63, 1e-7, np.float32),
+                      focal=np.array([890.001, 890.0], np.float32))   # the writer's default focal is 890
+    reader = write_candidates(tmp_path / 'a', [('p0', 2)], extra={'p0_c001': dict(sample=near)})
+    assert build_pairs(reader, {})[1]['groups_by_reason']['too_few_scored'] == 1
 
 
 def test_a_candidate_number_twice_or_not_an_integer_is_refused(tmp_path):
@@ -239,6 +249,12 @@ def test_the_output_cannot_be_an_input(scored, target):
     with pytest.raises(PairsFileError, match='would overwrite'):
         make_pairs(str(root), str(scores), str(path), overwrite=True)
     assert (path.read_bytes() if path.exists() else None) == before
+
+
+def test_the_output_cannot_be_a_directory(scored):
+    root, scores = scored
+    with pytest.raises(PairsFileError, match=r'--out .*filter: writing .* would overwrite a directory'):
+        make_pairs(str(root), str(scores), str(root / 'filter'), overwrite=True)
 
 
 def test_a_failure_while_writing_keeps_the_previous_pairs_and_report_together(scored, monkeypatch):
