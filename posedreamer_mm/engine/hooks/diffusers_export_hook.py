@@ -6,10 +6,11 @@ import os.path as osp
 import shutil
 
 from mmengine.dist import barrier, is_main_process
-from mmengine.hooks import Hook
+from mmengine.hooks import EMAHook, Hook
 from mmengine.model import is_model_wrapper
 
 from posedreamer_mm.registry import HOOKS
+from posedreamer_mm.utils.fileio import TMP_MARKER
 
 
 @HOOKS.register_module()
@@ -56,12 +57,17 @@ class DiffusersExportHook(Hook):
         """The model whose weights are exported: the EMA copy where an ``EMAHook`` keeps one."""
         for hook in runner.hooks:
             ema = getattr(hook, 'ema_model', None)
-            if type(hook).__name__ == 'EMAHook' and ema is not None:
+            if isinstance(hook, EMAHook) and ema is not None:
                 return ema.module
         return runner.model.module if is_model_wrapper(runner.model) else runner.model
 
-    def export(self, runner, step: int) -> str:
-        """Writes ``work_dir/<out_dir>/iter_<step>`` (rank 0) and returns its path."""
+    def export(self, runner, step: int, collective: bool = True) -> str:
+        """Writes ``work_dir/<out_dir>/iter_<step>`` (rank 0) and returns its path.
+
+        ``collective=False`` for a caller that runs on rank 0 only (a ``before_save_checkpoint`` hook: mmengine's
+        ``Runner.save_checkpoint`` is ``master_only``): no barrier, which there would pair with the other ranks'
+        next collective and leave every rank waiting.
+        """
         root = osp.join(runner.work_dir, self.out_dir)
         final = osp.join(root, f'iter_{step}')
         model = self._source(runner)
@@ -70,7 +76,7 @@ class DiffusersExportHook(Hook):
                             'with a diffusion trainer of models/editors/)')
         if is_main_process():
             os.makedirs(root, exist_ok=True)
-            tmp = osp.join(root, f'.iter_{step}.tmp')
+            tmp = osp.join(root, f'.iter_{step}{TMP_MARKER}export')
             shutil.rmtree(tmp, ignore_errors=True)
             model.save_pretrained(tmp)
             if osp.isdir(final):
@@ -78,7 +84,8 @@ class DiffusersExportHook(Hook):
             os.replace(tmp, final)
             self._prune(root)
             runner.logger.info(f'DiffusersExportHook: iteration {step} weights written to {final}')
-        barrier()
+        if collective:
+            barrier()
         self.last_exported = step
         return final
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import os.path as osp
-import shutil
 import time
 
 import torch
@@ -31,7 +29,6 @@ from posedreamer_mm.apis.dpo_refresh import (
 )
 from posedreamer_mm.datasets.dpo_pairs import refreshed_dataset_cfg
 from posedreamer_mm.registry import HOOKS
-from posedreamer_mm.utils.fileio import TMP_MARKER
 
 from .control_validation_hook import ControlValidationHook
 from .diffusers_export_hook import DiffusersExportHook
@@ -186,28 +183,10 @@ class DPOControlHook(ControlValidationHook):
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self.exporter is not None:
             step = int(checkpoint.get('meta', {}).get('iter', runner.iter + 1))  # the checkpoint's iteration
-            path = self._export_lora(runner, step)
+            path = self.exporter.export(runner, step, collective=False)  # rank 0 only: no barrier
             checkpoint.setdefault('meta', {})['dpo_lora'] = osp.relpath(path, runner.work_dir)
         if self.refresh_state is not None:
             checkpoint.setdefault('meta', {})['dpo_refresh'] = dict(self.refresh_state)
-
-    def _export_lora(self, runner, step: int) -> str:
-        """Writes the LoRA to ``work_dir/<lora_dir>/iter_<step>`` (under a temporary name, then renamed) and returns
-        the folder. No collective: mmengine calls ``before_save_checkpoint`` on rank 0 only (``Runner.save_checkpoint``
-        is ``master_only``), so a barrier here (``DiffusersExportHook.export``'s) would pair with the other ranks'
-        next collective and leave the ranks waiting."""
-        root = osp.join(runner.work_dir, self.lora_dir)
-        final = osp.join(root, f'iter_{step}')
-        model = self.exporter._source(runner)  # the EMA copy where an EMAHook keeps one
-        os.makedirs(root, exist_ok=True)
-        tmp = osp.join(root, f'.iter_{step}{TMP_MARKER}lora')
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        if osp.isdir(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        runner.logger.info(f'DPOControlHook: iteration {step} LoRA written to {final}')
-        return final
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._loaded_refresh = (checkpoint.get('meta') or {}).get('dpo_refresh')
