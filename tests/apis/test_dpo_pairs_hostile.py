@@ -280,6 +280,8 @@ def test_the_report_names_the_pairs_it_describes(scored):
     report = make_pairs(str(root), str(scores), str(root / 'dpo_pairs.jsonl'))
     assert report['pairs_sha256'] == hashlib.sha256((root / 'dpo_pairs.jsonl').read_bytes()).hexdigest()
     assert report['scores_sha256'] == hashlib.sha256(scores.read_bytes()).hexdigest()
+    assert report['report_png'] == str(root / 'dpo_pairs.report.png') and (root / 'dpo_pairs.report.png').is_file()
+    assert json.loads((root / 'dpo_pairs.report.json').read_text()) == report
 
 
 def test_the_tool_says_how_many_candidates_it_skipped(scored, capsys):
