@@ -254,6 +254,33 @@ def _check_group(reader: GeneratedDataReader, labels: _LabelRows, captions: list
                                  'credit the winner\'s control with the loser\'s image')
 
 
+def check_scores_dataset(reader: GeneratedDataReader, scores_path: str) -> None:
+    """Refuses scores that ``tools/filter.py`` made on another candidates run of the same poses (same ids).
+
+    The filter's ``summary.json`` beside the scores names the dataset it scored (``data_root``). When that folder
+    exists, is not ``reader``'s and its ``manifest.json`` fingerprint differs, the scores rank other images. A copy
+    of the dataset (same fingerprint), a folder gone since, or scores without a summary (the on-line refresh's)
+    are accepted.
+
+    Raises:
+        PairsFileError: naming the scores, both datasets and their fingerprints.
+    """
+    try:
+        with open(osp.join(osp.dirname(osp.abspath(scores_path)), SUMMARY), encoding='utf-8') as f:
+            scored = json.load(f).get('data_root')
+        if not isinstance(scored, str) or osp.realpath(scored) == osp.realpath(reader.root):
+            return
+        with open(osp.join(scored, MANIFEST), encoding='utf-8') as f:
+            fingerprint = json.load(f).get('fingerprint')
+    except (OSError, ValueError, AttributeError):
+        return
+    if fingerprint != reader.manifest.get('fingerprint'):
+        raise PairsFileError(f'{scores_path} scores {scored} (fingerprint {fingerprint!r}), not {reader.root} '
+                             f'(fingerprint {reader.manifest.get("fingerprint")!r}), by the filter\'s summary.json '
+                             'beside it: another candidates run of the same poses has the same ids, other images. '
+                             'Score this dataset (python tools/filter.py CANDIDATES_DIR CONFIG) and pass its scores')
+
+
 def _candidate(reader: GeneratedDataReader, row: int, oks: float) -> dict:
     meta = reader.meta(row)
     return dict(id=meta['id'], row=row, candidate=int(meta['candidate']), seed=int(meta['seed']),
@@ -446,6 +473,7 @@ def make_pairs(candidates_dir: str, scores_path: str, out_path: str, min_gap: fl
     """
     reader = GeneratedDataReader(candidates_dir)
     scores = read_scores(scores_path)
+    check_scores_dataset(reader, scores_path)
     pairs, report, gaps_all = build_pairs(reader, scores, min_gap, min_winner, no_match, scores_path)
     old = check_outputs(reader, scores_path, out_path, report, overwrite)
     pairs_text = ''.join(json.dumps(p, sort_keys=True) + '\n' for p in pairs)
@@ -483,5 +511,5 @@ def make_pairs(candidates_dir: str, scores_path: str, out_path: str, min_gap: fl
 
 
 __all__ = ['PAIRS_FORMAT', 'REASONS', 'UNSCORED_CAUSES', 'PairsFileError', 'build_pairs', 'candidate_groups',
-           'candidate_oks', 'check_outputs', 'make_pairs', 'pair_group', 'pair_record', 'read_scores',
-           'save_pairs_report_png']
+           'candidate_oks', 'check_outputs', 'check_scores_dataset', 'make_pairs', 'pair_group', 'pair_record',
+           'read_scores', 'save_pairs_report_png']

@@ -110,6 +110,29 @@ def test_reading_scores_keeps_only_what_pairing_needs(tmp_path):
     assert len(scores) == 2001 and dp.candidate_oks(scores['late']) == (0.25, None)
 
 
+def test_scores_of_another_candidates_run_with_the_same_ids_are_refused(scored, tmp_path):
+    # SD1.5 and FLUX candidates of one pose config share every id: --scores pointing at the other run's file paired
+    # these images by the other images' OKS. tools/filter.py writes summary.json (data_root) beside scores.jsonl
+    root, scores = scored
+    other = tmp_path / 'flux'
+    write_candidates(other, [('p0', 3), ('p1', 2)])
+    manifest = json.loads((other / 'manifest.json').read_text())
+    (other / 'manifest.json').write_text(json.dumps(dict(manifest, fingerprint='flux-config')))
+    flux_scores = write_scores(other / 'filter' / 'scores.jsonl', OKS)
+    (other / 'filter' / 'summary.json').write_text(json.dumps(dict(data_root=str(other), num_samples=5)))
+    with pytest.raises(PairsFileError, match=r"flux/filter/scores.jsonl scores .*flux \(fingerprint 'flux-config'\), "
+                                             r"not .*cand \(fingerprint 'dpo-pairs-test'\)"):
+        make_pairs(str(root), str(flux_scores), str(tmp_path / 'pairs.jsonl'))
+    assert not (tmp_path / 'pairs.jsonl').exists()
+    # the scores of this dataset, or of a copy of it (same fingerprint), or of a folder gone since: paired
+    (root / 'filter' / 'summary.json').write_text(json.dumps(dict(data_root=str(root), num_samples=5)))
+    assert make_pairs(str(root), str(scores), str(tmp_path / 'a.jsonl'))['num_pairs'] == 2
+    (other / 'manifest.json').write_text(json.dumps(manifest))
+    assert make_pairs(str(root), str(flux_scores), str(tmp_path / 'b.jsonl'))['num_pairs'] == 2
+    (other / 'filter' / 'summary.json').write_text(json.dumps(dict(data_root=str(tmp_path / 'gone'))))
+    assert make_pairs(str(root), str(flux_scores), str(tmp_path / 'c.jsonl'))['num_pairs'] == 2
+
+
 def test_scored_ids_missing_from_the_dataset_name_the_scores_file_and_both_causes(scored):
     # before: 'the scores name 1 ids that are not in <root>: they score another dataset', without the file, and
     # wrong when the dataset lost a shard since scoring (a folder without shard.json is skipped by the reader)
