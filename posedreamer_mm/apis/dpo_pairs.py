@@ -42,7 +42,7 @@ import numpy as np
 from posedreamer_mm.datasets.dpo_pairs import PairsFileError
 from posedreamer_mm.generation.reader import GeneratedDataReader
 from posedreamer_mm.generation.writer import MANIFEST, SHARDS_DIR, SUMMARY
-from posedreamer_mm.utils.fileio import TMP_MARKER, atomic_write_bytes, atomic_write_text
+from posedreamer_mm.utils.fileio import TMP_MARKER, atomic_write_bytes, atomic_write_text, iter_id_records
 
 #: Group outcomes, in the order the rule checks them.
 REASONS = ('paired', 'too_few_scored', 'tie', 'winner_below_min', 'gap_below_min')
@@ -114,29 +114,9 @@ def read_scores(path: str) -> dict[str, dict]:
                              '(python tools/filter.py CANDIDATES_DIR [CONFIG], which writes CANDIDATES_DIR/filter/'
                              'scores.jsonl)')
     out: dict[str, dict] = {}
-    first: dict[str, int] = {}
-    try:
-        with open(path, encoding='utf-8') as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise PairsFileError(f'{path}, line {n}: not valid JSON ({err.msg}); expected one JSON object '
-                                         'per line') from None
-                if not isinstance(rec, dict) or not isinstance(rec.get('id'), str):
-                    raise PairsFileError(f'{path}, line {n}: expected a JSON object with a string "id", got '
-                                         f'{line.rstrip()[:80]!r}')
-                sid = rec['id']
-                if sid in first:
-                    raise PairsFileError(f'{path}, line {n}: sample id {sid!r} appears twice (first on line '
-                                         f'{first[sid]})')
-                first[sid] = n
-                _check_oks(path, n, rec)
-                out[sid] = _slim(rec)
-    except (OSError, UnicodeDecodeError) as err:
-        raise PairsFileError(f'cannot read {path} ({type(err).__name__}: {err})') from err
+    for n, rec in iter_id_records(path, error=PairsFileError):
+        _check_oks(path, n, rec)
+        out[rec['id']] = _slim(rec)
     if not out:
         raise PairsFileError(f'scores file {path} holds no record (empty): expected one JSON line per candidate of '
                              'tools/filter.py; score the candidates again')

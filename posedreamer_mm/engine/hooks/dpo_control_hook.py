@@ -21,7 +21,6 @@ from posedreamer_mm.apis.control_eval import (
 )
 from posedreamer_mm.apis.dpo_refresh import (
     PAIRS_NAME,
-    file_sha256,
     load_controls,
     refresh_contact_sheet,
     refresh_round,
@@ -29,6 +28,7 @@ from posedreamer_mm.apis.dpo_refresh import (
 )
 from posedreamer_mm.datasets.dpo_pairs import refreshed_dataset_cfg
 from posedreamer_mm.registry import HOOKS
+from posedreamer_mm.utils.fileio import file_sha256
 
 from .control_validation_hook import ControlValidationHook
 from .diffusers_export_hook import DiffusersExportHook
