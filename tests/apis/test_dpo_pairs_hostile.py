@@ -262,14 +262,16 @@ def test_a_pairs_file_without_its_report_or_edited_since_is_not_replaced(scored)
     assert out.read_text() == edited
 
 
-@pytest.mark.parametrize('target', ['filter/scores.jsonl', 'manifest.json', 'summary.json',
-                                    'shards/000000/meta.jsonl'])
-def test_the_output_cannot_be_an_input(scored, target):
+@pytest.mark.parametrize('target, what', [
+    ('filter/scores.jsonl', 'the scores file'), ('manifest.json', "the candidates dataset's manifest.json"),
+    ('summary.json', "the candidates dataset's summary.json"), ('writer.lock', "the candidates dataset's writer.lock"),
+    ('shards/000000/meta.jsonl', "a file of the candidates dataset's shards")])
+def test_the_output_cannot_be_an_input(scored, target, what):
     # a mistyped --out used to overwrite the scores or the dataset's own files (even with --overwrite it must not)
     root, scores = scored
     path = root / target
     before = path.read_bytes() if path.exists() else None
-    with pytest.raises(PairsFileError, match='would overwrite'):
+    with pytest.raises(PairsFileError, match=f'would overwrite {what}; choose another --out'):
         make_pairs(str(root), str(scores), str(path), overwrite=True)
     assert (path.read_bytes() if path.exists() else None) == before
 
