@@ -55,7 +55,7 @@ def _two_rank_worker(rank, port, parts, val_root, out):
     torch.set_num_threads(1)
     register_all_modules()
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=2, timeout=timedelta(seconds=20))
+    dist.init_process_group('gloo', rank=rank, world_size=2, timeout=timedelta(seconds=60))
     result = dict(error=None, refresh_error=None, resume_error=None)
     try:
         try:
