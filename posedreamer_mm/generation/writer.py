@@ -193,7 +193,12 @@ class ShardedDatasetWriter:
 
     @staticmethod
     def _check_empty(root: str) -> None:
-        if osp.isdir(root) and any(not is_temporary(n) and n != output_lock.LOCK_NAME for n in os.listdir(root)):
+        names = os.listdir(root) if osp.isdir(root) else []
+        if MANIFEST in names and osp.isfile(osp.join(root, MANIFEST)):
+            # a run that took the lock since the caller looked made it a dataset (manifest first, then shards/):
+            # the lock and check_output decide, not a 'not a dataset' error
+            return
+        if any(not is_temporary(n) and n != output_lock.LOCK_NAME for n in names):
             raise OutputConflictError(
                 f'output directory {root} is not empty and has no {MANIFEST}: it is not a generated dataset; '
                 'choose an empty or new --out')

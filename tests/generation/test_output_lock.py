@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from posedreamer_mm.generation.reader import GeneratedDataReader
-from posedreamer_mm.generation.writer import OutputLockedError, ShardedDatasetWriter, ShardWriteError, shards_of_rank
+from posedreamer_mm.generation.writer import (
+    OutputConflictError,
+    OutputLockedError,
+    ShardedDatasetWriter,
+    ShardWriteError,
+    shards_of_rank,
+)
 from posedreamer_mm.utils import output_lock
 from tests.generation.test_writer_reader import _sample, _write
 
@@ -242,6 +248,17 @@ def _contender(root, start, results, hold):
         results.put(('refused', os.getpid(), str(err)))
     except BaseException as err:  # any other error fails the test, not the wait
         results.put(('error', os.getpid(), repr(err)))
+
+
+def test_a_dataset_made_between_the_manifest_look_and_the_emptiness_check_is_no_conflict(tmp_path):
+    # the race a contender lost in CI: it saw no manifest, then the lock's new holder wrote manifest.json and
+    # shards/, and the emptiness check called the folder 'not a generated dataset' instead of the lock refusing
+    (tmp_path / 'manifest.json').write_text('{}')
+    (tmp_path / 'shards').mkdir()
+    ShardedDatasetWriter._check_empty(str(tmp_path))
+    (tmp_path / 'manifest.json').unlink()
+    with pytest.raises(OutputConflictError, match='is not empty and has no manifest.json'):
+        ShardedDatasetWriter._check_empty(str(tmp_path))
 
 
 def test_processes_racing_for_a_dead_runs_lock_end_with_one_holder(tmp_path):
